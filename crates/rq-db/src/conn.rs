@@ -1,0 +1,192 @@
+//! Opening SQLite connections with explicit settings, and the guards every connection carries.
+//!
+//! Every connection gets: foreign keys as configured (bundled SQLite turns them on by default;
+//! rqlite keeps them off unless `-fk`), an authorizer that refuses what would escape the data
+//! directory or change durability settings, bounded lengths, and a progress handler that
+//! enforces the per-statement deadline (`db_timeout`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::Error;
+use crate::database::STATE_TABLE;
+
+/// SQLite's virtual-machine steps between two deadline checks.
+const PROGRESS_STEPS: i32 = 1000;
+/// Largest string or blob a statement may create or bind (SQLite's own default is 1 GB).
+const MAX_LENGTH: i32 = 256 * 1024 * 1024;
+/// Largest SQL text SQLite will prepare.
+const MAX_SQL_LENGTH: i32 = 64 * 1024 * 1024;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 128;
+
+/// Settings shared by all connections to one database.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnConfig {
+    /// `PRAGMA foreign_keys` (`-fk`).
+    pub foreign_keys: bool,
+}
+
+/// A per-connection deadline the progress handler checks; 0 means none.
+///
+/// Stored as nanoseconds since `origin` so the handler reads one atomic.
+#[derive(Clone)]
+pub(crate) struct Deadline {
+    origin: Instant,
+    at: Arc<AtomicU64>,
+}
+
+impl Deadline {
+    fn new() -> Self {
+        Deadline {
+            origin: Instant::now(),
+            at: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Arms the deadline `timeout` from now; a zero timeout disarms it.
+    pub(crate) fn arm(&self, timeout: Duration) {
+        let v = if timeout.is_zero() {
+            0
+        } else {
+            (self.origin.elapsed() + timeout).as_nanos().max(1) as u64
+        };
+        self.at.store(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn disarm(&self) {
+        self.at.store(0, Ordering::Relaxed);
+    }
+
+    fn expired(&self) -> bool {
+        let at = self.at.load(Ordering::Relaxed);
+        at != 0 && self.origin.elapsed().as_nanos() as u64 >= at
+    }
+}
+
+/// A connection and the deadline its progress handler watches.
+pub struct Conn {
+    pub(crate) conn: Connection,
+    pub(crate) deadline: Deadline,
+    /// While set, the authorizer lets through what only the node itself may do.
+    trusted: Arc<AtomicBool>,
+}
+
+impl Conn {
+    /// The write connection: the only one that changes the database.
+    pub fn open_writer(path: &Path, cfg: ConnConfig) -> Result<Conn, Error> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags)?;
+        // WAL lets readers run beside the writer. Commits are not fsynced: the Raft log is what
+        // makes a write durable. The writer checkpoints the WAL itself (`Database::checkpoint`),
+        // with a full sync, so the main file only ever receives complete, synced transactions.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "OFF")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Conn::finish(conn, cfg)
+    }
+
+    /// A read-only connection for the read pool.
+    pub fn open_reader(path: &Path, cfg: ConnConfig) -> Result<Conn, Error> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.pragma_update(None, "query_only", true)?;
+        conn.pragma_update(None, "synchronous", "OFF")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Conn::finish(conn, cfg)
+    }
+
+    /// An in-memory connection, for checks that must not touch the database.
+    pub fn open_memory(cfg: ConnConfig) -> Result<Conn, Error> {
+        Conn::finish(Connection::open_in_memory()?, cfg)
+    }
+
+    fn finish(mut conn: Connection, cfg: ConnConfig) -> Result<Conn, Error> {
+        conn.pragma_update(None, "foreign_keys", cfg.foreign_keys)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_LENGTH)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        let trusted = Arc::new(AtomicBool::new(false));
+        let t = trusted.clone();
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            if t.load(Ordering::Relaxed) {
+                Authorization::Allow
+            } else {
+                authorize(ctx)
+            }
+        }))?;
+        let deadline = Deadline::new();
+        let d = deadline.clone();
+        conn.progress_handler(PROGRESS_STEPS, Some(move || d.expired()))?;
+        Ok(Conn {
+            conn,
+            deadline,
+            trusted,
+        })
+    }
+
+    /// Runs `f` with the authorizer's user restrictions lifted, for the node's own statements.
+    pub(crate) fn trusted<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        self.trusted.store(true, Ordering::Relaxed);
+        let r = f(&self.conn);
+        self.trusted.store(false, Ordering::Relaxed);
+        r
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Pragmas whose value must not be changed through the API: they are the node's durability and
+/// checkpointing settings, which rqlite reserves for itself.
+pub(crate) const RESERVED_PRAGMAS: [&str; 5] = [
+    "journal_mode",
+    "wal_autocheckpoint",
+    "wal_checkpoint",
+    "synchronous",
+    "query_only",
+];
+
+fn authorize(ctx: AuthContext<'_>) -> Authorization {
+    match ctx.action {
+        // The state table is the node's record of what it applied; users may read it only.
+        AuthAction::Insert { table_name }
+        | AuthAction::Update { table_name, .. }
+        | AuthAction::Delete { table_name }
+            if table_name.eq_ignore_ascii_case(STATE_TABLE) =>
+        {
+            Authorization::Deny
+        }
+        // Attaching opens arbitrary files; the database is the one file a node serves.
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value,
+        } => {
+            let name = pragma_name.to_ascii_lowercase();
+            let reserved = RESERVED_PRAGMAS.contains(&name.as_str());
+            if reserved && (pragma_value.is_some() || name == "wal_checkpoint") {
+                Authorization::Deny
+            } else {
+                Authorization::Allow
+            }
+        }
+        AuthAction::Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }
+}

@@ -1,0 +1,719 @@
+//! Running a request's statements and shaping their results exactly as rqlite does.
+//!
+//! The rules come from rqlite's Go driver stack and are kept on purpose, quirks included:
+//! a write is stepped once and reports the connection's `last_insert_rowid()` and `changes()`
+//! (which carry over from earlier statements); a query's `types` are the lower-cased declared
+//! types, filled from the first row where undeclared; `boolean`, `date`, `datetime` and
+//! `timestamp` columns convert their values; BLOBs in text-like columns come back as text.
+
+use std::time::{Duration, Instant};
+
+use rq_proto::{ExecuteResult, Param, QueryRows, Request, StmtResult, Value};
+use rusqlite::types::ValueRef;
+use rusqlite::{Batch, Statement, ToSql};
+
+use crate::conn::Conn;
+use crate::{Error, gotime, lex};
+
+/// How a request's statements run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every statement is a write (RETURNING ones return rows).
+    Execute,
+    /// Every statement is a read; writes are refused.
+    Query,
+    /// Each statement runs as a read or a write, by what it does.
+    Request,
+}
+
+/// How a request run inside the state machine's batch transaction ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Done(Vec<StmtResult>),
+    /// The request holds a statement that cannot run inside a transaction (VACUUM, or a
+    /// foreign-keys pragma that SQLite ignores there). Nothing was run.
+    NeedsAutocommit,
+    /// Statement `statement` ended the enclosing transaction (SQLite rolled it back). Its error
+    /// is `error`; everything since the transaction began is gone.
+    Aborted {
+        statement: usize,
+        error: String,
+    },
+}
+
+const READ_ONLY_ERROR: &str = "attempt to change database via query operation";
+/// Name of the savepoint standing in for a request's transaction inside the batch.
+const REQUEST_TX: &str = "rqlite_request_tx";
+/// Name of the savepoint standing in for a user's own BEGIN inside the batch.
+const USER_TX: &str = "rqlite_user_tx";
+
+/// What a failed step means for the caller.
+enum Failure {
+    /// A SQL error: report it for this statement.
+    Sql(String),
+    /// The database cannot be written; stop.
+    Storage(String),
+}
+
+fn classify(e: &rusqlite::Error, timeout_msg: &str) -> Failure {
+    use rusqlite::ErrorCode::*;
+    if let rusqlite::Error::SqliteFailure(f, _) = e {
+        match f.code {
+            OperationInterrupted => return Failure::Sql(timeout_msg.into()),
+            DiskFull | SystemIoFailure | DatabaseCorrupt | NotADatabase | CannotOpen | OutOfMemory => {
+                return Failure::Storage(message(e));
+            }
+            _ => {}
+        }
+    }
+    Failure::Sql(message(e))
+}
+
+/// SQLite's own message for an error, as rqlite reports it.
+pub fn message(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
+        rusqlite::Error::SqliteFailure(f, None) => f.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The lower-cased declared types that rqlite's driver treats as text when they hold a BLOB.
+fn is_text_type(t: &str) -> bool {
+    matches!(t, "text" | "json" | "")
+        || [
+            "varchar",
+            "varying character",
+            "nchar",
+            "native character",
+            "nvarchar",
+            "clob",
+        ]
+        .iter()
+        .any(|p| t.starts_with(p))
+}
+
+/// Converts one column value of a row by its declared type, as the driver and rqlite do.
+fn convert(v: ValueRef<'_>, decl: &str, shown_type: &str) -> Result<Value, String> {
+    Ok(match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => match decl {
+            "date" | "datetime" | "timestamp" => Value::Text(gotime::from_integer(i)?),
+            "boolean" => Value::Bool(i > 0),
+            _ => Value::Integer(i),
+        },
+        ValueRef::Real(f) => Value::Float(f),
+        ValueRef::Text(t) => {
+            let s = String::from_utf8_lossy(t);
+            match decl {
+                "date" | "datetime" | "timestamp" => Value::Text(gotime::from_text(&s)?),
+                _ => Value::Text(s.into_owned()),
+            }
+        }
+        ValueRef::Blob(b) => {
+            if is_text_type(shown_type) {
+                Value::Text(String::from_utf8_lossy(b).into_owned())
+            } else {
+                Value::Blob(b.to_vec())
+            }
+        }
+    })
+}
+
+fn type_of(v: &Value) -> &'static str {
+    match v {
+        Value::Integer(_) => "integer",
+        Value::Float(_) => "real",
+        Value::Bool(_) => "boolean",
+        Value::Blob(_) => "blob",
+        Value::Text(_) => "text",
+        Value::Null => "",
+    }
+}
+
+struct Bind<'a>(&'a Value);
+
+impl ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef as V};
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Value::Null => V::Null,
+            Value::Integer(i) => V::Integer(*i),
+            Value::Float(f) => V::Real(*f),
+            Value::Bool(b) => V::Integer(*b as i64),
+            Value::Text(s) => V::Text(s.as_bytes()),
+            Value::Blob(b) => V::Blob(b),
+        }))
+    }
+}
+
+/// Go's `%q` of a string, for the driver's named-parameter message.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Checks named parameters as Go's database/sql does: a name must start with a letter.
+fn check_names(params: &[Param]) -> Result<(), String> {
+    for p in params {
+        if let Some(n) = &p.name
+            && !n.chars().next().is_some_and(char::is_alphabetic)
+        {
+            return Err(format!("name {} does not begin with a letter", go_quote(n)));
+        }
+    }
+    Ok(())
+}
+
+/// Binds the parameters of one prepared statement the way the Go driver does: the statement
+/// takes the next `parameter_count()` arguments, plus every named argument outside them;
+/// unnamed ones bind by their position in that list, named ones to `:n`, `@n` and `$n`.
+fn bind(stmt: &mut Statement<'_>, params: &[Param], start: usize, got_for_error: usize) -> Result<usize, String> {
+    let na = stmt.parameter_count();
+    if params.len().saturating_sub(start) < na {
+        return Err(format!(
+            "not enough args to execute query: want {na} got {got_for_error}"
+        ));
+    }
+    let own = &params[start..start + na];
+    let others = params
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| (*i < start || *i >= start + na) && p.name.is_some())
+        .map(|(_, p)| p);
+    for (i, p) in own.iter().chain(others).enumerate() {
+        match &p.name {
+            None => {
+                if i < na {
+                    stmt.raw_bind_parameter(i + 1, Bind(&p.value))
+                        .map_err(|e| message(&e))?;
+                }
+            }
+            Some(name) => {
+                for prefix in [":", "@", "$"] {
+                    let key = format!("{prefix}{name}");
+                    if let Some(idx) = stmt.parameter_index(&key).map_err(|e| message(&e))? {
+                        stmt.raw_bind_parameter(idx, Bind(&p.value)).map_err(|e| message(&e))?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(na)
+}
+
+/// Per-run settings.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    conn: &'a Conn,
+    timings: bool,
+    qualify: bool,
+    /// Inside the state machine's batch transaction (emulate user BEGIN/COMMIT).
+    in_batch: bool,
+}
+
+/// Steps a write once and reports the connection's insert id and change count, for every
+/// statement in `sql`; the last statement's figures are the result.
+fn exec_write(run: Run<'_>, sql: &str, params: &[Param], user_tx: &mut UserTx) -> Result<StmtResult, Failure> {
+    let conn = &run.conn.conn;
+    let started = Instant::now();
+    if let Err(e) = check_names(params) {
+        return Ok(StmtResult::Error(e));
+    }
+    let finish = |started: Instant| ExecuteResult {
+        last_insert_id: conn.last_insert_rowid(),
+        rows_affected: conn.changes() as i64,
+        time: if run.timings {
+            started.elapsed().as_secs_f64()
+        } else {
+            0.0
+        },
+    };
+    match conn.prepare_cached(sql) {
+        Ok(mut stmt) => {
+            if let Some(r) = user_tx.intercept(run, sql)? {
+                return Ok(r);
+            }
+            if let Err(e) = bind(&mut stmt, params, 0, params.len()) {
+                return Ok(StmtResult::Error(e));
+            }
+            let mut rows = stmt.raw_query();
+            if let Err(e) = rows.next() {
+                return Err(classify(&e, "execute timeout"));
+            }
+            drop(rows);
+            Ok(StmtResult::Execute(finish(started)))
+        }
+        Err(rusqlite::Error::MultipleStatement) => {
+            let mut batch = Batch::new(conn, sql);
+            let mut start = 0;
+            loop {
+                let mut stmt = match fallible_next(&mut batch) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => break,
+                    Err(e) => return Err(classify(&e, "execute timeout")),
+                };
+                let text = stmt.expanded_sql().unwrap_or_default();
+                if let Some(r) = user_tx.intercept(run, &text)? {
+                    if let StmtResult::Error(_) = r {
+                        return Ok(r);
+                    }
+                    continue;
+                }
+                match bind(&mut stmt, params, start, params.len()) {
+                    Ok(n) => start += n,
+                    Err(e) => return Ok(StmtResult::Error(e)),
+                }
+                let mut rows = stmt.raw_query();
+                if let Err(e) = rows.next() {
+                    return Err(classify(&e, "execute timeout"));
+                }
+            }
+            Ok(StmtResult::Execute(finish(started)))
+        }
+        // Only whitespace or comments: nothing runs, and the result is empty.
+        Err(rusqlite::Error::Empty) => Ok(StmtResult::Execute(ExecuteResult::default())),
+        Err(rusqlite::Error::SqlInputError { msg, .. }) => Ok(StmtResult::Error(msg)),
+        Err(e) => match classify(&e, "execute timeout") {
+            Failure::Sql(m) => Ok(StmtResult::Error(m)),
+            f => Err(f),
+        },
+    }
+}
+
+fn fallible_next<'c>(b: &mut Batch<'c, '_>) -> rusqlite::Result<Option<Statement<'c>>> {
+    use fallible_iterator::FallibleIterator;
+    b.next()
+}
+
+/// Runs a statement that returns rows. `sql` may hold several statements; as with the Go
+/// driver, only the last one is stepped and answers.
+fn exec_query(
+    run: Run<'_>,
+    sql: &str,
+    params: &[Param],
+    readonly_check: bool,
+    timeout_msg: &str,
+) -> Result<StmtResult, Failure> {
+    let conn = &run.conn.conn;
+    let started = Instant::now();
+    if let Err(e) = check_names(params) {
+        return Ok(StmtResult::Error(e));
+    }
+    let mut cached;
+    let mut owned;
+    let stmt: &mut Statement<'_> = match conn.prepare_cached(sql) {
+        Ok(s) => {
+            cached = s;
+            if let Err(e) = bind(&mut cached, params, 0, params.len()) {
+                return Ok(StmtResult::Error(e));
+            }
+            &mut cached
+        }
+        Err(rusqlite::Error::MultipleStatement) => {
+            let mut batch = Batch::new(conn, sql);
+            let mut start = 0;
+            let mut last = None;
+            loop {
+                match fallible_next(&mut batch) {
+                    Ok(Some(mut s)) => match bind(&mut s, params, start, params.len() - start) {
+                        Ok(n) => {
+                            start += n;
+                            last = Some(s);
+                        }
+                        Err(e) => return Ok(StmtResult::Error(e)),
+                    },
+                    Ok(None) => break,
+                    Err(e) => return Err(classify(&e, timeout_msg)),
+                }
+            }
+            match last {
+                Some(s) => {
+                    owned = s;
+                    &mut owned
+                }
+                None => return Ok(StmtResult::Query(QueryRows::default())),
+            }
+        }
+        Err(rusqlite::Error::Empty) => return Ok(StmtResult::Query(QueryRows::default())),
+        Err(rusqlite::Error::SqlInputError { msg, .. }) => return Ok(StmtResult::Error(msg)),
+        Err(e) => {
+            return match classify(&e, timeout_msg) {
+                Failure::Sql(m) => Ok(StmtResult::Error(m)),
+                f => Err(f),
+            };
+        }
+    };
+    if readonly_check && !stmt.readonly() {
+        return Ok(StmtResult::Error(READ_ONLY_ERROR.into()));
+    }
+    let ncol = stmt.column_count();
+    let mut columns: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+    let decls: Vec<String> = stmt
+        .columns()
+        .map(|c| c.decl_type().unwrap_or("").to_lowercase())
+        .collect();
+    if run.qualify {
+        for (i, c) in stmt.columns_with_metadata().enumerate() {
+            if let Some(t) = c.table_name()
+                && !t.is_empty()
+            {
+                columns[i] = format!("{t}.{}", columns[i]);
+            }
+        }
+    }
+    let mut types = decls.clone();
+    let mut values: Vec<Vec<Value>> = Vec::new();
+    let mut rows = stmt.raw_query();
+    let mut first = true;
+    loop {
+        let row = match rows.next() {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                return match classify(&e, timeout_msg) {
+                    Failure::Sql(m) => Ok(StmtResult::Error(readonly_message(&e, m))),
+                    f => Err(f),
+                };
+            }
+        };
+        if ncol == 0 {
+            break;
+        }
+        let mut vals = Vec::with_capacity(ncol);
+        for i in 0..ncol {
+            let v = row.get_ref(i).map_err(|e| Failure::Sql(message(&e)))?;
+            match convert(v, &decls[i], &types[i]) {
+                Ok(v) => vals.push(v),
+                Err(m) => return Ok(StmtResult::Error(m)),
+            }
+        }
+        if first {
+            for (t, v) in types.iter_mut().zip(&vals) {
+                if t.is_empty() {
+                    *t = type_of(v).to_string();
+                }
+            }
+            first = false;
+        }
+        values.push(vals);
+    }
+    Ok(StmtResult::Query(QueryRows {
+        columns,
+        types,
+        values,
+        error: None,
+        time: if run.timings {
+            started.elapsed().as_secs_f64()
+        } else {
+            0.0
+        },
+    }))
+}
+
+/// Writes refused by a read-only connection get rqlite's message.
+fn readonly_message(e: &rusqlite::Error, m: String) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ReadOnly => READ_ONLY_ERROR.into(),
+        _ => m,
+    }
+}
+
+/// A user's BEGIN/COMMIT/ROLLBACK inside the batch transaction, played with a savepoint.
+#[derive(Default)]
+struct UserTx {
+    open: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxControl {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+fn tx_control(sql: &str) -> Option<TxControl> {
+    // Cheap test first: this runs for every write.
+    let head = sql.trim_start();
+    let maybe = head.starts_with(['-', '/'])
+        || ["begin", "commit", "end", "rollback"]
+            .iter()
+            .any(|w| head.len() >= w.len() && head.as_bytes()[..w.len()].eq_ignore_ascii_case(w.as_bytes()));
+    if !maybe {
+        return None;
+    }
+    let toks = lex::tokenize(sql);
+    let first = toks.first()?;
+    if first.is_word(sql, "begin") {
+        Some(TxControl::Begin)
+    } else if first.is_word(sql, "commit") || first.is_word(sql, "end") {
+        Some(TxControl::Commit)
+    } else if first.is_word(sql, "rollback") && !toks.iter().any(|t| t.is_word(sql, "to")) {
+        Some(TxControl::Rollback)
+    } else {
+        None
+    }
+}
+
+impl UserTx {
+    /// Plays `sql` if it is transaction control inside the batch; `None` when it is not.
+    fn intercept(&mut self, run: Run<'_>, sql: &str) -> Result<Option<StmtResult>, Failure> {
+        if !run.in_batch {
+            return Ok(None);
+        }
+        let Some(ctl) = tx_control(sql) else { return Ok(None) };
+        let conn = &run.conn.conn;
+        let (script, next, err) = match (ctl, self.open) {
+            (TxControl::Begin, false) => (format!("SAVEPOINT {USER_TX}"), true, None),
+            (TxControl::Begin, true) => (
+                String::new(),
+                true,
+                Some("cannot start a transaction within a transaction"),
+            ),
+            (TxControl::Commit, true) => (format!("RELEASE {USER_TX}"), false, None),
+            (TxControl::Commit, false) => (String::new(), false, Some("cannot commit - no transaction is active")),
+            (TxControl::Rollback, true) => (format!("ROLLBACK TO {USER_TX}; RELEASE {USER_TX}"), false, None),
+            (TxControl::Rollback, false) => (String::new(), false, Some("cannot rollback - no transaction is active")),
+        };
+        if let Some(e) = err {
+            return Ok(Some(StmtResult::Error(e.into())));
+        }
+        run.conn
+            .trusted(|c| c.execute_batch(&script))
+            .map_err(|e| classify(&e, "execute timeout"))?;
+        self.open = next;
+        Ok(Some(StmtResult::Execute(ExecuteResult {
+            last_insert_id: conn.last_insert_rowid(),
+            rows_affected: conn.changes() as i64,
+            time: 0.0,
+        })))
+    }
+
+    /// A user transaction left open at the end of a request is committed.
+    fn close(&mut self, run: Run<'_>) -> Result<(), Failure> {
+        if self.open {
+            run.conn
+                .trusted(|c| c.execute_batch(&format!("RELEASE {USER_TX}")))
+                .map_err(|e| classify(&e, "execute timeout"))?;
+            self.open = false;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a statement must run outside any transaction: VACUUM (but not VACUUM INTO, which
+/// the authorizer refuses anyway) and setting `foreign_keys`, which SQLite ignores inside one.
+fn needs_autocommit(sql: &str) -> bool {
+    // Cheap test first: this runs for every write.
+    if !(crate::sql::contains_ignore_case(sql, "vacuum") || crate::sql::contains_ignore_case(sql, "foreign_keys")) {
+        return false;
+    }
+    let toks = lex::tokenize(sql);
+    lex::statements(&toks).into_iter().any(|st| {
+        if st[0].is_word(sql, "vacuum") {
+            return true;
+        }
+        if st[0].is_word(sql, "pragma") {
+            let name = match st.get(2).map(|t| t.kind) {
+                Some(lex::Kind::Dot) => st.get(3),
+                _ => st.get(1),
+            };
+            let has_value = st.iter().any(|t| matches!(t.kind, lex::Kind::Eq | lex::Kind::LParen));
+            return name.is_some_and(|n| n.unquoted(sql).eq_ignore_ascii_case("foreign_keys")) && has_value;
+        }
+        false
+    })
+}
+
+/// Whether the statement only reads, by SQLite's verdict; statements that fail to prepare
+/// count as writes (they then report their error through the log, as rqlite does).
+fn statement_is_read(conn: &Conn, sql: &str) -> bool {
+    match conn.conn.prepare_cached(sql) {
+        Ok(s) => s.readonly() || s.is_explain() > 0,
+        Err(rusqlite::Error::MultipleStatement) => {
+            let mut batch = Batch::new(&conn.conn, sql);
+            loop {
+                match fallible_next(&mut batch) {
+                    Ok(Some(s)) if s.readonly() || s.is_explain() > 0 => {}
+                    Ok(None) => return true,
+                    _ => return false,
+                }
+            }
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether every statement of a request only reads.
+pub fn is_read_only(conn: &Conn, req: &Request) -> bool {
+    req.statements
+        .iter()
+        .filter(|s| !s.sql.is_empty())
+        .all(|s| statement_is_read(conn, &s.sql))
+}
+
+/// The core loop shared by every way of running a request.
+fn run_statements(
+    run: Run<'_>,
+    req: &Request,
+    mode: Mode,
+    skip: &dyn Fn(usize) -> Option<String>,
+) -> Result<Outcome, Error> {
+    let timeout = Duration::from_nanos(req.db_timeout_ns);
+    let stop_on_error = req.transaction || req.rollback_on_error;
+    let savepoint = req.transaction || req.rollback_on_error;
+    let conn = run.conn;
+    if savepoint {
+        if run.in_batch {
+            conn.trusted(|c| c.execute_batch(&format!("SAVEPOINT {REQUEST_TX}")))?;
+        } else {
+            conn.trusted(|c| c.execute_batch("BEGIN"))?;
+        }
+    }
+    let mut user_tx = UserTx::default();
+    let mut results = Vec::with_capacity(req.statements.len());
+    if mode == Mode::Query {
+        conn.deadline.arm(timeout);
+    }
+    let mut failed = false;
+    for (i, st) in req.statements.iter().enumerate() {
+        if st.sql.is_empty() {
+            continue;
+        }
+        if let Some(e) = skip(i) {
+            results.push(StmtResult::Error(e));
+            if stop_on_error {
+                failed = true;
+                break;
+            }
+            continue;
+        }
+        if mode != Mode::Query {
+            conn.deadline.arm(timeout);
+        }
+        let outcome = match mode {
+            Mode::Execute if st.returning => exec_query(run, &st.sql, &st.params, false, "query timeout"),
+            Mode::Execute => exec_write(run, &st.sql, &st.params, &mut user_tx),
+            Mode::Query => exec_query(run, &st.sql, &st.params, run.in_batch, "query timeout"),
+            Mode::Request => {
+                if !st.returning && statement_is_read(conn, &st.sql) {
+                    exec_query(run, &st.sql, &st.params, false, "query timeout")
+                } else if st.returning {
+                    exec_query(run, &st.sql, &st.params, false, "query timeout")
+                } else {
+                    exec_write(run, &st.sql, &st.params, &mut user_tx)
+                }
+            }
+        };
+        if mode != Mode::Query {
+            conn.deadline.disarm();
+        }
+        let result = match outcome {
+            Ok(r) => r,
+            Err(Failure::Storage(m)) => {
+                conn.deadline.disarm();
+                return Err(Error::Storage(m));
+            }
+            Err(Failure::Sql(m)) => StmtResult::Error(m),
+        };
+        if run.in_batch && conn.conn.is_autocommit() {
+            // The statement ended the batch transaction: SQLite rolled everything back.
+            conn.deadline.disarm();
+            let error = result.error().unwrap_or("transaction rolled back").to_string();
+            return Ok(Outcome::Aborted { statement: i, error });
+        }
+        let is_error = result.error().is_some();
+        results.push(result);
+        if is_error && stop_on_error && mode != Mode::Query {
+            failed = true;
+            break;
+        }
+    }
+    conn.deadline.disarm();
+    if let Err(f) = user_tx.close(run) {
+        return match f {
+            Failure::Storage(m) => Err(Error::Storage(m)),
+            Failure::Sql(m) => Ok(Outcome::Aborted {
+                statement: req.statements.len(),
+                error: m,
+            }),
+        };
+    }
+    if savepoint {
+        let script = match (run.in_batch, failed) {
+            (true, true) => format!("ROLLBACK TO {REQUEST_TX}; RELEASE {REQUEST_TX}"),
+            (true, false) => format!("RELEASE {REQUEST_TX}"),
+            (false, true) => "ROLLBACK".to_string(),
+            (false, false) => "COMMIT".to_string(),
+        };
+        if let Err(e) = conn.trusted(|c| c.execute_batch(&script)) {
+            if run.in_batch {
+                return Err(e.into());
+            }
+            let _ = conn.trusted(|c| c.execute_batch("ROLLBACK"));
+            return Ok(Outcome::Done(vec![StmtResult::Error(message(&e))]));
+        }
+    }
+    Ok(Outcome::Done(results))
+}
+
+/// Runs a committed request inside the state machine's open batch transaction.
+pub fn run_in_batch(
+    conn: &Conn,
+    req: &Request,
+    mode: Mode,
+    skip: &dyn Fn(usize) -> Option<String>,
+) -> Result<Outcome, Error> {
+    if mode != Mode::Query && req.statements.iter().any(|s| needs_autocommit(&s.sql)) {
+        return Ok(Outcome::NeedsAutocommit);
+    }
+    let run = Run {
+        conn,
+        timings: req.timings,
+        qualify: req.qualify_columns,
+        in_batch: true,
+    };
+    run_statements(run, req, mode, skip)
+}
+
+/// Runs a committed request with no enclosing transaction (see `Outcome::NeedsAutocommit`).
+pub fn run_autocommit(conn: &Conn, req: &Request, mode: Mode) -> Result<Vec<StmtResult>, Error> {
+    let run = Run {
+        conn,
+        timings: req.timings,
+        qualify: req.qualify_columns,
+        in_batch: false,
+    };
+    match run_statements(run, req, mode, &|_| None)? {
+        Outcome::Done(r) => Ok(r),
+        Outcome::NeedsAutocommit | Outcome::Aborted { .. } => {
+            Err(Error::Storage("unexpected outcome outside a batch".into()))
+        }
+    }
+}
+
+/// Runs a read-only request on a read connection.
+pub fn run_read(conn: &Conn, req: &Request, mode: Mode) -> Vec<StmtResult> {
+    let run = Run {
+        conn,
+        timings: req.timings,
+        qualify: req.qualify_columns,
+        in_batch: false,
+    };
+    let mode = if mode == Mode::Request { Mode::Query } else { mode };
+    match run_statements(run, req, mode, &|_| None) {
+        Ok(Outcome::Done(r)) => r,
+        Ok(_) => Vec::new(),
+        Err(e) => vec![StmtResult::Error(e.to_string())],
+    }
+}

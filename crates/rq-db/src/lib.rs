@@ -1,0 +1,33 @@
+//! Every SQLite connection of a node: opening them with explicit settings, executing requests
+//! with rqlite's result encoding, read-only checks, statement rewriting, and whole-file copies.
+//!
+//! This crate knows nothing of Raft, HTTP or async; callers run it on threads that may block.
+
+pub mod conn;
+mod database;
+pub mod exec;
+mod gotime;
+mod lex;
+pub mod pool;
+pub mod snapshot;
+pub mod sql;
+
+pub use conn::{Conn, ConnConfig};
+pub use database::{Database, Work};
+pub use pool::{PooledConn, ReadPool};
+
+/// A failure of the database itself, as opposed to a SQL error in a statement (those are
+/// results, see `rq_proto::StmtResult::Error`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("database is corrupt: {0}")]
+    Corrupt(String),
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("no read connection became free in time")]
+    PoolExhausted,
+}

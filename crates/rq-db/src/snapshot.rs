@@ -1,0 +1,56 @@
+//! Whole-database copies: consistent copies for snapshots, and checks of files that are about
+//! to replace the database.
+
+use std::path::Path;
+
+use rusqlite::backup::Backup;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::Error;
+use crate::database::read_state;
+
+/// The 16 bytes every SQLite database file starts with.
+pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Copies the database at `src` into a new file `dst` and returns the state blob that the copy
+/// holds. The state is read and the pages copied inside one read transaction, so the two agree
+/// exactly, while the writer goes on committing beside it (WAL mode).
+pub fn copy_consistent(src: &Path, dst: &Path) -> Result<Option<Vec<u8>>, Error> {
+    let _ = std::fs::remove_file(dst);
+    let source = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    source.busy_timeout(std::time::Duration::from_secs(5))?;
+    source.execute_batch("BEGIN")?;
+    // The first read starts the read transaction: everything below sees this one version.
+    let state = read_state(&source)?;
+    {
+        let mut dest = Connection::open(dst)?;
+        let backup = Backup::new(&source, &mut dest)?;
+        // One step copies every page without letting go of the read transaction.
+        backup.step(-1)?;
+        drop(backup);
+        // The copy of a WAL database is itself in WAL mode; make it a single self-contained file.
+        dest.pragma_update(None, "journal_mode", "DELETE")?;
+    }
+    source.execute_batch("COMMIT")?;
+    Ok(state)
+}
+
+/// Checks that `path` is an intact SQLite database: its header, then `PRAGMA quick_check`.
+pub fn validate(path: &Path) -> Result<(), Error> {
+    let mut header = [0u8; 16];
+    {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        f.read_exact(&mut header)
+            .map_err(|_| Error::Corrupt("file is too short to be a SQLite database".into()))?;
+    }
+    if &header != SQLITE_HEADER {
+        return Err(Error::Corrupt("file is not a SQLite database".into()));
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let result: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if result != "ok" {
+        return Err(Error::Corrupt(format!("integrity check failed: {result}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! What a client asks for, in the form it takes in the Raft log and on the wire between nodes.
+
+use serde::{Deserialize, Serialize};
+
+/// A value bound to a statement parameter, or returned in a result row.
+///
+/// The variants follow rqlite's `Parameter` oneof: a JSON number that parses as an int64 is an
+/// `Integer`, any other number a `Float`, and so on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// One parameter of a statement: positional when `name` is `None`.
+///
+/// A named parameter's name is stored without its `:`, `@` or `$` prefix, as clients send it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Param {
+    pub name: Option<String>,
+    pub value: Value,
+}
+
+/// One SQL statement and its parameters.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Param>,
+    /// The statement returns rows even though it writes (`RETURNING`), so it is run as a query.
+    pub returning: bool,
+}
+
+impl Statement {
+    pub fn new(sql: impl Into<String>) -> Self {
+        Statement {
+            sql: sql.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A batch of statements as one client request carried them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Request {
+    /// Run every statement inside one transaction; stop and roll back at the first error.
+    pub transaction: bool,
+    /// Stop at the first error and roll back everything this request did (SQL dump loads).
+    pub rollback_on_error: bool,
+    /// Name result columns `table.column`.
+    pub qualify_columns: bool,
+    /// Per-statement interrupt deadline in nanoseconds; 0 means none.
+    pub db_timeout_ns: u64,
+    /// Report per-statement execution times.
+    pub timings: bool,
+    pub statements: Vec<Statement>,
+}
+
+/// The payload of one Raft log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Write statements (`/db/execute`, queued writes).
+    Execute(Request),
+    /// Reads sent through the log (`level=strong`): every node runs them, the leader answers.
+    Query(Request),
+    /// A mixed request (`/db/request`) with at least one write, or at `strong`.
+    ExecuteQuery(Request),
+    /// Nothing to apply; commits a log position (used to fence reads and barriers).
+    Noop,
+}
+
+impl Command {
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Execute(_) => "execute",
+            Command::Query(_) => "query",
+            Command::ExecuteQuery(_) => "execute_query",
+            Command::Noop => "noop",
+        }
+    }
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Execute(r) | Command::Query(r) | Command::ExecuteQuery(r) => {
+                write!(f, "{}({} statements)", self.kind(), r.statements.len())
+            }
+            Command::Noop => f.write_str("noop"),
+        }
+    }
+}
+
+/// Read consistency level of a query (`?level=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Level {
+    None,
+    #[default]
+    Weak,
+    Linearizable,
+    Strong,
+    Auto,
+}
+
+impl Level {
+    /// Parses `?level=`: case-insensitive, and anything unknown means `weak`, as rqlite does.
+    pub fn parse(s: &str) -> Level {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Level::None,
+            "linearizable" => Level::Linearizable,
+            "strong" => Level::Strong,
+            "auto" => Level::Auto,
+            _ => Level::Weak,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::None => "none",
+            Level::Weak => "weak",
+            Level::Linearizable => "linearizable",
+            Level::Strong => "strong",
+            Level::Auto => "auto",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_parse_defaults_to_weak() {
+        assert_eq!(Level::parse("NONE"), Level::None);
+        assert_eq!(Level::parse("Linearizable"), Level::Linearizable);
+        assert_eq!(Level::parse("strong"), Level::Strong);
+        assert_eq!(Level::parse("auto"), Level::Auto);
+        assert_eq!(Level::parse("bogus"), Level::Weak);
+        assert_eq!(Level::parse(""), Level::Weak);
+    }
+
+    #[test]
+    fn command_roundtrips_through_postcard() {
+        let cmd = Command::Execute(Request {
+            transaction: true,
+            db_timeout_ns: 5,
+            statements: vec![Statement {
+                sql: "INSERT INTO t VALUES(?, :n)".into(),
+                params: vec![
+                    Param {
+                        name: None,
+                        value: Value::Blob(vec![0, 1, 2]),
+                    },
+                    Param {
+                        name: Some("n".into()),
+                        value: Value::Float(1.5),
+                    },
+                ],
+                returning: false,
+            }],
+            ..Default::default()
+        });
+        let bytes = postcard::to_stdvec(&cmd).unwrap();
+        let back: Command = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, cmd);
+    }
+}

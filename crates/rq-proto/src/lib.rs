@@ -1,0 +1,11 @@
+//! Types that cross a process boundary: log commands, statements and their parameters, results,
+//! read consistency levels, and rqlite's JSON encoding of results.
+//!
+//! This crate does no I/O.
+
+pub mod command;
+pub mod json;
+pub mod result;
+
+pub use command::{Command, Level, Param, Request, Statement, Value};
+pub use result::{Applied, ExecuteResult, QueryRows, StmtResult};

@@ -1,0 +1,30 @@
+//! Errors of the store facade. Only the HTTP layer turns these into status codes.
+
+use crate::types::NodeInfo;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// This node is not the leader; `leader` is the leader if one is known.
+    #[error("not leader")]
+    NotLeader { leader: Option<NodeInfo> },
+    #[error("store not ready")]
+    NotReady,
+    #[error("store not open")]
+    NotOpen,
+    /// A `none` read on a node whose last contact with the leader is too old.
+    #[error("stale read")]
+    StaleRead,
+    #[error("disallowed pragma")]
+    DisallowedPragma,
+    /// A statement could not be made deterministic.
+    #[error("SQL rewrite: {0}")]
+    Rewrite(String),
+    /// A bounded wait ran out; the message says which.
+    #[error("{0}")]
+    Timeout(String),
+    #[error("leadership lost while committing log")]
+    LeadershipLost,
+    /// Something that is not the client's fault and not expected: storage, shutdown, internal.
+    #[error("{0}")]
+    Internal(String),
+}

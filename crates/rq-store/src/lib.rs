@@ -1,0 +1,19 @@
+//! The replicated store: openraft's type configuration, the Raft log in redb, the SQLite state
+//! machine, snapshots, read consistency, and the `Store` facade that the HTTP layer talks to.
+//!
+//! This crate opens no sockets and knows nothing of HTTP.
+
+pub mod error;
+pub mod log_store;
+pub mod snapshot;
+pub mod state_machine;
+pub mod stats;
+mod store;
+pub mod types;
+
+pub use error::StoreError;
+pub use store::{Outcome, ReadOptions, SqlOptions, Store, StoreConfig, trailing_logs};
+pub use types::NodeInfo;
+
+#[cfg(test)]
+mod suite_test;

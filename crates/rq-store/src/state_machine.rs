@@ -1,0 +1,288 @@
+//! The SQLite state machine: one writer thread applies committed entries; snapshots are
+//! consistent copies of the database file.
+//!
+//! Architecture invariant: the last applied log id and the membership are written in the same
+//! SQLite transaction as the statements of the entries they describe (`SmState`, stored by
+//! rq-db next to the data). After any crash the database therefore says exactly which entries
+//! it holds, and openraft replays only the ones after it.
+//!
+//! Architecture invariant: a snapshot's metadata is read inside the same read transaction that
+//! copies the database, so the copy holds exactly the entries up to `meta.last_log_id`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use rq_db::{Database, Work};
+use rq_proto::{Applied, Command};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::snapshot::SnapshotStore;
+use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+/// Batches queued for the writer thread before `apply` waits.
+const APPLY_QUEUE: usize = 64;
+
+/// What the database records about itself, in the same transaction as the data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SmState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+impl SmState {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("state encodes")
+    }
+
+    pub fn decode(b: &[u8]) -> io::Result<SmState> {
+        postcard::from_bytes(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    }
+}
+
+/// Facts about the applied state other components read without asking the writer thread.
+#[derive(Debug, Default)]
+pub struct AppliedInfo {
+    pub state: SmState,
+    /// Wall-clock milliseconds of the last apply.
+    pub last_apply_ms: u64,
+}
+
+enum Op {
+    Apply {
+        entries: Vec<Entry>,
+        reply: oneshot::Sender<io::Result<Vec<Applied>>>,
+    },
+    /// Replace the database with a snapshot file and take its state.
+    Install {
+        path: PathBuf,
+        reply: oneshot::Sender<io::Result<SmState>>,
+    },
+}
+
+/// The state machine handle openraft drives. Cheap to clone.
+#[derive(Clone)]
+pub struct StateMachine {
+    tx: mpsc::Sender<Op>,
+    applied: Arc<Mutex<AppliedInfo>>,
+    snapshots: Arc<SnapshotStore>,
+    db_path: PathBuf,
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::StateMachine, verb, io::Error::other(e.to_string()))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl StateMachine {
+    /// Opens the database at `db_path` and starts the writer thread. `on_replaced` runs on the
+    /// writer thread each time the database file is swapped for a snapshot (to reset readers).
+    pub fn open(
+        db: Database,
+        db_path: &Path,
+        snapshots: Arc<SnapshotStore>,
+        on_replaced: Box<dyn Fn() + Send>,
+    ) -> io::Result<StateMachine> {
+        let state = match db.load_state().map_err(io::Error::other)? {
+            Some(b) => SmState::decode(&b)?,
+            None => SmState::default(),
+        };
+        let applied = Arc::new(Mutex::new(AppliedInfo {
+            state,
+            last_apply_ms: 0,
+        }));
+        let (tx, rx) = mpsc::channel(APPLY_QUEUE);
+        let a = applied.clone();
+        let path = db_path.to_path_buf();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(db, path, rx, a, on_replaced))?;
+        Ok(StateMachine {
+            tx,
+            applied,
+            snapshots,
+            db_path: db_path.to_path_buf(),
+        })
+    }
+
+    /// The last applied log id and membership, as last committed to the database.
+    pub fn state(&self) -> SmState {
+        self.applied.lock().unwrap().state.clone()
+    }
+
+    /// Wall-clock milliseconds of the most recent apply (0 if none since start).
+    pub fn last_apply_ms(&self) -> u64 {
+        self.applied.lock().unwrap().last_apply_ms
+    }
+
+    async fn call<T>(&self, op: Op, rx: oneshot::Receiver<io::Result<T>>) -> io::Result<T> {
+        self.tx
+            .send(op)
+            .await
+            .map_err(|_| io::Error::other("state machine writer stopped"))?;
+        rx.await.map_err(|_| io::Error::other("state machine writer stopped"))?
+    }
+}
+
+fn writer_loop(
+    mut db: Database,
+    path: PathBuf,
+    mut rx: mpsc::Receiver<Op>,
+    applied: Arc<Mutex<AppliedInfo>>,
+    on_replaced: Box<dyn Fn() + Send>,
+) {
+    while let Some(op) = rx.blocking_recv() {
+        match op {
+            Op::Apply { entries, reply } => {
+                let r = apply_batch(&mut db, &applied, entries);
+                let _ = reply.send(r);
+            }
+            Op::Install { path: snap, reply } => {
+                let r = install(&mut db, &path, &snap, &applied);
+                on_replaced();
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+/// The state after applying `entries[..=i]` on top of `base`.
+fn state_after(base: &SmState, entries: &[Entry], i: usize) -> SmState {
+    let mut st = base.clone();
+    for e in &entries[..=i] {
+        st.last_applied = Some(e.log_id);
+        if let EntryPayload::Membership(m) = &e.payload {
+            st.membership = StoredMembership::new(Some(e.log_id), m.clone());
+        }
+    }
+    st
+}
+
+fn apply_batch(db: &mut Database, applied: &Mutex<AppliedInfo>, entries: Vec<Entry>) -> io::Result<Vec<Applied>> {
+    let base = applied.lock().unwrap().state.clone();
+    let work: Vec<Work<'_>> = entries
+        .iter()
+        .map(|e| match &e.payload {
+            EntryPayload::Blank | EntryPayload::Membership(_) => Work::Nothing,
+            EntryPayload::Normal(cmd) => match cmd {
+                Command::Execute(r) => Work::Execute(r),
+                Command::Query(r) => Work::Query(r),
+                Command::ExecuteQuery(r) => Work::Request(r),
+                Command::Noop => Work::Nothing,
+            },
+        })
+        .collect();
+    let results = db
+        .apply(&work, |i| state_after(&base, &entries, i).encode())
+        .map_err(io::Error::other)?;
+    let mut a = applied.lock().unwrap();
+    a.state = state_after(&base, &entries, entries.len() - 1);
+    a.last_apply_ms = now_ms();
+    Ok(results)
+}
+
+fn install(db: &mut Database, db_path: &Path, snap: &Path, applied: &Mutex<AppliedInfo>) -> io::Result<SmState> {
+    db.replace_with(db_path, snap).map_err(io::Error::other)?;
+    let state = match db.load_state().map_err(io::Error::other)? {
+        Some(b) => SmState::decode(&b)?,
+        None => SmState::default(),
+    };
+    applied.lock().unwrap().state = state.clone();
+    Ok(state)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let s = self.state();
+        Ok((s.last_applied, s.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.call(Op::Apply { entries, reply }, rx)
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            db_path: self.db_path.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let f = self
+            .snapshots
+            .create_incoming()
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        Ok(Box::new(f))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let path = self
+            .snapshots
+            .accept_incoming(meta, *snapshot)
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let (reply, rx) = oneshot::channel();
+        let state = self
+            .call(Op::Install { path, reply }, rx)
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        if state.last_applied != meta.last_log_id {
+            return Err(sm_err(
+                ErrorVerb::Read,
+                format!(
+                    "snapshot {} holds state up to {:?}, not {:?}",
+                    meta.snapshot_id, state.last_applied, meta.last_log_id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.snapshots.current().await.map_err(|e| sm_err(ErrorVerb::Read, e))
+    }
+}
+
+/// Builds a snapshot from a consistent copy of the live database, off the writer thread.
+pub struct SnapshotBuilder {
+    db_path: PathBuf,
+    snapshots: Arc<SnapshotStore>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        self.snapshots
+            .build(&self.db_path)
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))
+    }
+}

@@ -1,0 +1,175 @@
+//! Counters reported under `/debug/vars`, in Go expvar's shape: named maps of named integers.
+//!
+//! Every key a map will ever hold is declared when the map is made, as rqlite declares its
+//! expvar keys, so a fresh node reports them all at zero.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// One expvar map: a fixed set of keys, each an atomic integer.
+#[derive(Debug)]
+pub struct ExpvarMap {
+    vars: BTreeMap<&'static str, AtomicI64>,
+}
+
+impl ExpvarMap {
+    pub fn new(keys: &[&'static str]) -> ExpvarMap {
+        ExpvarMap {
+            vars: keys.iter().map(|k| (*k, AtomicI64::new(0))).collect(),
+        }
+    }
+
+    /// Adds `n` to `key`. Keys are declared up front; an undeclared key is a bug, caught by
+    /// the unit tests' debug assertion and ignored in release builds.
+    pub fn add(&self, key: &str, n: i64) {
+        match self.vars.get(key) {
+            Some(v) => {
+                v.fetch_add(n, Ordering::Relaxed);
+            }
+            None => debug_assert!(false, "undeclared expvar key {key}"),
+        }
+    }
+
+    /// Sets a gauge.
+    pub fn set(&self, key: &str, n: i64) {
+        match self.vars.get(key) {
+            Some(v) => v.store(n, Ordering::Relaxed),
+            None => debug_assert!(false, "undeclared expvar key {key}"),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> i64 {
+        self.vars.get(key).map(|v| v.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// Keys and values, sorted by key.
+    pub fn entries(&self) -> Vec<(&'static str, i64)> {
+        self.vars.iter().map(|(k, v)| (*k, v.load(Ordering::Relaxed))).collect()
+    }
+}
+
+/// The `store` map.
+pub const STORE_KEYS: &[&str] = &[
+    "auto_optimize_duration",
+    "auto_vacuum_duration",
+    "failed_heartbeat_observed",
+    "fsm_apply_duration_us",
+    "leader_changes_dropped",
+    "leader_changes_observed",
+    "nodes_reaped_failed",
+    "nodes_reaped_ok",
+    "num_auto_optimizes",
+    "num_auto_optimizes_failed",
+    "num_auto_restores",
+    "num_auto_restores_failed",
+    "num_auto_restores_skipped",
+    "num_auto_vacuums",
+    "num_auto_vacuums_failed",
+    "num_backups",
+    "num_boots",
+    "num_compressed_commands",
+    "num_db_stats_errors",
+    "num_ignored_joins",
+    "num_joins",
+    "num_loads",
+    "num_provider_checks",
+    "num_provider_provides",
+    "num_provider_provides_fail",
+    "num_recoveries",
+    "num_removed_before_joins",
+    "num_restores",
+    "num_restores_failed",
+    "num_restores_start",
+    "num_restores_start_skipped",
+    "num_snapshot_persists",
+    "num_snapshot_persists_failed",
+    "num_snapshots",
+    "num_snapshots_failed",
+    "num_snapshots_full",
+    "num_snapshots_incremental",
+    "num_uncompressed_commands",
+    "num_user_snapshots",
+    "num_user_snapshots_failed",
+    "num_verify_leader",
+    "num_verify_leader_failed",
+    "num_wal_snapshots",
+    "num_wal_snapshots_failed",
+    "snapshot_crc32_create_duration",
+    "snapshot_create_duration",
+    "snapshot_persist_duration",
+    "snapshot_sync_duration",
+    "verify_leader_duration",
+];
+
+/// The `db` map.
+pub const DB_KEYS: &[&str] = &[
+    "backup_sleeps",
+    "backup_step_dones",
+    "backup_step_errors",
+    "checkpoint_busy_errors",
+    "checkpoint_duration_ms",
+    "checkpoint_errors",
+    "checkpoint_invariant_errors",
+    "checkpoint_partial",
+    "checkpoint_total",
+    "checkpoint_wal_truncated",
+    "checkpointed_moves",
+    "checkpoints",
+    "commit_hooks",
+    "compacted_wal_size",
+    "create_compacted_wal_duration_ms",
+    "dropped_cdc_events",
+    "execute_transactions",
+    "execution_errors",
+    "executions",
+    "executions_force_queries",
+    "open_duration_ms",
+    "precompact_wal_size",
+    "preupdates",
+    "preupdates_callback_errors",
+    "preupdates_errors",
+    "queries",
+    "query_errors",
+    "query_transactions",
+    "request_transactions",
+    "requests",
+    "update_hooks",
+    "update_hooks_callback_errors",
+    "update_hooks_errors",
+];
+
+/// The `queue` map.
+pub const QUEUE_KEYS: &[&str] = &["num_flush", "num_timeout", "objects_rx", "objects_tx"];
+
+/// The store's counters.
+#[derive(Debug)]
+pub struct Stats {
+    pub store: ExpvarMap,
+    pub db: ExpvarMap,
+    pub queue: ExpvarMap,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            store: ExpvarMap::new(STORE_KEYS),
+            db: ExpvarMap::new(DB_KEYS),
+            queue: ExpvarMap::new(QUEUE_KEYS),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_keys_count() {
+        let s = Stats::default();
+        s.store.add("num_snapshots", 2);
+        s.store.set("fsm_apply_duration_us", 7);
+        assert_eq!(s.store.get("num_snapshots"), 2);
+        assert_eq!(s.store.get("fsm_apply_duration_us"), 7);
+        assert!(s.db.entries().iter().all(|(_, v)| *v == 0));
+    }
+}

@@ -1,0 +1,643 @@
+//! The `Store` facade: the one door through which the HTTP layer writes, reads and asks about
+//! the node. It owns the Raft instance, the state machine and the read pool.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Config, RaftNetworkFactory, ServerState, SnapshotPolicy};
+use rq_db::exec::{self, Mode};
+use rq_db::sql::{self, RewriteOptions};
+use rq_db::{ConnConfig, Database, ReadPool};
+use rq_proto::{Command, Level, Request, StmtResult};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::StoreError;
+use crate::log_store::LogStore;
+use crate::snapshot::SnapshotStore;
+use crate::state_machine::StateMachine;
+use crate::stats::Stats;
+use crate::types::{NodeInfo, Raft, TypeConfig, raft_id};
+
+/// File names inside the data directory.
+pub const DB_FILE: &str = "db.sqlite";
+pub const LOG_FILE: &str = "raft.redb";
+pub const SNAPSHOT_DIR: &str = "snapshots";
+
+/// Linearizable reads waiting for one leadership confirmation; more wait in line.
+const READ_BARRIER_QUEUE: usize = 4096;
+
+/// How a node's store is set up; built from the command line by `rqlited`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// rqlite node id (`-node-id`, default the advertised Raft address).
+    pub node_id: String,
+    /// Advertised node-to-node address (`-raft-adv-addr`).
+    pub raft_addr: String,
+    pub foreign_keys: bool,
+    /// `-db-max-ro-conns`; 0 means no limit.
+    pub max_read_conns: usize,
+    /// `-raft-snap`: entries since the last snapshot that trigger a new one.
+    pub snapshot_threshold: u64,
+    /// `-raft-snap-int`: how often that is checked.
+    pub snapshot_interval: Duration,
+    /// `-raft-heartbeat-timeout`.
+    pub heartbeat_timeout: Duration,
+    /// `-raft-election-timeout`.
+    pub election_timeout: Duration,
+    /// `-raft-apply-timeout`: longest wait for a proposed entry to be applied.
+    pub apply_timeout: Duration,
+    /// This node may not vote (`-raft-non-voter`).
+    pub non_voter: bool,
+}
+
+/// Read options from the query string.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    pub level: Level,
+    /// `freshness`; zero means unchecked.
+    pub freshness: Duration,
+    pub freshness_strict: bool,
+    /// Longest wait for the local state machine to reach the read index (`linearizable`).
+    pub linearizable_timeout: Duration,
+}
+
+/// Options that shape how SQL text is prepared before it is logged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SqlOptions {
+    /// Skip parsing: no rewriting, no RETURNING detection.
+    pub noparse: bool,
+    pub no_rewrite_random: bool,
+    pub no_rewrite_time: bool,
+}
+
+/// Results and the log index they were applied at (0 for reads that did not use the log).
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub results: Vec<StmtResult>,
+    pub raft_index: u64,
+}
+
+struct Inner {
+    cfg: StoreConfig,
+    raft_id: u64,
+    raft: Raft,
+    sm: StateMachine,
+    pool: Arc<ReadPool>,
+    snapshots: Arc<SnapshotStore>,
+    barrier: mpsc::Sender<oneshot::Sender<Result<(), StoreError>>>,
+    stats: Arc<Stats>,
+    /// Milliseconds since the epoch of the last message from a leader (followers).
+    leader_contact_ms: AtomicU64,
+    /// Log index of the last snapshot this node took or installed.
+    started: Instant,
+}
+
+/// The node's store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+/// openraft's timing from rqlite's flags. A follower waits between the heartbeat and election
+/// timeouts (the larger of the two) and twice that before standing; the leader sends a
+/// heartbeat four times per minimum wait, which tolerates a busy machine without flapping.
+fn raft_config(cfg: &StoreConfig) -> Result<Config, StoreError> {
+    let min = cfg.heartbeat_timeout.max(cfg.election_timeout).as_millis().max(100) as u64;
+    let config = Config {
+        cluster_name: "rqlite".into(),
+        election_timeout_min: min,
+        election_timeout_max: min * 2,
+        heartbeat_interval: (min / 4).max(20),
+        install_snapshot_timeout: 30_000,
+        max_payload_entries: 512,
+        // Snapshots are triggered by the store's own ticker, which honours -raft-snap-int.
+        snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: trailing_logs(cfg.snapshot_threshold),
+        purge_batch_size: 256,
+        replication_lag_threshold: cfg.snapshot_threshold.max(1000),
+        ..Default::default()
+    };
+    config.validate().map_err(internal)
+}
+
+/// Entries kept behind a snapshot, as rqlite: 1.25 times the snapshot threshold.
+pub fn trailing_logs(threshold: u64) -> u64 {
+    threshold + threshold / 4
+}
+
+impl Store {
+    /// Opens the store in `cfg.data_dir` and starts Raft. A data directory with no Raft state
+    /// is bootstrapped as a one-node cluster when `bootstrap` is set.
+    pub async fn open<N>(cfg: StoreConfig, network: N, bootstrap: bool) -> Result<Store, StoreError>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+    {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(internal)?;
+        refuse_foreign_data(&cfg.data_dir)?;
+        let stats = Arc::new(Stats::default());
+        let db_path = cfg.data_dir.join(DB_FILE);
+        let snapshots =
+            Arc::new(SnapshotStore::open(&cfg.data_dir.join(SNAPSHOT_DIR), stats.clone()).map_err(internal)?);
+        let conn_cfg = ConnConfig {
+            foreign_keys: cfg.foreign_keys,
+        };
+        restore_if_behind(&db_path, &snapshots, conn_cfg, &stats)?;
+        let db = Database::open(&db_path, conn_cfg).map_err(internal)?;
+        let pool = ReadPool::new(&db_path, conn_cfg, cfg.max_read_conns);
+        let p = pool.clone();
+        let sm = StateMachine::open(db, &db_path, snapshots.clone(), Box::new(move || p.reset())).map_err(internal)?;
+        let log = LogStore::open(&cfg.data_dir.join(LOG_FILE)).map_err(internal)?;
+
+        let id = raft_id(&cfg.node_id);
+        let config = Arc::new(raft_config(&cfg)?);
+        let raft = Raft::new(id, config, network, log, sm.clone())
+            .await
+            .map_err(internal)?;
+
+        let (barrier, barrier_rx) = mpsc::channel(READ_BARRIER_QUEUE);
+        let store = Store {
+            inner: Arc::new(Inner {
+                cfg,
+                raft_id: id,
+                raft,
+                sm,
+                pool,
+                snapshots,
+                barrier,
+                stats,
+                leader_contact_ms: AtomicU64::new(0),
+                started: Instant::now(),
+            }),
+        };
+        tokio::spawn(read_barrier_loop(store.inner.raft.clone(), barrier_rx));
+        tokio::spawn(snapshot_ticker(store.clone()));
+
+        if bootstrap && !store.inner.raft.is_initialized().await.map_err(internal)? {
+            let me = NodeInfo {
+                id: store.inner.cfg.node_id.clone(),
+                addr: store.inner.cfg.raft_addr.clone(),
+            };
+            tracing::info!(node = %me, "bootstrapping a new single-node cluster");
+            store
+                .inner
+                .raft
+                .initialize(BTreeMap::from([(id, me)]))
+                .await
+                .map_err(internal)?;
+        }
+        Ok(store)
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.cfg
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.inner.stats
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.inner.cfg.node_id
+    }
+
+    /// Whether Raft has any state (a log, a vote, or a snapshot) on this node.
+    pub async fn is_initialized(&self) -> bool {
+        self.inner.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Whether this node is the only member of its cluster's configuration.
+    pub fn is_sole_member(&self) -> bool {
+        let m = self.inner.raft.metrics().borrow().membership_config.clone();
+        let ids: Vec<u64> = m.nodes().map(|(id, _)| *id).collect();
+        ids == [self.inner.raft_id]
+    }
+
+    /// Records that a message from the leader arrived (for `freshness`).
+    pub fn note_leader_contact(&self) {
+        self.inner.leader_contact_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.inner.raft_id)
+    }
+
+    /// The current leader, if known.
+    pub fn leader(&self) -> Option<NodeInfo> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        m.membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// Whether this node is a voter in the current configuration.
+    pub fn is_voter(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.inner.raft_id)
+    }
+
+    /// Members of the configuration: (node, is_voter), sorted by id.
+    pub fn nodes(&self) -> Vec<(NodeInfo, bool)> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let members = m.membership_config.membership();
+        let voters: Vec<u64> = members.voter_ids().collect();
+        let mut out: Vec<(NodeInfo, bool)> = members
+            .nodes()
+            .map(|(id, n)| (n.clone(), voters.contains(id)))
+            .collect();
+        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        out
+    }
+
+    /// Ready: a leader is known and this node has applied everything up to its commit index
+    /// that existed when it started.
+    pub fn is_ready(&self) -> bool {
+        self.leader().is_some()
+    }
+
+    fn leader_error(&self) -> StoreError {
+        StoreError::NotLeader { leader: self.leader() }
+    }
+
+    /// Turns the statements of `req` into what will be logged: checks reserved pragmas,
+    /// rewrites non-deterministic calls, and marks RETURNING statements.
+    pub fn prepare(req: &mut Request, opts: SqlOptions) -> Result<(), StoreError> {
+        for st in &mut req.statements {
+            if sql::is_disallowed_pragma(&st.sql) {
+                return Err(StoreError::DisallowedPragma);
+            }
+            if opts.noparse {
+                continue;
+            }
+            let ro = RewriteOptions {
+                random: !opts.no_rewrite_random,
+                time: !opts.no_rewrite_time,
+            };
+            if let Some(rewritten) = sql::rewrite(&st.sql, ro).map_err(|e| StoreError::Rewrite(e.to_string()))? {
+                st.sql = rewritten;
+            }
+            st.returning = sql::has_returning(&st.sql);
+        }
+        Ok(())
+    }
+
+    /// Proposes `cmd` and waits until it is applied, up to the apply timeout.
+    async fn propose(&self, cmd: Command) -> Result<Outcome, StoreError> {
+        if !self.is_leader() {
+            return Err(self.leader_error());
+        }
+        let write = self.inner.raft.client_write(cmd);
+        let resp = match tokio::time::timeout(self.inner.cfg.apply_timeout, write).await {
+            Err(_) => return Err(StoreError::Timeout("timeout waiting for apply".into())),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                return Err(StoreError::NotLeader { leader: f.leader_node });
+            }
+            Ok(Err(e)) => return Err(internal(e)),
+            Ok(Ok(r)) => r,
+        };
+        Ok(Outcome {
+            results: resp.data.results,
+            raft_index: resp.log_id.index,
+        })
+    }
+
+    /// Writes through the log (`/db/execute`).
+    pub async fn execute(&self, mut req: Request, opts: SqlOptions) -> Result<Outcome, StoreError> {
+        Self::prepare(&mut req, opts)?;
+        self.inner.stats.db.add("executions", 1);
+        self.propose(Command::Execute(req)).await
+    }
+
+    /// Reads at the requested level (`/db/query`).
+    pub async fn query(&self, mut req: Request, read: ReadOptions, opts: SqlOptions) -> Result<Outcome, StoreError> {
+        for st in &req.statements {
+            if sql::is_disallowed_pragma(&st.sql) {
+                return Err(StoreError::DisallowedPragma);
+            }
+        }
+        self.inner.stats.db.add("queries", 1);
+        match self.resolve(read.level) {
+            Level::Strong => {
+                Self::prepare(&mut req, opts)?;
+                self.propose(Command::Query(req)).await
+            }
+            level => {
+                self.check_read(level, read).await?;
+                self.read_local(req, Mode::Query).await
+            }
+        }
+    }
+
+    /// A mixed request (`/db/request`): local if read-only and not `strong`, else through the log.
+    pub async fn request(&self, mut req: Request, read: ReadOptions, opts: SqlOptions) -> Result<Outcome, StoreError> {
+        for st in &req.statements {
+            if sql::is_disallowed_pragma(&st.sql) {
+                return Err(StoreError::DisallowedPragma);
+            }
+        }
+        self.inner.stats.db.add("requests", 1);
+        let level = self.resolve(read.level);
+        if level != Level::Strong && self.is_read_only(&req).await? {
+            self.check_read(level, read).await?;
+            return self.read_local(req, Mode::Request).await;
+        }
+        Self::prepare(&mut req, opts)?;
+        self.propose(Command::ExecuteQuery(req)).await
+    }
+
+    /// `auto` is `weak` on a voter and `none` on a read-only node.
+    fn resolve(&self, level: Level) -> Level {
+        match level {
+            Level::Auto if self.is_voter() => Level::Weak,
+            Level::Auto => Level::None,
+            l => l,
+        }
+    }
+
+    async fn check_read(&self, level: Level, read: ReadOptions) -> Result<(), StoreError> {
+        match level {
+            Level::None => {
+                if !read.freshness.is_zero() && !self.is_leader() {
+                    let last = self.inner.leader_contact_ms.load(Ordering::Relaxed);
+                    if last == 0 || now_ms().saturating_sub(last) > read.freshness.as_millis() as u64 {
+                        return Err(StoreError::StaleRead);
+                    }
+                }
+                Ok(())
+            }
+            Level::Weak => {
+                if self.is_leader() {
+                    Ok(())
+                } else {
+                    Err(self.leader_error())
+                }
+            }
+            Level::Linearizable => {
+                if !self.is_leader() {
+                    return Err(self.leader_error());
+                }
+                let timeout = if read.linearizable_timeout.is_zero() {
+                    Duration::from_secs(1)
+                } else {
+                    read.linearizable_timeout
+                };
+                let (tx, rx) = oneshot::channel();
+                self.inner
+                    .barrier
+                    .send(tx)
+                    .await
+                    .map_err(|_| internal("read barrier stopped"))?;
+                match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err(internal("read barrier stopped")),
+                    Err(_) => Err(StoreError::Timeout("timeout waiting for fsm".into())),
+                }
+            }
+            Level::Strong | Level::Auto => Ok(()),
+        }
+    }
+
+    async fn read_local(&self, req: Request, mode: Mode) -> Result<Outcome, StoreError> {
+        let pool = self.inner.pool.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            Ok::<_, rq_db::Error>(exec::run_read(&conn, &req, mode))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(Outcome { results, raft_index: 0 })
+    }
+
+    async fn is_read_only(&self, req: &Request) -> Result<bool, StoreError> {
+        let pool = self.inner.pool.clone();
+        let req = req.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            Ok::<_, rq_db::Error>(exec::is_read_only(&conn, &req))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)
+    }
+
+    /// Takes a snapshot now; `Ok(false)` when nothing was applied since the last one.
+    pub async fn snapshot(&self) -> Result<bool, StoreError> {
+        let applied = self.inner.sm.state().last_applied.map(|l| l.index).unwrap_or(0);
+        let snap = self.last_snapshot_index();
+        if applied <= snap {
+            return Ok(false);
+        }
+        self.inner.raft.trigger().snapshot().await.map_err(internal)?;
+        self.inner
+            .raft
+            .wait(Some(Duration::from_secs(60)))
+            .snapshot(self.inner.sm.state().last_applied.unwrap_or_default(), "user snapshot")
+            .await
+            .map(|_| true)
+            .or_else(|_| {
+                // The snapshot may have gone past the id waited for; what matters is progress.
+                if self.last_snapshot_index() > snap {
+                    Ok(true)
+                } else {
+                    Err(StoreError::Timeout("timeout waiting for snapshot".into()))
+                }
+            })
+    }
+
+    /// Index of the newest snapshot (0 if none).
+    pub fn last_snapshot_index(&self) -> u64 {
+        self.inner
+            .snapshots
+            .current_meta()
+            .and_then(|m| m.last_log_id)
+            .map(|l| l.index)
+            .unwrap_or(0)
+    }
+
+    /// Index and term of the last entry applied to the database.
+    pub fn applied(&self) -> (u64, u64) {
+        self.inner
+            .sm
+            .state()
+            .last_applied
+            .map(|l| (l.index, l.leader_id.term))
+            .unwrap_or((0, 0))
+    }
+
+    /// Waits until this node has applied `index`, up to `timeout`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), StoreError> {
+        self.inner
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "wait applied")
+            .await
+            .map(|_| ())
+            .map_err(|_| StoreError::Timeout(format!("index {index}: timeout waiting for fsm")))
+    }
+
+    /// Checks the database answers, at level `none`.
+    pub async fn probe_db(&self) -> Result<(), String> {
+        let req = Request {
+            statements: vec![rq_proto::Statement::new("SELECT 1")],
+            ..Default::default()
+        };
+        let out = self.read_local(req, Mode::Query).await.map_err(|e| e.to_string())?;
+        match out.results.first() {
+            Some(StmtResult::Query(q))
+                if q.values.first().and_then(|r| r.first()) == Some(&rq_proto::Value::Integer(1)) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    /// Read-pool and file facts for `/status`.
+    pub fn pool(&self) -> &Arc<ReadPool> {
+        &self.inner.pool
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.inner.cfg.data_dir.join(DB_FILE)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.inner.cfg.data_dir.join(LOG_FILE)
+    }
+
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        self.inner
+            .snapshots
+            .current_meta()
+            .map(|m| vec![m.snapshot_id])
+            .unwrap_or_default()
+    }
+
+    pub fn last_apply_ms(&self) -> u64 {
+        self.inner.sm.last_apply_ms()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Stops Raft. The log writer and the state machine stop when their last handle goes.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.raft.shutdown().await;
+    }
+}
+
+/// A data directory written by rqlite's Go server holds a BoltDB Raft log we cannot read; say so
+/// rather than start an empty node beside it.
+fn refuse_foreign_data(dir: &Path) -> Result<(), StoreError> {
+    if dir.join("raft.db").exists() && !dir.join(LOG_FILE).exists() {
+        return Err(StoreError::Internal(format!(
+            "{} holds a Raft log written by rqlite (raft.db); move the data aside, or load a backup with /db/load or /boot",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// On start, a database behind the newest snapshot (missing, replaced, or lost its tail) is
+/// rebuilt from that snapshot; Raft then replays the log after it. A database at or past the
+/// snapshot is kept as it is and only the log after its own applied index is replayed.
+fn restore_if_behind(
+    db_path: &Path,
+    snapshots: &SnapshotStore,
+    cfg: ConnConfig,
+    stats: &Stats,
+) -> Result<(), StoreError> {
+    let Some(meta) = snapshots.current_meta() else {
+        return Ok(());
+    };
+    let snap_index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+    let db_index = match Database::open(db_path, cfg).and_then(|db| db.load_state()) {
+        Ok(Some(b)) => crate::state_machine::SmState::decode(&b)
+            .ok()
+            .and_then(|s| s.last_applied)
+            .map(|l| l.index),
+        _ => None,
+    };
+    if db_index.is_some_and(|i| i >= snap_index) {
+        stats.store.add("num_restores_start_skipped", 1);
+        return Ok(());
+    }
+    tracing::info!(
+        ?db_index,
+        snap_index,
+        "database is behind the latest snapshot; restoring it"
+    );
+    let mut db = Database::open(db_path, cfg).map_err(internal)?;
+    db.replace_with(db_path, &snapshots.data_path(&meta.snapshot_id))
+        .map_err(internal)?;
+    stats.store.add("num_restores_start", 1);
+    Ok(())
+}
+
+/// Answers queued linearizable reads in groups: every waiter taken in one round arrived before
+/// the round's leadership check started, so one check serves them all.
+async fn read_barrier_loop(raft: Raft, mut rx: mpsc::Receiver<oneshot::Sender<Result<(), StoreError>>>) {
+    while let Some(first) = rx.recv().await {
+        let mut waiters = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            waiters.push(w);
+        }
+        let r = match raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(StoreError::NotLeader { leader: f.leader_node })
+            }
+            Err(e) => Err(internal(e)),
+        };
+        for w in waiters {
+            let _ = w.send(r.clone());
+        }
+    }
+}
+
+/// Every `-raft-snap-int`, snapshots if `-raft-snap` entries were applied since the last one.
+async fn snapshot_ticker(store: Store) {
+    let interval = store.inner.cfg.snapshot_interval.max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (applied, _) = store.applied();
+        let last = store.last_snapshot_index();
+        if store.inner.cfg.snapshot_threshold > 0 && applied.saturating_sub(last) >= store.inner.cfg.snapshot_threshold
+        {
+            if let Err(e) = store.inner.raft.trigger().snapshot().await {
+                tracing::warn!(error = %e, "could not trigger snapshot");
+                return;
+            }
+        }
+    }
+}
