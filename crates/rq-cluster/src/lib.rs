@@ -1,1 +1,18 @@
+//! Node-to-node service on `-raft-addr`: Raft RPCs, and what nodes ask of one another.
+//!
+//! It is HTTP, with `postcard` bodies, served by axum and called with reqwest. This crate never
+//! touches SQLite; it reaches the database only through the store.
 
+mod client;
+mod server;
+
+pub use client::Network;
+pub use server::{NodeMeta, router};
+
+/// Paths of the node-to-node API.
+pub(crate) mod paths {
+    pub const APPEND: &str = "/raft/append";
+    pub const VOTE: &str = "/raft/vote";
+    pub const SNAPSHOT: &str = "/raft/snapshot";
+    pub const META: &str = "/meta";
+}

@@ -244,9 +244,9 @@ impl Database {
         Ok(())
     }
 
-    /// The write connection, for statistics.
-    pub fn conn(&self) -> &Conn {
-        &self.conn
+    /// The write connection's reported pragmas (see `stats::pragmas`).
+    pub fn pragmas(&self) -> std::collections::BTreeMap<String, String> {
+        crate::stats::pragmas(&self.conn.conn)
     }
 }
 

@@ -606,9 +606,7 @@ fn run_statements(
             Mode::Execute => exec_write(run, &st.sql, &st.params, &mut user_tx),
             Mode::Query => exec_query(run, &st.sql, &st.params, run.in_batch, "query timeout"),
             Mode::Request => {
-                if !st.returning && statement_is_read(conn, &st.sql) {
-                    exec_query(run, &st.sql, &st.params, false, "query timeout")
-                } else if st.returning {
+                if st.returning || statement_is_read(conn, &st.sql) {
                     exec_query(run, &st.sql, &st.params, false, "query timeout")
                 } else {
                     exec_write(run, &st.sql, &st.params, &mut user_tx)

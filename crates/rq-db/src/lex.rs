@@ -275,7 +275,7 @@ mod tests {
         );
         let toks = tokenize(sql);
         assert_eq!(statements(&toks).len(), 2);
-        assert_eq!(toks[4].unquoted(sql), "q\"x");
+        assert_eq!(toks[5].unquoted(sql), "q\"x");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod lex;
 pub mod pool;
 pub mod snapshot;
 pub mod sql;
+pub mod stats;
 
 pub use conn::{Conn, ConnConfig};
 pub use database::{Database, Work};

@@ -107,10 +107,8 @@ pub fn rewrite(sql: &str, opts: RewriteOptions) -> Result<Option<String>, Rewrit
         let t = tokens[i];
         match t.kind {
             Kind::LParen => order_by.push(false),
-            Kind::RParen => {
-                if order_by.len() > 1 {
-                    order_by.pop();
-                }
+            Kind::RParen if order_by.len() > 1 => {
+                order_by.pop();
             }
             Kind::Semicolon => {
                 order_by.clear();
@@ -181,8 +179,8 @@ fn arguments(tokens: &[Token], open: usize, close: usize) -> Vec<(usize, usize)>
     let mut args = Vec::new();
     let mut depth = 0usize;
     let mut start = open + 1;
-    for j in open + 1..close {
-        match tokens[j].kind {
+    for (j, t) in tokens.iter().enumerate().take(close).skip(open + 1) {
+        match t.kind {
             Kind::LParen => depth += 1,
             Kind::RParen => depth = depth.saturating_sub(1),
             Kind::Comma if depth == 0 => {

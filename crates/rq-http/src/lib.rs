@@ -1,1 +1,507 @@
+//! The public HTTP API on `-http-addr`: rqlite's endpoints, parameters, bodies, JSON shapes and
+//! status codes.
+//!
+//! This is the only crate that knows HTTP status codes: store errors arrive as `StoreError`
+//! and are mapped here, in `store_error`. It never calls rusqlite or openraft; everything goes
+//! through the `Store` facade.
 
+mod body;
+mod encode;
+mod node;
+mod params;
+mod queue;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, Request as HttpRequest, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rq_proto::{Request, Statement};
+use rq_store::stats::ExpvarMap;
+use rq_store::{Outcome, ReadOptions, SqlOptions, Store, StoreError};
+
+use crate::encode::{Envelope, Format, Shape};
+use crate::params::Params;
+pub use crate::queue::QueueConfig;
+use crate::queue::WriteQueue;
+
+/// Largest request body accepted on the data endpoints.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Keys of the `http` expvar map.
+const HTTP_KEYS: &[&str] = &[
+    "auth_fail",
+    "auth_ok",
+    "backups",
+    "boot",
+    "execute_stmts_rx",
+    "executions",
+    "leader_not_found",
+    "loads",
+    "num_readyz",
+    "num_status",
+    "queries",
+    "query_stmts_rx",
+    "queued_executions",
+    "queued_executions_failed",
+    "queued_executions_leadership_lost",
+    "queued_executions_no_leader",
+    "queued_executions_not_leader",
+    "queued_executions_num_stmts_rx",
+    "queued_executions_num_stmts_tx",
+    "queued_executions_ok",
+    "queued_executions_unknown_error",
+    "queued_executions_wait",
+    "queued_executions_wait_timeout",
+    "request_stmts_rx",
+    "requests",
+    "sql_analyze",
+    "tls_cert_fetched",
+    "ui",
+    "user_reaps",
+    "user_snapshots",
+];
+
+/// Facts about the build, reported in `/status` and the version header.
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    pub version: String,
+    pub commit: String,
+    pub build_time: String,
+}
+
+/// Settings of the HTTP service.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// The address the listener is bound to.
+    pub bind_addr: String,
+    /// `-http-adv-addr`: what clients and other nodes are told.
+    pub adv_addr: String,
+    /// `-http-allow-origin`.
+    pub allow_origin: Option<String>,
+    pub queue: QueueConfig,
+    pub build: BuildInfo,
+    /// The command line, for `/debug/vars`.
+    pub cmdline: Vec<String>,
+}
+
+/// What the HTTP layer needs from other nodes.
+pub trait Cluster: Send + Sync + 'static {
+    /// The API URL and version of the node at node-to-node address `addr`.
+    fn node_meta<'a>(
+        &'a self,
+        addr: &'a str,
+        timeout: std::time::Duration,
+    ) -> futures::future::BoxFuture<'a, Result<(String, String), String>>;
+}
+
+/// The HTTP service. Shared by every connection.
+pub struct Service {
+    store: Store,
+    cluster: Arc<dyn Cluster>,
+    cfg: HttpConfig,
+    stats: Arc<ExpvarMap>,
+    queue: WriteQueue,
+    started: SystemTime,
+}
+
+impl Service {
+    pub fn new(store: Store, cluster: Arc<dyn Cluster>, cfg: HttpConfig) -> Arc<Service> {
+        let stats = Arc::new(ExpvarMap::new(HTTP_KEYS));
+        let queue = WriteQueue::start(store.clone(), cfg.queue, stats.clone());
+        Arc::new(Service {
+            store,
+            cluster,
+            cfg,
+            stats,
+            queue,
+            started: SystemTime::now(),
+        })
+    }
+
+    /// The router serving every path.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new().fallback(handle).with_state(self)
+    }
+
+    /// This node's API URL as others are told it.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.cfg.adv_addr)
+    }
+
+    fn headers(&self, h: &mut HeaderMap) {
+        if let Ok(v) = HeaderValue::from_str(&self.cfg.build.version) {
+            h.insert("X-RQLITE-VERSION", v);
+        }
+        h.insert(
+            "Access-Control-Allow-Methods",
+            HeaderValue::from_static("OPTIONS, GET, POST"),
+        );
+        h.insert("Access-Control-Allow-Headers", HeaderValue::from_static("Content-Type"));
+        if let Some(origin) = &self.cfg.allow_origin
+            && let Ok(v) = HeaderValue::from_str(origin)
+        {
+            h.insert("Access-Control-Allow-Origin", v);
+        }
+    }
+}
+
+/// A plain-text error as Go's `http.Error` writes it: the message and a newline.
+pub(crate) fn text_error(status: StatusCode, msg: &str) -> Response {
+    let mut r = (status, format!("{msg}\n")).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
+    r
+}
+
+pub(crate) fn json_response(body: Vec<u8>) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+fn empty(status: StatusCode) -> Response {
+    status.into_response()
+}
+
+async fn handle(State(svc): State<Arc<Service>>, req: HttpRequest<Body>) -> Response {
+    let mut resp = route(&svc, req).await;
+    svc.headers(resp.headers_mut());
+    resp
+}
+
+async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
+    if req.method() == Method::OPTIONS {
+        return empty(StatusCode::OK);
+    }
+    let path = req.uri().path().to_string();
+    if path == "/" || path.is_empty() {
+        return redirect(StatusCode::FOUND, "/console/");
+    }
+    if path == "/console" {
+        return redirect(StatusCode::MOVED_PERMANENTLY, "/console/");
+    }
+    let params = match Params::parse(req.uri().query()) {
+        Ok(p) => p,
+        Err(e) => return text_error(StatusCode::BAD_REQUEST, &e.0),
+    };
+    if path.starts_with("/db/execute") {
+        svc.stats.add("executions", 1);
+        return execute(svc, req, params).await;
+    }
+    if path.starts_with("/db/query") {
+        svc.stats.add("queries", 1);
+        return query(svc, req, params).await;
+    }
+    if path.starts_with("/db/request") {
+        svc.stats.add("requests", 1);
+        return request(svc, req, params).await;
+    }
+    if path.starts_with("/db/sql") {
+        svc.stats.add("sql_analyze", 1);
+        return analyze(req, params).await;
+    }
+    if path == "/snapshot" {
+        svc.stats.add("user_snapshots", 1);
+        return snapshot(svc, req.method(), &params).await;
+    }
+    if path.starts_with("/status") {
+        svc.stats.add("num_status", 1);
+        return node::status(svc, req.method(), &params);
+    }
+    if path.starts_with("/nodes") {
+        return node::nodes(svc, req.method(), &params).await;
+    }
+    if path == "/leader" {
+        return node::leader(svc, req.method(), &params).await;
+    }
+    if path.starts_with("/readyz") {
+        svc.stats.add("num_readyz", 1);
+        return node::readyz(svc, req.method(), &params).await;
+    }
+    if path == "/debug/vars" {
+        return node::expvar(svc, &params);
+    }
+    empty(StatusCode::NOT_FOUND)
+}
+
+fn redirect(status: StatusCode, to: &str) -> Response {
+    let mut r = empty(status);
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+async fn read_body(req: HttpRequest<Body>) -> Result<(Option<String>, Bytes), Response> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => Ok((ct, b)),
+        Err(_) => Err(text_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
+    }
+}
+
+async fn statements_from(req: HttpRequest<Body>, allow_text: bool) -> Result<Vec<Statement>, Response> {
+    let (ct, bytes) = read_body(req).await?;
+    body::parse(&bytes, ct.as_deref(), allow_text).map_err(|e| text_error(StatusCode::BAD_REQUEST, &e.0))
+}
+
+fn format_of(p: &Params) -> Format {
+    Format {
+        pretty: p.has("pretty"),
+        associative: p.has("associative"),
+        blob_array: p.has("blob_array"),
+    }
+}
+
+fn sql_options(p: &Params) -> SqlOptions {
+    SqlOptions {
+        noparse: p.has("noparse"),
+        no_rewrite_random: p.has("norwrandom"),
+        no_rewrite_time: p.has("norwtime"),
+    }
+}
+
+fn read_options(p: &Params) -> ReadOptions {
+    ReadOptions {
+        level: p.level(),
+        freshness: p.freshness(),
+        freshness_strict: p.has("freshness_strict"),
+        linearizable_timeout: p.linearizable_timeout(),
+    }
+}
+
+fn request_of(statements: Vec<Statement>, p: &Params) -> Request {
+    Request {
+        transaction: p.has("transaction"),
+        rollback_on_error: false,
+        qualify_columns: p.has("qualify_columns"),
+        db_timeout_ns: p.db_timeout().as_nanos() as u64,
+        timings: p.has("timings"),
+        statements,
+    }
+}
+
+/// The response to a store error. Most are reported inside a 200 JSON envelope, as rqlite
+/// does; a missing leader and a failed rewrite are HTTP errors.
+fn store_error(svc: &Service, e: &StoreError, p: &Params) -> Response {
+    match e {
+        StoreError::NotLeader { .. } => {
+            svc.stats.add("leader_not_found", 1);
+            text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found")
+        }
+        StoreError::Rewrite(_) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        _ => {
+            let msg = e.to_string();
+            let env = Envelope {
+                error: Some(&msg),
+                ..Default::default()
+            };
+            json_response(encode::envelope(&env, Shape::Execute, format_of(p)))
+        }
+    }
+}
+
+fn respond(svc: &Service, out: &Outcome, shape: Shape, p: &Params, started: Instant) -> Response {
+    let env = Envelope {
+        results: &out.results,
+        time: if p.has("timings") {
+            started.elapsed().as_secs_f64()
+        } else {
+            0.0
+        },
+        raft_index: if p.has("raft_index") { out.raft_index } else { 0 },
+        ..Default::default()
+    };
+    let mut r = json_response(encode::envelope(&env, shape, format_of(p)));
+    if let Ok(v) = HeaderValue::from_str(&svc.cfg.adv_addr) {
+        r.headers_mut().insert("X-RQLITE-SERVED-BY", v);
+    }
+    r
+}
+
+async fn execute(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response {
+    if req.method() != Method::POST {
+        return empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let started = Instant::now();
+    if p.has("queue") {
+        return queued(svc, req, p, started).await;
+    }
+    let statements = match statements_from(req, true).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    svc.stats.add("execute_stmts_rx", statements.len() as i64);
+    match svc.store.execute(request_of(statements, &p), sql_options(&p)).await {
+        Ok(out) => respond(svc, &out, Shape::Execute, &p, started),
+        Err(e) => store_error(svc, &e, &p),
+    }
+}
+
+async fn queued(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params, started: Instant) -> Response {
+    svc.stats.add("queued_executions", 1);
+    if !p.has("noleader") && svc.store.leader().is_none() {
+        svc.stats.add("leader_not_found", 1);
+        return text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found");
+    }
+    let wait = p.has("wait");
+    let (ct, bytes) = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    // With `wait`, an empty body is a flush barrier.
+    let statements = if wait && bytes.iter().all(u8::is_ascii_whitespace) {
+        Vec::new()
+    } else {
+        match body::parse(&bytes, ct.as_deref(), true) {
+            Ok(s) => s,
+            Err(e) => return text_error(StatusCode::BAD_REQUEST, &e.0),
+        }
+    };
+    let mut req = request_of(statements, &p);
+    // Queued writes are always parsed and rewritten, whatever `noparse` says.
+    let opts = SqlOptions {
+        noparse: false,
+        ..sql_options(&p)
+    };
+    if let Err(e) = Store::prepare(&mut req, opts) {
+        return store_error(svc, &e, &p);
+    }
+    svc.stats
+        .add("queued_executions_num_stmts_rx", req.statements.len() as i64);
+    let (seq, done) = svc.queue.enqueue(req.statements, wait).await;
+    if let Some(done) = done {
+        svc.stats.add("queued_executions_wait", 1);
+        if tokio::time::timeout(p.timeout(), done).await.is_err() {
+            svc.stats.add("queued_executions_wait_timeout", 1);
+            return text_error(StatusCode::REQUEST_TIMEOUT, "queue wait timeout");
+        }
+    }
+    let env = Envelope {
+        sequence_number: seq,
+        time: if p.has("timings") {
+            started.elapsed().as_secs_f64()
+        } else {
+            0.0
+        },
+        ..Default::default()
+    };
+    json_response(encode::envelope(&env, Shape::Execute, format_of(&p)))
+}
+
+async fn query(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response {
+    let started = Instant::now();
+    let statements = match *req.method() {
+        Method::GET => vec![Statement::new(p.get("q").unwrap_or_default())],
+        Method::POST => match statements_from(req, true).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        },
+        _ => return empty(StatusCode::METHOD_NOT_ALLOWED),
+    };
+    svc.stats.add("query_stmts_rx", statements.len() as i64);
+    match svc
+        .store
+        .query(request_of(statements, &p), read_options(&p), sql_options(&p))
+        .await
+    {
+        Ok(out) => respond(svc, &out, Shape::Query, &p, started),
+        Err(e) => store_error(svc, &e, &p),
+    }
+}
+
+async fn request(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response {
+    if req.method() != Method::POST {
+        return empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let started = Instant::now();
+    let statements = match statements_from(req, false).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    svc.stats.add("request_stmts_rx", statements.len() as i64);
+    // The HTTP layer's `linearizable_timeout` is not read for /db/request (rqlite uses 1 s).
+    let read = ReadOptions {
+        linearizable_timeout: std::time::Duration::ZERO,
+        ..read_options(&p)
+    };
+    match svc
+        .store
+        .request(request_of(statements, &p), read, sql_options(&p))
+        .await
+    {
+        Ok(out) => {
+            let shape = if out.raft_index == 0 {
+                Shape::Query
+            } else {
+                Shape::Execute
+            };
+            respond(svc, &out, shape, &p, started)
+        }
+        Err(e) => store_error(svc, &e, &p),
+    }
+}
+
+async fn analyze(req: HttpRequest<Body>, p: Params) -> Response {
+    let started = Instant::now();
+    let statements = match *req.method() {
+        Method::GET => match p.get("q") {
+            Some(q) => vec![Statement::new(q)],
+            None => return text_error(StatusCode::BAD_REQUEST, "query not specified"),
+        },
+        Method::POST => match statements_from(req, false).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        },
+        _ => return empty(StatusCode::METHOD_NOT_ALLOWED),
+    };
+    let opts = sql_options(&p);
+    let items: Vec<encode::Analysis> = statements
+        .into_iter()
+        .map(|s| match Store::rewrite(&s.sql, opts) {
+            Ok(rewritten) => encode::Analysis {
+                rewritten: Some(rewritten.unwrap_or_else(|| s.sql.clone())),
+                original: s.sql,
+                error: None,
+            },
+            Err(e) => encode::Analysis {
+                original: s.sql,
+                rewritten: None,
+                error: Some(e.to_string()),
+            },
+        })
+        .collect();
+    let time = if p.has("timings") {
+        started.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
+    json_response(encode::analysis(&items, time, p.has("pretty")))
+}
+
+async fn snapshot(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
+    if method != Method::POST {
+        return empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let trailing = p.int("trailing_logs").filter(|n| *n > 0).map(|n| n as u64);
+    match svc.store.snapshot(trailing).await {
+        Ok(true) => empty(StatusCode::OK),
+        Ok(false) => empty(StatusCode::NO_CONTENT),
+        Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}

@@ -232,7 +232,7 @@ mod tests {
         assert_eq!(f(1e-6), "0.000001");
         assert_eq!(f(1e-7), "1e-7");
         assert_eq!(f(1.25e-10), "1.25e-10");
-        assert_eq!(f(3.141592653589793), "3.141592653589793");
+        assert_eq!(f(std::f64::consts::PI), "3.141592653589793");
         assert_eq!(f(f64::NAN), "null");
     }
 

@@ -4,6 +4,7 @@
 //! This crate does no I/O.
 
 pub mod command;
+pub mod gofmt;
 pub mod json;
 pub mod result;
 

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! The replicated store: openraft's type configuration, the Raft log in redb, the SQLite state
 //! machine, snapshots, read consistency, and the `Store` facade that the HTTP layer talks to.
 //!
@@ -8,6 +9,7 @@ pub mod log_store;
 pub mod snapshot;
 pub mod state_machine;
 pub mod stats;
+mod status;
 mod store;
 pub mod types;
 
@@ -17,3 +19,8 @@ pub use types::NodeInfo;
 
 #[cfg(test)]
 mod suite_test;
+
+/// The version of the linked SQLite.
+pub fn sqlite_version() -> &'static str {
+    rq_db::stats::sqlite_version()
+}

@@ -9,6 +9,7 @@
 //! Architecture invariant: a snapshot's metadata is read inside the same read transaction that
 //! copies the database, so the copy holds exactly the entries up to `meta.last_log_id`.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -50,6 +51,8 @@ pub struct AppliedInfo {
     pub state: SmState,
     /// Wall-clock milliseconds of the last apply.
     pub last_apply_ms: u64,
+    /// The write connection's reported pragmas, read when it was opened.
+    pub rw_pragmas: BTreeMap<String, String>,
 }
 
 enum Op {
@@ -100,6 +103,7 @@ impl StateMachine {
         let applied = Arc::new(Mutex::new(AppliedInfo {
             state,
             last_apply_ms: 0,
+            rw_pragmas: db.pragmas(),
         }));
         let (tx, rx) = mpsc::channel(APPLY_QUEUE);
         let a = applied.clone();
@@ -123,6 +127,11 @@ impl StateMachine {
     /// Wall-clock milliseconds of the most recent apply (0 if none since start).
     pub fn last_apply_ms(&self) -> u64 {
         self.applied.lock().unwrap().last_apply_ms
+    }
+
+    /// The write connection's reported pragmas.
+    pub fn rw_pragmas(&self) -> BTreeMap<String, String> {
+        self.applied.lock().unwrap().rw_pragmas.clone()
     }
 
     async fn call<T>(&self, op: Op, rx: oneshot::Receiver<io::Result<T>>) -> io::Result<T> {
@@ -197,7 +206,9 @@ fn install(db: &mut Database, db_path: &Path, snap: &Path, applied: &Mutex<Appli
         Some(b) => SmState::decode(&b)?,
         None => SmState::default(),
     };
-    applied.lock().unwrap().state = state.clone();
+    let mut a = applied.lock().unwrap();
+    a.state = state.clone();
+    a.rw_pragmas = db.pragmas();
     Ok(state)
 }
 

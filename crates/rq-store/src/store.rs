@@ -53,6 +53,8 @@ pub struct StoreConfig {
     pub apply_timeout: Duration,
     /// This node may not vote (`-raft-non-voter`).
     pub non_voter: bool,
+    /// `-raft-log-level`, reported in `/status`.
+    pub raft_log_level: String,
 }
 
 /// Read options from the query string.
@@ -93,7 +95,8 @@ struct Inner {
     stats: Arc<Stats>,
     /// Milliseconds since the epoch of the last message from a leader (followers).
     leader_contact_ms: AtomicU64,
-    /// Log index of the last snapshot this node took or installed.
+    /// The leader's commit index as of its last message (followers).
+    leader_commit: AtomicU64,
     started: Instant,
 }
 
@@ -182,6 +185,7 @@ impl Store {
                 barrier,
                 stats,
                 leader_contact_ms: AtomicU64::new(0),
+                leader_commit: AtomicU64::new(0),
                 started: Instant::now(),
             }),
         };
@@ -232,9 +236,85 @@ impl Store {
         ids == [self.inner.raft_id]
     }
 
-    /// Records that a message from the leader arrived (for `freshness`).
-    pub fn note_leader_contact(&self) {
+    /// Records that a message from the leader arrived (for `freshness`), and the leader's
+    /// commit index it carried, if any.
+    pub fn note_leader_contact(&self, leader_commit: Option<u64>) {
         self.inner.leader_contact_ms.store(now_ms(), Ordering::Relaxed);
+        if let Some(c) = leader_commit {
+            self.inner.leader_commit.fetch_max(c, Ordering::Relaxed);
+        }
+    }
+
+    /// Time since the last message from a leader, if there was one.
+    pub fn leader_contact_age(&self) -> Option<Duration> {
+        match self.inner.leader_contact_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(now_ms().saturating_sub(ms))),
+        }
+    }
+
+    /// The leader's commit index as last heard from it (0 on a leader).
+    pub fn leader_commit(&self) -> u64 {
+        self.inner.leader_commit.load(Ordering::Relaxed)
+    }
+
+    /// The commit index: on a leader, the highest index a quorum of voters holds; elsewhere,
+    /// what the leader last said, never below what this node applied.
+    pub fn commit_index(&self) -> u64 {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        if m.state != ServerState::Leader {
+            return self.leader_commit().max(applied);
+        }
+        let mut matched: Vec<u64> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .map(|v| {
+                if v == self.inner.raft_id {
+                    m.last_log_index.unwrap_or(0)
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&v).cloned().flatten())
+                        .map(|l| l.index)
+                        .unwrap_or(0)
+                }
+            })
+            .collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum = matched.len() / 2;
+        matched.get(quorum).copied().unwrap_or(0).max(applied)
+    }
+
+    /// Metadata of the newest snapshot.
+    pub fn snapshot_meta(&self) -> Option<crate::types::SnapshotMeta> {
+        self.inner.snapshots.current_meta()
+    }
+
+    /// The write connection's reported pragmas.
+    pub fn rw_pragmas(&self) -> BTreeMap<String, String> {
+        self.inner.sm.rw_pragmas()
+    }
+
+    fn with_reader<T: Default>(&self, f: impl FnOnce(&rq_db::Conn) -> T) -> T {
+        match self.inner.pool.get() {
+            Ok(c) => f(&c),
+            Err(_) => T::default(),
+        }
+    }
+
+    /// A read connection's reported pragmas.
+    pub fn read_pragmas(&self) -> BTreeMap<String, String> {
+        self.with_reader(|c| rq_db::stats::pragmas(c.connection()))
+    }
+
+    pub fn read_mem_stats(&self) -> BTreeMap<String, i64> {
+        self.with_reader(|c| rq_db::stats::mem_stats(c.connection()))
+    }
+
+    pub fn compile_options(&self) -> Vec<String> {
+        self.with_reader(|c| rq_db::stats::compile_options(c.connection()))
     }
 
     pub fn is_leader(&self) -> bool {
@@ -295,16 +375,21 @@ impl Store {
             if opts.noparse {
                 continue;
             }
-            let ro = RewriteOptions {
-                random: !opts.no_rewrite_random,
-                time: !opts.no_rewrite_time,
-            };
-            if let Some(rewritten) = sql::rewrite(&st.sql, ro).map_err(|e| StoreError::Rewrite(e.to_string()))? {
+            if let Some(rewritten) = Self::rewrite(&st.sql, opts)? {
                 st.sql = rewritten;
             }
             st.returning = sql::has_returning(&st.sql);
         }
         Ok(())
+    }
+
+    /// The statement as `/db/sql` shows it after rewriting; `Ok(None)` when nothing changed.
+    pub fn rewrite(sql: &str, opts: SqlOptions) -> Result<Option<String>, StoreError> {
+        let ro = RewriteOptions {
+            random: !opts.no_rewrite_random,
+            time: !opts.no_rewrite_time,
+        };
+        sql::rewrite(sql, ro).map_err(|e| StoreError::Rewrite(e.to_string()))
     }
 
     /// Proposes `cmd` and waits until it is applied, up to the apply timeout.
@@ -447,8 +532,21 @@ impl Store {
         .map_err(internal)
     }
 
-    /// Takes a snapshot now; `Ok(false)` when nothing was applied since the last one.
-    pub async fn snapshot(&self) -> Result<bool, StoreError> {
+    /// Takes a snapshot now; `Ok(false)` when nothing was applied since the last one. With
+    /// `trailing`, the log is then purged to keep only that many entries behind it.
+    pub async fn snapshot(&self, trailing: Option<u64>) -> Result<bool, StoreError> {
+        self.inner.stats.store.add("num_user_snapshots", 1);
+        let taken = self.take_snapshot().await?;
+        if taken && let Some(keep) = trailing {
+            let upto = self.last_snapshot_index().saturating_sub(keep);
+            if upto > 0 {
+                self.inner.raft.trigger().purge_log(upto).await.map_err(internal)?;
+            }
+        }
+        Ok(taken)
+    }
+
+    async fn take_snapshot(&self) -> Result<bool, StoreError> {
         let applied = self.inner.sm.state().last_applied.map(|l| l.index).unwrap_or(0);
         let snap = self.last_snapshot_index();
         if applied <= snap {
@@ -632,12 +730,11 @@ async fn snapshot_ticker(store: Store) {
         tick.tick().await;
         let (applied, _) = store.applied();
         let last = store.last_snapshot_index();
-        if store.inner.cfg.snapshot_threshold > 0 && applied.saturating_sub(last) >= store.inner.cfg.snapshot_threshold
-        {
-            if let Err(e) = store.inner.raft.trigger().snapshot().await {
-                tracing::warn!(error = %e, "could not trigger snapshot");
-                return;
-            }
+        let due = store.inner.cfg.snapshot_threshold > 0
+            && applied.saturating_sub(last) >= store.inner.cfg.snapshot_threshold;
+        if due && let Err(e) = store.inner.raft.trigger().snapshot().await {
+            tracing::warn!(error = %e, "could not trigger snapshot");
+            return;
         }
     }
 }

@@ -1,1 +1,250 @@
-fn main() {}
+//! `rqlited`: reads the command line, opens the store, and serves the public API and the
+//! node-to-node API until it is told to stop. Wiring only; the work is in the libraries.
+
+mod flags;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use flags::{FlagError, Flags};
+use rq_http::{BuildInfo, HttpConfig, QueueConfig, Service};
+use rq_store::{Store, StoreConfig};
+use tokio::net::TcpListener;
+
+/// The API this build is compatible with, and its own version.
+const VERSION: &str = concat!("v10.3.0+rs.", env!("CARGO_PKG_VERSION"));
+
+const LOGO: &str = r"
+            _ _ _
+           | (_) |
+  _ __ __ _| |_| |_ ___
+ | '__/ _  | | | __/ _ \   The lightweight, fault-tolerant,
+ | | | (_| | | | ||  __/   relational database.
+ |_|  \__, |_|_|\__\___|
+         | |               www.rqlite.io
+         |_|
+
+";
+
+fn version_line() -> String {
+    format!(
+        "rqlited {VERSION} {} {} rust sqlite{} (commit unknown, compiler rustc)",
+        std::env::consts::OS,
+        match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            a => a,
+        },
+        rq_store::sqlite_version()
+    )
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let flags = match Flags::parse(&args[1..]) {
+        Ok(f) => f,
+        Err(FlagError::Help) => {
+            eprint!("{}", flags::usage());
+            return ExitCode::SUCCESS;
+        }
+        Err(FlagError::Usage(msg)) => {
+            eprintln!("{msg}");
+            eprint!("{}", flags::usage());
+            return ExitCode::from(2);
+        }
+        Err(FlagError::Fatal(msg)) => {
+            eprintln!("fatal: {msg}");
+            return ExitCode::from(1);
+        }
+    };
+    if flags.bool("version") {
+        eprintln!("{}", version_line());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&flags.string("raft-log-level"));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fatal: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(flags, args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fatal: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(raft_level: &str) {
+    let raft = match raft_level.to_ascii_uppercase().as_str() {
+        "ERROR" => "error",
+        "INFO" => "info",
+        "DEBUG" => "debug",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,openraft={raft}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+/// Checks an advertised address: `host:port`, no scheme, not an unspecified IP.
+fn check_adv(flag: &str, addr: &str) -> anyhow::Result<()> {
+    if addr.contains("://") {
+        bail!("-{flag} ({addr}) must not include a scheme");
+    }
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("-{flag} ({addr}) must be host:port"))?;
+    if port.parse::<u16>().is_err() {
+        bail!("-{flag} ({addr}) has an invalid port");
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>()
+        && ip.is_unspecified()
+    {
+        bail!("advertised address {addr} is not routable: set -{flag}");
+    }
+    Ok(())
+}
+
+async fn bind(flag: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on -{flag} {addr}"))
+}
+
+async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
+    print!("{LOGO}");
+    for name in flags.unimplemented() {
+        eprintln!("warning: -{name} is not implemented by this build yet and has no effect");
+    }
+    let http_addr = flags.string("http-addr");
+    let raft_addr = flags.string("raft-addr");
+    if http_addr == raft_addr {
+        bail!("HTTP and Raft addresses must differ");
+    }
+    let http_adv = non_empty(flags.string("http-adv-addr")).unwrap_or_else(|| http_addr.clone());
+    let raft_adv = non_empty(flags.string("raft-adv-addr")).unwrap_or_else(|| raft_addr.clone());
+    check_adv("http-adv-addr", &http_adv)?;
+    check_adv("raft-adv-addr", &raft_adv)?;
+    let node_id = non_empty(flags.string("node-id")).unwrap_or_else(|| raft_adv.clone());
+    let data_dir = absolute(&flags.data_dir)?;
+    let join = non_empty(flags.string("join"));
+
+    let http_listener = bind("http-addr", &http_addr).await?;
+    let raft_listener = bind("raft-addr", &raft_addr).await?;
+    let bound_http: SocketAddr = http_listener.local_addr()?;
+
+    let heartbeat = if flags.is_set("raft-heartbeat-timeout") {
+        flags.duration("raft-heartbeat-timeout")
+    } else {
+        flags.duration("raft-timeout")
+    };
+    let cfg = StoreConfig {
+        data_dir,
+        node_id,
+        raft_addr: raft_adv.clone(),
+        foreign_keys: flags.bool("fk"),
+        max_read_conns: flags.int("db-max-ro-conns").max(0) as usize,
+        snapshot_threshold: flags.int("raft-snap").max(0) as u64,
+        snapshot_interval: flags.duration("raft-snap-int"),
+        heartbeat_timeout: heartbeat,
+        election_timeout: flags.duration("raft-election-timeout"),
+        apply_timeout: flags.duration("raft-apply-timeout"),
+        non_voter: flags.bool("raft-non-voter"),
+        raft_log_level: flags.string("raft-log-level"),
+    };
+    let network = rq_cluster::Network::new().context("cannot create node-to-node client")?;
+    // A node with -join (or -bootstrap-expect) becomes part of a cluster formed with others;
+    // only a node on its own bootstraps itself.
+    let bootstrap = join.is_none() && flags.int("bootstrap-expect") == 0 && !cfg.non_voter;
+    tracing::info!(version = VERSION, sqlite = rq_store::sqlite_version(), launch = %args.join(" "), "rqlited starting");
+    let store = Store::open(cfg, network.clone(), bootstrap)
+        .await
+        .map_err(|e| anyhow!("cannot open store: {e}"))?;
+    if join.is_some() && store.is_initialized().await && store.is_sole_member() {
+        store.shutdown().await;
+        bail!("node is the only node in a single-node cluster, joining other clusters not supported");
+    }
+
+    let api_url = format!("http://{http_adv}");
+    let node_router = rq_cluster::router(store.clone(), api_url, VERSION.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(raft_listener, node_router).await {
+            tracing::error!(error = %e, "node-to-node server stopped");
+        }
+    });
+
+    let http_cfg = HttpConfig {
+        bind_addr: bound_http.to_string(),
+        adv_addr: http_adv,
+        allow_origin: non_empty(flags.string("http-allow-origin")),
+        queue: QueueConfig {
+            capacity: flags.int("write-queue-capacity").max(1) as usize,
+            batch_size: flags.int("write-queue-batch-size").max(1) as usize,
+            timeout: flags.duration("write-queue-timeout").max(Duration::from_millis(1)),
+            transaction: flags.bool("write-queue-tx"),
+        },
+        build: BuildInfo {
+            version: VERSION.to_string(),
+            commit: "unknown".into(),
+            build_time: "unknown".into(),
+        },
+        cmdline: args,
+    };
+    let service = Service::new(store.clone(), Arc::new(ClusterClient(network)), http_cfg);
+    let server = axum::serve(http_listener, service.router()).with_graceful_shutdown(shutdown_signal());
+    server.await.context("HTTP server failed")?;
+    tracing::info!("shutting down");
+    store.shutdown().await;
+    Ok(())
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn absolute(dir: &str) -> anyhow::Result<PathBuf> {
+    let p = PathBuf::from(dir);
+    Ok(if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// The HTTP layer's view of other nodes, over the node-to-node client.
+struct ClusterClient(rq_cluster::Network);
+
+impl rq_http::Cluster for ClusterClient {
+    fn node_meta<'a>(
+        &'a self,
+        addr: &'a str,
+        timeout: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<(String, String), String>> {
+        Box::pin(async move { self.0.node_meta(addr, timeout).await.map(|m| (m.api_url, m.version)) })
+    }
+}

@@ -1,0 +1,496 @@
+//! Node endpoints: `/status`, `/nodes`, `/leader`, `/readyz` and `/debug/vars`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rq_proto::gofmt::{duration_string, rfc3339};
+use rq_proto::json::{indent, write_f64, write_str, write_value};
+use serde_json::{Value, json};
+
+use crate::params::Params;
+use crate::{Service, empty, json_response, text_error};
+
+/// Other expvar maps rqlite publishes; this node reports them with every key at zero where
+/// the feature they count is not in use.
+const IDLE_MAPS: &[(&str, &[&str])] = &[
+    (
+        "cdc.service",
+        &[
+            "batcher_events_write",
+            "batcher_reads",
+            "batcher_write_ignored",
+            "batcher_writes",
+            "dropped_failed_to_send",
+            "fifo_enqueue_ignored",
+            "fifo_size",
+            "hwm_ignored",
+            "num_bytes_tx",
+            "num_events_tx_failed",
+            "num_events_tx_ok",
+            "retries",
+            "snapshot_sync",
+        ],
+    ),
+    (
+        "cluster",
+        &[
+            "num_backup_req",
+            "num_broadcast_hwm_req",
+            "num_client_execute_retries",
+            "num_client_force_new_conn",
+            "num_client_load_retries",
+            "num_client_query_retries",
+            "num_client_read_timeouts",
+            "num_client_request_retries",
+            "num_client_retries",
+            "num_client_write_timeouts",
+            "num_conn_rejected",
+            "num_execute_req",
+            "num_get_node_api_req",
+            "num_get_node_api_req_local",
+            "num_get_node_api_req_retries",
+            "num_get_node_api_resp",
+            "num_hwm_update_dropped",
+            "num_join_req",
+            "num_load_req",
+            "num_notify_req",
+            "num_query_req",
+            "num_remove_node_req",
+            "num_request_req",
+            "num_stepdown_req",
+        ],
+    ),
+    (
+        "db.wal",
+        &[
+            "compact_frames_input",
+            "compact_frames_output",
+            "compact_frames_ratio",
+            "compact_scan_duration_ms",
+            "compact_scan_errors",
+            "compact_write_duration_ms",
+        ],
+    ),
+    (
+        "downloader",
+        &["download_bytes", "num_downloads_fail", "num_downloads_ok"],
+    ),
+    (
+        "mux",
+        &[
+            "num_connections_handled",
+            "num_tls_cert_fetched",
+            "num_unregistered_handlers",
+        ],
+    ),
+    (
+        "proto",
+        &[
+            "num_compressed_bytes",
+            "num_compressed_requests",
+            "num_compression_misses",
+            "num_precompressed_bytes",
+            "num_requests",
+            "num_uncompressed_bytes",
+            "num_uncompressed_requests",
+        ],
+    ),
+    (
+        "proxy",
+        &[
+            "remote_backups",
+            "remote_executions",
+            "remote_executions_failed",
+            "remote_loads",
+            "remote_queries",
+            "remote_queries_failed",
+            "remote_remove_node",
+            "remote_requests",
+            "remote_requests_failed",
+            "remote_stepdowns",
+        ],
+    ),
+    (
+        "snapshot",
+        &[
+            "auto_reap_duration_ms",
+            "persist_duration_ms",
+            "persist_size",
+            "read_timeout_total",
+            "reap_errors",
+            "reap_execute_duration_ms",
+            "reap_plan_recovered",
+            "reap_snapshots",
+            "reap_total",
+            "reap_wals",
+            "sink_errors",
+            "sink_full_crc32_duration_ms",
+            "sink_full_total",
+            "sink_incremental_total",
+            "upgrade_fail",
+            "upgrade_ok",
+        ],
+    ),
+    ("snapshot.plan", &["calc_crc32_duration_ms", "checkpoint_duration_ms"]),
+    ("sql.processor", &["num_parser_panics", "num_rewritten_stmts"]),
+    (
+        "uploader",
+        &[
+            "last_upload_bytes",
+            "num_sum_get_fail",
+            "num_uploads_fail",
+            "num_uploads_ok",
+            "num_uploads_skipped",
+            "num_uploads_skipped_id",
+            "total_upload_bytes",
+        ],
+    ),
+];
+
+fn write_json(v: &Value, pretty: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_value(&mut out, v, true);
+    if pretty { indent(&out) } else { out }
+}
+
+/// A value from `/proc/self/status`, in bytes.
+fn proc_status_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn parent_pid() -> u32 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            after.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `?key=a.b.c`: the subtree at that path; `{}` if a step is missing; a non-object reached
+/// early is returned as it is.
+fn subtree(v: &Value, key: &str) -> Value {
+    let mut cur = v;
+    for part in key.split('.') {
+        match cur {
+            Value::Object(m) => match m.get(part) {
+                Some(next) => cur = next,
+                None => return json!({}),
+            },
+            other => return other.clone(),
+        }
+    }
+    cur.clone()
+}
+
+impl Service {
+    fn status_document(&self) -> Value {
+        let cfg = &self.cfg;
+        let uptime = self.started.elapsed().unwrap_or_default();
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        json!({
+            "build": {
+                "build_time": cfg.build.build_time,
+                "commit": cfg.build.commit,
+                "compiler_command": "cargo",
+                "compiler_toolchain": "rustc",
+                "version": cfg.build.version,
+            },
+            "cluster": {
+                "addr": self.store.config().raft_addr,
+                "api_addr": cfg.adv_addr,
+                "https": "false",
+            },
+            "extensions": {
+                "dir": self.store.config().data_dir.join("extensions").display().to_string(),
+                "names": [],
+            },
+            "http": {
+                "auth": "disabled",
+                "bind_addr": cfg.bind_addr,
+                "cluster": {
+                    "local_node_addr": self.store.config().raft_addr,
+                    "timeout": "30s",
+                },
+                "queue": {
+                    "_default": {
+                        "batch_size": cfg.queue.batch_size,
+                        "max_size": cfg.queue.capacity,
+                        "sequence_number": self.queue.written(),
+                        "timeout": duration_string(cfg.queue.timeout),
+                    }
+                },
+                "tls": {"enabled": "false"},
+            },
+            "node": {
+                "current_time": rfc3339(SystemTime::now()),
+                "start_time": rfc3339(self.started),
+                "uptime": duration_string(uptime),
+            },
+            "os": {
+                "executable": std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+                "hostname": hostname(),
+                "page_size": 4096,
+                "pid": std::process::id(),
+                "ppid": parent_pid(),
+            },
+            "runtime": {
+                "GOARCH": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a },
+                "GOMAXPROCS": threads,
+                "GOOS": std::env::consts::OS,
+                "kubernetes_hint": std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+                "num_cpu": threads,
+                "num_goroutine": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+                "version": "rust",
+            },
+            "store": self.store.status(),
+        })
+    }
+
+    /// Probes one member: itself in process, others over the node-to-node API.
+    async fn probe(&self, id: &str, addr: &str, voter: bool, leader_addr: Option<&str>, timeout: Duration) -> Value {
+        let started = Instant::now();
+        let meta = if addr == self.store.config().raft_addr {
+            Ok((self.api_url(), self.cfg.build.version.clone()))
+        } else {
+            self.cluster.node_meta(addr, timeout).await
+        };
+        let elapsed = started.elapsed();
+        match meta {
+            Ok((api_url, version)) => json!({
+                "id": id,
+                "api_addr": api_url,
+                "addr": addr,
+                "version": version,
+                "voter": voter,
+                "reachable": true,
+                "leader": leader_addr == Some(addr),
+                "time": elapsed.as_secs_f64(),
+                "time_s": duration_string(elapsed),
+            }),
+            Err(e) => json!({
+                "id": id,
+                "addr": addr,
+                "version": "",
+                "voter": voter,
+                "reachable": false,
+                "leader": false,
+                "error": e,
+            }),
+        }
+    }
+}
+
+/// Writes a node object with rqlite's field order (a struct, not a map).
+fn write_node(out: &mut Vec<u8>, n: &Value) {
+    out.push(b'{');
+    let mut first = true;
+    for k in [
+        "id",
+        "api_addr",
+        "addr",
+        "version",
+        "voter",
+        "reachable",
+        "leader",
+        "time",
+        "time_s",
+        "error",
+    ] {
+        let Some(v) = n.get(k) else { continue };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_str(out, k, true);
+        out.push(b':');
+        match v {
+            Value::Number(x) if k == "time" => write_f64(out, x.as_f64().unwrap_or(0.0)),
+            other => write_value(out, other, true),
+        }
+    }
+    out.push(b'}');
+}
+
+pub(crate) fn status(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
+    if method != Method::GET {
+        return empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let doc = svc.status_document();
+    match p.get("key").filter(|k| !k.is_empty()) {
+        Some(key) => json_response(write_json(&subtree(&doc, key), false)),
+        None => json_response(write_json(&doc, p.has("pretty"))),
+    }
+}
+
+pub(crate) async fn nodes(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
+    if method != Method::GET {
+        return empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let leader = svc.store.leader().map(|l| l.addr);
+    let timeout = p.timeout();
+    let members: Vec<_> = svc
+        .store
+        .nodes()
+        .into_iter()
+        .filter(|(_, voter)| *voter || p.has("nonvoters"))
+        .collect();
+    let probes = members
+        .iter()
+        .map(|(n, voter)| svc.probe(&n.id, &n.addr, *voter, leader.as_deref(), timeout));
+    let results = futures::future::join_all(probes).await;
+    let mut out = Vec::new();
+    if p.get("ver") == Some("2") {
+        out.extend_from_slice(b"{\"nodes\":[");
+        for (i, n) in results.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_node(&mut out, n);
+        }
+        out.extend_from_slice(b"]}");
+    } else {
+        out.push(b'{');
+        for (i, ((m, _), n)) in members.iter().zip(&results).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(&mut out, &m.id, true);
+            out.push(b':');
+            write_node(&mut out, n);
+        }
+        out.push(b'}');
+    }
+    json_response(if p.has("pretty") { indent(&out) } else { out })
+}
+
+pub(crate) async fn leader(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
+    match *method {
+        Method::GET => {
+            let Some(l) = svc.store.leader() else {
+                return text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found");
+            };
+            let node = svc.probe(&l.id, &l.addr, true, Some(&l.addr), p.timeout()).await;
+            let mut out = Vec::new();
+            write_node(&mut out, &node);
+            json_response(if p.has("pretty") { indent(&out) } else { out })
+        }
+        _ => empty(StatusCode::METHOD_NOT_ALLOWED),
+    }
+}
+
+fn plain(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+pub(crate) async fn readyz(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
+    if method != Method::GET {
+        return empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let mut body = String::from("[+]node ok");
+    if p.has("noleader") {
+        return plain(StatusCode::OK, body);
+    }
+    let Some(leader) = svc.store.leader() else {
+        body.push_str("\n[+]leader does not exist");
+        return plain(StatusCode::SERVICE_UNAVAILABLE, body);
+    };
+    if leader.addr != svc.store.config().raft_addr
+        && let Err(e) = svc.cluster.node_meta(&leader.addr, p.timeout()).await
+    {
+        body.push_str(&format!("\n[+]leader not contactable: {e}"));
+        return plain(StatusCode::SERVICE_UNAVAILABLE, body);
+    }
+    body.push_str("\n[+]leader ok");
+    if !svc.store.is_ready() {
+        body.push_str("\n[+]store not ready");
+        return plain(StatusCode::SERVICE_UNAVAILABLE, body);
+    }
+    body.push_str("\n[+]store ok");
+    if p.has("sync") {
+        let target = svc.store.commit_index();
+        if let Err(e) = svc.store.wait_applied(target, p.timeout()).await {
+            body.push_str(&format!("\n[+]sync {e}"));
+            return plain(StatusCode::SERVICE_UNAVAILABLE, body);
+        }
+        body.push_str("\n[+]sync ok");
+    }
+    match tokio::time::timeout(p.timeout(), svc.store.probe_db()).await {
+        Ok(Ok(())) => {
+            body.push_str("\n[+]db ok");
+            plain(StatusCode::OK, body)
+        }
+        Ok(Err(e)) => {
+            body.push_str(&format!("\n[+]db not ok: ({e})"));
+            plain(StatusCode::SERVICE_UNAVAILABLE, body)
+        }
+        Err(_) => {
+            body.push_str("\n[+]db not ok: (timeout)");
+            plain(StatusCode::SERVICE_UNAVAILABLE, body)
+        }
+    }
+}
+
+/// Go's `expvar.Map.String()`: one line, keys sorted, `": "` and `", "` separators.
+fn expvar_map(entries: &[(&str, i64)]) -> String {
+    let inner: Vec<String> = entries.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+pub(crate) fn expvar(svc: &Arc<Service>, p: &Params) -> Response {
+    let stats = svc.store.stats();
+    let mut vars: Vec<(String, String)> = vec![
+        ("db".into(), expvar_map(&stats.db.entries())),
+        ("http".into(), expvar_map(&svc.stats.entries())),
+        ("queue".into(), expvar_map(&stats.queue.entries())),
+        ("store".into(), expvar_map(&stats.store.entries())),
+    ];
+    for (name, keys) in IDLE_MAPS {
+        let zeros: Vec<(&str, i64)> = keys.iter().map(|k| (*k, 0)).collect();
+        vars.push((name.to_string(), expvar_map(&zeros)));
+    }
+    let mut cmdline = Vec::new();
+    write_value(&mut cmdline, &json!(svc.cfg.cmdline), true);
+    vars.push(("cmdline".into(), String::from_utf8_lossy(&cmdline).into_owned()));
+    let rss = proc_status_bytes("VmRSS:");
+    let memstats = json!({
+        "Alloc": rss,
+        "HeapAlloc": rss,
+        "Sys": proc_status_bytes("VmSize:"),
+        "HeapSys": rss,
+    });
+    let mut mem = Vec::new();
+    write_value(&mut mem, &memstats, true);
+    vars.push(("memstats".into(), String::from_utf8_lossy(&mem).into_owned()));
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let key = p.get("key").filter(|k| !k.is_empty());
+    let body: Vec<String> = vars
+        .into_iter()
+        .filter(|(name, _)| key.is_none_or(|k| k == name))
+        .map(|(name, v)| format!("\"{name}\": {v}"))
+        .collect();
+    json_response(format!("{{\n{}\n}}\n", body.join(",\n")).into_bytes())
+}

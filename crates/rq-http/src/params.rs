@@ -1,0 +1,117 @@
+//! Query-string parameters, parsed as rqlite does: first value of each key wins, flags are
+//! present or absent (`?pretty=false` still means pretty), durations are Go durations.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rq_proto::Level;
+use rq_proto::gofmt::parse_duration as parse_go_duration;
+
+/// A request's query parameters.
+#[derive(Debug, Default)]
+pub struct Params {
+    values: HashMap<String, String>,
+}
+
+/// A parameter that failed validation; the message is rqlite's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamError(pub String);
+
+impl Params {
+    /// Parses and validates a raw query string.
+    pub fn parse(raw: Option<&str>) -> Result<Params, ParamError> {
+        let mut values = HashMap::new();
+        if let Some(raw) = raw {
+            for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
+                values.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+            }
+        }
+        let p = Params { values };
+        if p.has("freshness_strict") && !p.has("freshness") {
+            return Err(ParamError("freshness_strict requires freshness".into()));
+        }
+        for key in ["timeout", "freshness", "db_timeout", "linearizable_timeout"] {
+            if let Some(v) = p.values.get(key)
+                && parse_go_duration(v).is_none()
+            {
+                return Err(ParamError(format!("{key} is not a valid duration")));
+            }
+        }
+        for key in ["retries", "trailing_logs"] {
+            if let Some(v) = p.values.get(key)
+                && v.parse::<i64>().is_err()
+            {
+                return Err(ParamError(format!("{key} is not a valid integer")));
+            }
+        }
+        if p.values.get("q").is_some_and(|q| q.is_empty()) {
+            return Err(ParamError("query parameter not set".into()));
+        }
+        Ok(p)
+    }
+
+    /// Whether a flag is present, whatever its value.
+    pub fn has(&self, key: &str) -> bool {
+        self.values.contains_key(key)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    fn duration(&self, key: &str) -> Option<Duration> {
+        self.values.get(key).and_then(|v| parse_go_duration(v))
+    }
+
+    /// `timeout`, 30 s by default.
+    pub fn timeout(&self) -> Duration {
+        self.duration("timeout").unwrap_or(Duration::from_secs(30))
+    }
+
+    pub fn db_timeout(&self) -> Duration {
+        self.duration("db_timeout").unwrap_or_default()
+    }
+
+    pub fn freshness(&self) -> Duration {
+        self.duration("freshness").unwrap_or_default()
+    }
+
+    /// `linearizable_timeout`, 10 s by default from the HTTP layer.
+    pub fn linearizable_timeout(&self) -> Duration {
+        self.duration("linearizable_timeout").unwrap_or(Duration::from_secs(10))
+    }
+
+    pub fn level(&self) -> Level {
+        self.values.get("level").map(|l| Level::parse(l)).unwrap_or_default()
+    }
+
+    pub fn int(&self, key: &str) -> Option<i64> {
+        self.values.get(key).and_then(|v| v.parse().ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_presence_based_and_first_value_wins() {
+        let p = Params::parse(Some("pretty=false&level=none&level=strong&timeout=2s")).unwrap();
+        assert!(p.has("pretty"));
+        assert_eq!(p.level(), Level::None);
+        assert_eq!(p.timeout(), Duration::from_secs(2));
+        assert_eq!(
+            Params::parse(Some("timeout=x")).unwrap_err().0,
+            "timeout is not a valid duration"
+        );
+        assert_eq!(
+            Params::parse(Some("freshness_strict")).unwrap_err().0,
+            "freshness_strict requires freshness"
+        );
+        assert_eq!(Params::parse(Some("q=")).unwrap_err().0, "query parameter not set");
+        assert_eq!(
+            Params::parse(Some("retries=a")).unwrap_err().0,
+            "retries is not a valid integer"
+        );
+    }
+}
