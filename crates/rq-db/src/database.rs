@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rq_proto::{Applied, Request};
+use rq_proto::{Request, StmtResult};
 use rusqlite::OptionalExtension;
 use rusqlite::config::DbConfig;
 
@@ -143,82 +143,88 @@ impl Database {
         Ok(())
     }
 
-    /// Applies a batch of committed work in one transaction and records `state_after(i)` for
-    /// the last item, all atomically. Returns one result per item.
+    /// Applies committed log entries in one transaction, each entry a list of work items,
+    /// and records `state_after(i)` for the last entry, all atomically. Returns, per entry, the
+    /// results of each work item.
     ///
     /// SQL errors are results. `Err` means the database could not be written (I/O, full disk,
     /// corruption): the batch left no trace and the caller must stop applying.
-    pub fn apply(&mut self, batch: &[Work<'_>], state_after: impl Fn(usize) -> Vec<u8>) -> Result<Vec<Applied>, Error> {
-        if batch.is_empty() {
+    pub fn apply(
+        &mut self,
+        entries: &[Vec<Work<'_>>],
+        state_after: impl Fn(usize) -> Vec<u8>,
+    ) -> Result<Vec<Vec<Vec<StmtResult>>>, Error> {
+        if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut results: Vec<Applied> = Vec::with_capacity(batch.len());
-        // Statements (item, statement) that ended the whole transaction when run; on a rerun
-        // they are reported with the recorded error instead of being run again.
-        let mut aborted: Vec<((usize, usize), String)> = Vec::new();
-        // Items before `done` are committed (a statement that cannot run in a transaction forced
-        // an early commit); the batch resumes from there after a rerun.
+        let mut out: Vec<Vec<Vec<StmtResult>>> = Vec::with_capacity(entries.len());
+        // Statements (entry, work, statement) that ended the whole transaction when run; on a
+        // rerun they are reported with the recorded error instead of being run again.
+        let mut aborted: Vec<((usize, usize, usize), String)> = Vec::new();
+        // Entries before `done` are committed (a statement that cannot run in a transaction
+        // forced a commit); a rerun resumes from there.
         let mut done = 0;
         let mut reruns = 0usize;
         'batch: loop {
             self.conn.conn.execute_batch("BEGIN")?;
-            results.truncate(done);
+            out.truncate(done);
             let mut i = done;
-            while i < batch.len() {
-                let applied = match batch[i] {
-                    Work::Nothing => Applied::default(),
-                    Work::Execute(r) | Work::Query(r) | Work::Request(r) => {
-                        let mode = match batch[i] {
-                            Work::Execute(_) => Mode::Execute,
-                            Work::Query(_) => Mode::Query,
-                            _ => Mode::Request,
-                        };
-                        let skip = |s: usize| aborted.iter().find(|(k, _)| *k == (i, s)).map(|(_, e)| e.clone());
-                        match exec::run_in_batch(&self.conn, r, mode, &skip)? {
-                            Outcome::Done(results) => Applied { results },
-                            Outcome::NeedsAutocommit => {
-                                // Commit what came before, with its state, then run this item
-                                // on its own, outside any transaction, and record it at once.
-                                if i > 0 {
-                                    self.write_state(&state_after(i - 1))?;
-                                }
-                                self.conn.conn.execute_batch("COMMIT")?;
-                                let res = exec::run_autocommit(&self.conn, r, mode)?;
-                                self.conn.conn.execute_batch("BEGIN")?;
-                                self.write_state(&state_after(i))?;
-                                self.conn.conn.execute_batch("COMMIT")?;
-                                results.push(Applied { results: res });
-                                done = i + 1;
-                                i += 1;
-                                if i < batch.len() {
-                                    self.conn.conn.execute_batch("BEGIN")?;
-                                    continue;
-                                }
-                                return Ok(results);
+            while i < entries.len() {
+                let works = &entries[i];
+                // A statement that must run outside a transaction is honoured only when it is
+                // its entry's sole request, so the entry still commits as a whole.
+                if let [work] = works.as_slice()
+                    && let Some((req, mode)) = request_of(*work)
+                    && exec::needs_autocommit_request(req, mode)
+                {
+                    if i > 0 {
+                        self.write_state(&state_after(i - 1))?;
+                    }
+                    self.conn.conn.execute_batch("COMMIT")?;
+                    let res = exec::run_autocommit(&self.conn, req, mode)?;
+                    self.conn.conn.execute_batch("BEGIN")?;
+                    self.write_state(&state_after(i))?;
+                    self.conn.conn.execute_batch("COMMIT")?;
+                    out.push(vec![res]);
+                    done = i + 1;
+                    if done == entries.len() {
+                        return Ok(out);
+                    }
+                    self.conn.conn.execute_batch("BEGIN")?;
+                    i += 1;
+                    continue;
+                }
+                let mut entry_results = Vec::with_capacity(works.len());
+                for (j, work) in works.iter().enumerate() {
+                    let Some((req, mode)) = request_of(*work) else {
+                        entry_results.push(Vec::new());
+                        continue;
+                    };
+                    let skip = |s: usize| aborted.iter().find(|(k, _)| *k == (i, j, s)).map(|(_, e)| e.clone());
+                    match exec::run_in_batch(&self.conn, req, mode, &skip)? {
+                        Outcome::Done(results) => entry_results.push(results),
+                        Outcome::Aborted { statement, error } => {
+                            // SQLite rolled back the whole transaction (ON CONFLICT ROLLBACK,
+                            // interrupt...). Redo from the last commit with this statement
+                            // reported, not run.
+                            reruns += 1;
+                            if reruns > MAX_RERUNS {
+                                return Err(Error::Storage(format!("batch aborted {reruns} times: {error}")));
                             }
-                            Outcome::Aborted { statement, error } => {
-                                // SQLite rolled back the whole transaction (ON CONFLICT
-                                // ROLLBACK, interrupt, full disk...). Redo the batch from the
-                                // last commit with this statement reported, not run.
-                                reruns += 1;
-                                if reruns > MAX_RERUNS {
-                                    return Err(Error::Storage(format!("batch aborted {reruns} times: {error}")));
-                                }
-                                if !self.conn.conn.is_autocommit() {
-                                    self.conn.conn.execute_batch("ROLLBACK")?;
-                                }
-                                aborted.push(((i, statement), error));
-                                continue 'batch;
+                            if !self.conn.conn.is_autocommit() {
+                                self.conn.conn.execute_batch("ROLLBACK")?;
                             }
+                            aborted.push(((i, j, statement), error));
+                            continue 'batch;
                         }
                     }
-                };
-                results.push(applied);
+                }
+                out.push(entry_results);
                 i += 1;
             }
-            self.write_state(&state_after(batch.len() - 1))?;
+            self.write_state(&state_after(entries.len() - 1))?;
             self.conn.conn.execute_batch("COMMIT")?;
-            return Ok(results);
+            return Ok(out);
         }
     }
 
@@ -247,6 +253,16 @@ impl Database {
     /// The write connection's reported pragmas (see `stats::pragmas`).
     pub fn pragmas(&self) -> std::collections::BTreeMap<String, String> {
         crate::stats::pragmas(&self.conn.conn)
+    }
+}
+
+/// The request and how it runs, for work items that carry one.
+fn request_of(w: Work<'_>) -> Option<(&Request, Mode)> {
+    match w {
+        Work::Execute(r) => Some((r, Mode::Execute)),
+        Work::Query(r) => Some((r, Mode::Query)),
+        Work::Request(r) => Some((r, Mode::Request)),
+        Work::Nothing => None,
     }
 }
 

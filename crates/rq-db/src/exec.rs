@@ -30,9 +30,6 @@ pub enum Mode {
 #[derive(Debug)]
 pub enum Outcome {
     Done(Vec<StmtResult>),
-    /// The request holds a statement that cannot run inside a transaction (VACUUM, or a
-    /// foreign-keys pragma that SQLite ignores there). Nothing was run.
-    NeedsAutocommit,
     /// Statement `statement` ended the enclosing transaction (SQLite rolled it back). Its error
     /// is `error`; everything since the transaction began is gone.
     Aborted {
@@ -665,16 +662,20 @@ fn run_statements(
     Ok(Outcome::Done(results))
 }
 
-/// Runs a committed request inside the state machine's open batch transaction.
+/// Whether a request holds a statement that cannot run inside a transaction.
+pub fn needs_autocommit_request(req: &Request, mode: Mode) -> bool {
+    mode != Mode::Query && req.statements.iter().any(|s| needs_autocommit(&s.sql))
+}
+
+/// Runs a committed request inside the state machine's open batch transaction. A statement
+/// that cannot run inside a transaction gets SQLite's own error here; `Database::apply` runs a
+/// request holding one outside the transaction when it is alone in its log entry.
 pub fn run_in_batch(
     conn: &Conn,
     req: &Request,
     mode: Mode,
     skip: &dyn Fn(usize) -> Option<String>,
 ) -> Result<Outcome, Error> {
-    if mode != Mode::Query && req.statements.iter().any(|s| needs_autocommit(&s.sql)) {
-        return Ok(Outcome::NeedsAutocommit);
-    }
     let run = Run {
         conn,
         timings: req.timings,
@@ -684,7 +685,7 @@ pub fn run_in_batch(
     run_statements(run, req, mode, skip)
 }
 
-/// Runs a committed request with no enclosing transaction (see `Outcome::NeedsAutocommit`).
+/// Runs a committed request with no enclosing transaction (see `needs_autocommit_request`).
 pub fn run_autocommit(conn: &Conn, req: &Request, mode: Mode) -> Result<Vec<StmtResult>, Error> {
     let run = Run {
         conn,
@@ -694,9 +695,7 @@ pub fn run_autocommit(conn: &Conn, req: &Request, mode: Mode) -> Result<Vec<Stmt
     };
     match run_statements(run, req, mode, &|_| None)? {
         Outcome::Done(r) => Ok(r),
-        Outcome::NeedsAutocommit | Outcome::Aborted { .. } => {
-            Err(Error::Storage("unexpected outcome outside a batch".into()))
-        }
+        Outcome::Aborted { .. } => Err(Error::Storage("unexpected outcome outside a batch".into())),
     }
 }
 

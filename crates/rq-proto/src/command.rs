@@ -70,6 +70,9 @@ pub enum Command {
     ExecuteQuery(Request),
     /// Nothing to apply; commits a log position (used to fence reads and barriers).
     Noop,
+    /// Several requests that arrived together, logged as one entry (group commit). Each keeps
+    /// its own semantics and gets its own results; none is an `Batch` itself.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -80,6 +83,7 @@ impl Command {
             Command::Query(_) => "query",
             Command::ExecuteQuery(_) => "execute_query",
             Command::Noop => "noop",
+            Command::Batch(_) => "batch",
         }
     }
 }
@@ -91,6 +95,7 @@ impl std::fmt::Display for Command {
                 write!(f, "{}({} statements)", self.kind(), r.statements.len())
             }
             Command::Noop => f.write_str("noop"),
+            Command::Batch(cmds) => write!(f, "batch({} requests)", cmds.len()),
         }
     }
 }

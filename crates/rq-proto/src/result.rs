@@ -46,8 +46,9 @@ impl StmtResult {
     }
 }
 
-/// What applying one log entry produced: one result per non-empty statement.
+/// What applying one log entry produced: for each request the entry carried (one, or several
+/// for a batch), one result per non-empty statement.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Applied {
-    pub results: Vec<StmtResult>,
+    pub parts: Vec<Vec<StmtResult>>,
 }

@@ -1,4 +1,7 @@
-//! The Raft log and Raft's own durable state (vote, committed, last purged), in redb.
+//! The Raft log and Raft's own durable state (vote, last purged), in redb.
+//!
+//! The committed index is not stored: the state machine records its applied index in the
+//! database itself, and a new leader re-establishes the commit index with its first entry.
 //!
 //! One writer thread owns every redb write. `append` hands entries to it and returns at once;
 //! the thread drains whatever has queued up since its last commit, writes it all in one redb
@@ -26,7 +29,6 @@ const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
 
 /// Operations queued for the writer thread; more than this many in flight makes `append` wait.
@@ -52,9 +54,6 @@ enum Op {
     SaveVote {
         bytes: Vec<u8>,
         done: oneshot::Sender<io::Result<()>>,
-    },
-    SaveCommitted {
-        bytes: Vec<u8>,
     },
 }
 
@@ -279,21 +278,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| store_err(ErrorSubject::Vote, ErrorVerb::Read, e))
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not waited for: a committed index that is lost in a crash is only learned again.
-        let bytes = encode(&committed).map_err(|e| store_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        self.submit(Op::SaveCommitted { bytes })
-            .await
-            .map_err(|e| store_err(ErrorSubject::Store, ErrorVerb::Write, e))
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .read_meta::<Option<LogId>>(KEY_COMMITTED)
-            .map_err(|e| store_err(ErrorSubject::Store, ErrorVerb::Read, e))?
-            .flatten())
-    }
-
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
@@ -413,7 +397,6 @@ fn commit_ops(shared: &Shared, ops: Vec<Op>, completions: &mut Vec<Completion>) 
                 writes.push(Write::Meta(KEY_VOTE, bytes));
                 completions.push(Completion::Done(done));
             }
-            Op::SaveCommitted { bytes } => writes.push(Write::Meta(KEY_COMMITTED, bytes)),
         }
     }
     if let Some(e) = &*shared.failed.lock().unwrap() {

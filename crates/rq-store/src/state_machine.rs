@@ -177,27 +177,42 @@ fn state_after(base: &SmState, entries: &[Entry], i: usize) -> SmState {
     st
 }
 
-fn apply_batch(db: &mut Database, applied: &Mutex<AppliedInfo>, entries: Vec<Entry>) -> io::Result<Vec<Applied>> {
-    let base = applied.lock().unwrap().state.clone();
-    let work: Vec<Work<'_>> = entries
-        .iter()
-        .map(|e| match &e.payload {
-            EntryPayload::Blank | EntryPayload::Membership(_) => Work::Nothing,
-            EntryPayload::Normal(cmd) => match cmd {
+/// The work items of one command: one per request it carries.
+fn works_of(cmd: &Command) -> Vec<Work<'_>> {
+    match cmd {
+        Command::Execute(r) => vec![Work::Execute(r)],
+        Command::Query(r) => vec![Work::Query(r)],
+        Command::ExecuteQuery(r) => vec![Work::Request(r)],
+        Command::Noop => vec![Work::Nothing],
+        Command::Batch(cmds) => cmds
+            .iter()
+            .map(|c| match c {
                 Command::Execute(r) => Work::Execute(r),
                 Command::Query(r) => Work::Query(r),
                 Command::ExecuteQuery(r) => Work::Request(r),
-                Command::Noop => Work::Nothing,
-            },
+                // Batches are flat by construction; anything else in one does nothing.
+                Command::Noop | Command::Batch(_) => Work::Nothing,
+            })
+            .collect(),
+    }
+}
+
+fn apply_batch(db: &mut Database, applied: &Mutex<AppliedInfo>, entries: Vec<Entry>) -> io::Result<Vec<Applied>> {
+    let base = applied.lock().unwrap().state.clone();
+    let works: Vec<Vec<Work<'_>>> = entries
+        .iter()
+        .map(|e| match &e.payload {
+            EntryPayload::Blank | EntryPayload::Membership(_) => vec![Work::Nothing],
+            EntryPayload::Normal(cmd) => works_of(cmd),
         })
         .collect();
     let results = db
-        .apply(&work, |i| state_after(&base, &entries, i).encode())
+        .apply(&works, |i| state_after(&base, &entries, i).encode())
         .map_err(io::Error::other)?;
     let mut a = applied.lock().unwrap();
     a.state = state_after(&base, &entries, entries.len() - 1);
     a.last_apply_ms = now_ms();
-    Ok(results)
+    Ok(results.into_iter().map(|parts| Applied { parts }).collect())
 }
 
 fn install(db: &mut Database, db_path: &Path, snap: &Path, applied: &Mutex<AppliedInfo>) -> io::Result<SmState> {

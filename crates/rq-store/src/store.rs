@@ -29,6 +29,11 @@ pub const SNAPSHOT_DIR: &str = "snapshots";
 
 /// Linearizable reads waiting for one leadership confirmation; more wait in line.
 const READ_BARRIER_QUEUE: usize = 4096;
+/// Writes waiting to be logged; more wait in line.
+const PROPOSAL_QUEUE: usize = 4096;
+/// At most this many requests, and about this many statements, share one log entry.
+const MAX_BATCH_REQUESTS: usize = 512;
+const MAX_BATCH_STATEMENTS: usize = 20_000;
 
 /// How a node's store is set up; built from the command line by `rqlited`.
 #[derive(Debug, Clone)]
@@ -92,6 +97,7 @@ struct Inner {
     pool: Arc<ReadPool>,
     snapshots: Arc<SnapshotStore>,
     barrier: mpsc::Sender<oneshot::Sender<Result<(), StoreError>>>,
+    proposals: mpsc::Sender<Proposal>,
     stats: Arc<Stats>,
     /// Milliseconds since the epoch of the last message from a leader (followers).
     leader_contact_ms: AtomicU64,
@@ -174,6 +180,7 @@ impl Store {
             .map_err(internal)?;
 
         let (barrier, barrier_rx) = mpsc::channel(READ_BARRIER_QUEUE);
+        let (proposals, proposals_rx) = mpsc::channel(PROPOSAL_QUEUE);
         let store = Store {
             inner: Arc::new(Inner {
                 cfg,
@@ -183,6 +190,7 @@ impl Store {
                 pool,
                 snapshots,
                 barrier,
+                proposals,
                 stats,
                 leader_contact_ms: AtomicU64::new(0),
                 leader_commit: AtomicU64::new(0),
@@ -190,6 +198,7 @@ impl Store {
             }),
         };
         tokio::spawn(read_barrier_loop(store.inner.raft.clone(), barrier_rx));
+        tokio::spawn(proposer_loop(store.inner.raft.clone(), proposals_rx));
         tokio::spawn(snapshot_ticker(store.clone()));
 
         if bootstrap && !store.inner.raft.is_initialized().await.map_err(internal)? {
@@ -392,24 +401,23 @@ impl Store {
         sql::rewrite(sql, ro).map_err(|e| StoreError::Rewrite(e.to_string()))
     }
 
-    /// Proposes `cmd` and waits until it is applied, up to the apply timeout.
+    /// Proposes `cmd` and waits until it is applied, up to the apply timeout. Proposals that
+    /// arrive while another is being committed are logged together as one entry.
     async fn propose(&self, cmd: Command) -> Result<Outcome, StoreError> {
         if !self.is_leader() {
             return Err(self.leader_error());
         }
-        let write = self.inner.raft.client_write(cmd);
-        let resp = match tokio::time::timeout(self.inner.cfg.apply_timeout, write).await {
-            Err(_) => return Err(StoreError::Timeout("timeout waiting for apply".into())),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                return Err(StoreError::NotLeader { leader: f.leader_node });
-            }
-            Ok(Err(e)) => return Err(internal(e)),
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .proposals
+            .send(Proposal { cmd, reply })
+            .await
+            .map_err(|_| internal("proposer stopped"))?;
+        match tokio::time::timeout(self.inner.cfg.apply_timeout, rx).await {
+            Err(_) => Err(StoreError::Timeout("timeout waiting for apply".into())),
+            Ok(Err(_)) => Err(internal("proposer stopped")),
             Ok(Ok(r)) => r,
-        };
-        Ok(Outcome {
-            results: resp.data.results,
-            raft_index: resp.log_id.index,
-        })
+        }
     }
 
     /// Writes through the log (`/db/execute`).
@@ -698,6 +706,91 @@ fn restore_if_behind(
         .map_err(internal)?;
     stats.store.add("num_restores_start", 1);
     Ok(())
+}
+
+/// A request waiting to be logged.
+struct Proposal {
+    cmd: Command,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+fn statements_in(cmd: &Command) -> usize {
+    match cmd {
+        Command::Execute(r) | Command::Query(r) | Command::ExecuteQuery(r) => r.statements.len(),
+        Command::Noop => 0,
+        Command::Batch(c) => c.iter().map(statements_in).sum(),
+    }
+}
+
+/// Whether a command must be logged alone: it holds a statement that runs outside a
+/// transaction, which its entry must not share.
+fn must_go_alone(cmd: &Command) -> bool {
+    match cmd {
+        Command::Execute(r) => exec::needs_autocommit_request(r, Mode::Execute),
+        Command::ExecuteQuery(r) => exec::needs_autocommit_request(r, Mode::Request),
+        _ => false,
+    }
+}
+
+/// Group commit: takes every proposal that queued up while the previous entry was being
+/// committed and logs them as one entry, so one fsync serves them all. openraft 0.9 writes one
+/// entry at a time (it waits for each append's flush), so batching must happen before it.
+async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
+    let mut carried: Option<Proposal> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut statements = statements_in(&first.cmd);
+        let alone = must_go_alone(&first.cmd);
+        let mut batch = vec![first];
+        while !alone && batch.len() < MAX_BATCH_REQUESTS && statements < MAX_BATCH_STATEMENTS {
+            match rx.try_recv() {
+                Ok(p) if must_go_alone(&p.cmd) => {
+                    carried = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    statements += statements_in(&p.cmd);
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let cmd = if batch.len() == 1 {
+            batch[0].cmd.clone()
+        } else {
+            Command::Batch(batch.iter().map(|p| p.cmd.clone()).collect())
+        };
+        match raft.client_write(cmd).await {
+            Ok(resp) => {
+                let index = resp.log_id.index;
+                let mut parts = resp.data.parts.into_iter();
+                for p in batch {
+                    let results = parts.next().unwrap_or_default();
+                    let _ = p.reply.send(Ok(Outcome {
+                        results,
+                        raft_index: index,
+                    }));
+                }
+            }
+            Err(e) => {
+                let err = match e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                        StoreError::NotLeader { leader: f.leader_node }
+                    }
+                    other => internal(other),
+                };
+                for p in batch {
+                    let _ = p.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// Answers queued linearizable reads in groups: every waiter taken in one round arrived before

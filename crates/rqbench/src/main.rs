@@ -1,1 +1,181 @@
-fn main() {}
+//! `rqbench`: load generator for rqlite's HTTP API.
+//!
+//! Two modes. With a SQL statement it behaves like rqlite's rqbench (`-a -n -b -x -q -p -o`).
+//! With `-w` it runs named workloads, each on a fresh node when `--spawn` names an `rqlited`
+//! binary, and prints requests/s, rows/s, p50 and p99 as a table. Every write figure is printed
+//! beside the raw fsync rate of the node's data directory, measured in the same run, because
+//! this disk's fsync speed varies by several times from hour to hour.
+
+mod client;
+mod fsync;
+mod node;
+mod workload;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use crate::client::Client;
+use crate::workload::{Outcome, Workload};
+
+#[derive(Parser, Debug)]
+#[command(name = "rqbench", about = "Load testing tool for rqlite's HTTP API")]
+struct Args {
+    /// Node address (host:port).
+    #[arg(short = 'a', default_value = "localhost:4001")]
+    addr: String,
+    /// Number of requests (per client).
+    #[arg(short = 'n', default_value_t = 100)]
+    requests: usize,
+    /// Statements per request.
+    #[arg(short = 'b', default_value_t = 1)]
+    batch: usize,
+    /// Print progress every m requests.
+    #[arg(short = 'm', default_value_t = 0)]
+    mod_print: usize,
+    /// Use an explicit transaction per request.
+    #[arg(short = 'x')]
+    tx: bool,
+    /// Use queued writes.
+    #[arg(short = 'q')]
+    queued: bool,
+    /// Transport to use (only http).
+    #[arg(short = 't', default_value = "http")]
+    transport: String,
+    /// Endpoint to use.
+    #[arg(short = 'p', default_value = "/db/execute")]
+    path: String,
+    /// One-shot statement to execute before the test.
+    #[arg(short = 'o')]
+    oneshot: Option<String>,
+    /// Concurrent clients, each with its own keep-alive connection.
+    #[arg(short = 'c', default_value_t = 1)]
+    clients: usize,
+    /// Named workloads to run, comma-separated, or `all`.
+    #[arg(short = 'w')]
+    workloads: Option<String>,
+    /// An rqlited binary: start a fresh node in a temporary directory for each workload.
+    #[arg(long)]
+    spawn: Option<String>,
+    /// How long each named workload runs.
+    #[arg(long, default_value = "10", value_name = "SECONDS")]
+    duration: u64,
+    /// Repeat each named workload this many times and report the median run.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// The statement for the rqbench-compatible mode.
+    statement: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.transport != "http" {
+        bail!("not a valid transport: {}", args.transport);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match (&args.workloads, &args.statement) {
+            (Some(w), _) => run_workloads(&args, w).await,
+            (None, Some(stmt)) => run_statement(&args, stmt).await,
+            (None, None) => bail!("give a SQL statement, or named workloads with -w (see --help)"),
+        }
+    })
+}
+
+/// rqlite rqbench's mode: the same statement, `-b` times per request, `-n` requests.
+async fn run_statement(args: &Args, stmt: &str) -> anyhow::Result<()> {
+    let client = Client::new(&args.addr);
+    if let Some(o) = &args.oneshot {
+        client
+            .post_json("/db/execute", serde_json::to_vec(&[o])?)
+            .await
+            .context("one-shot statement")?;
+    }
+    let body = serde_json::to_vec(&vec![stmt; args.batch])?;
+    let mut path = args.path.clone();
+    let mut q = Vec::new();
+    if args.tx {
+        q.push("transaction");
+    }
+    if args.queued {
+        q.push("queue");
+    }
+    if !q.is_empty() {
+        path = format!("{path}?{}", q.join("&"));
+    }
+    println!("Test target: http://{}{}", args.addr, path);
+    let out = workload::drive(&args.addr, args.clients, workload::Stop::Requests(args.requests), {
+        let body = body.clone();
+        let path = path.clone();
+        move |_, _| (path.clone(), body.clone())
+    })
+    .await?;
+    if args.mod_print > 0 {
+        println!("{} requests completed", out.requests);
+    }
+    println!("Total duration: {:?}", out.elapsed);
+    println!("Requests/sec: {:.2}", out.requests as f64 / out.elapsed.as_secs_f64());
+    println!(
+        "Statements/sec: {:.2}",
+        (out.requests * args.batch) as f64 / out.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn run_workloads(args: &Args, names: &str) -> anyhow::Result<()> {
+    let list: Vec<Workload> = if names == "all" {
+        Workload::all()
+    } else {
+        names
+            .split(',')
+            .map(|n| Workload::by_name(n.trim()).with_context(|| format!("unknown workload {n}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let duration = Duration::from_secs(args.duration);
+    println!(
+        "{:<28} {:>7} {:>9} {:>11} {:>11} {:>9} {:>9} {:>10} {:>8} {:>9}",
+        "workload", "clients", "requests", "req/s", "rows/s", "p50 ms", "p99 ms", "fsync/s", "x fsync", "rss MiB"
+    );
+    for w in list {
+        let mut runs: Vec<Outcome> = Vec::new();
+        for _ in 0..args.repeat.max(1) {
+            let node = match &args.spawn {
+                Some(bin) => Some(node::Node::start(bin).await?),
+                None => None,
+            };
+            let addr = node
+                .as_ref()
+                .map(|n| n.http_addr.clone())
+                .unwrap_or_else(|| args.addr.clone());
+            let out = w.run(&addr, duration).await?;
+            runs.push(out);
+            drop(node);
+        }
+        runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+        let o = &runs[runs.len() / 2];
+        let fsync = o.fsync_rate.map(|f| format!("{f:.0}")).unwrap_or_else(|| "-".into());
+        let ratio = match (o.fsync_rate, w.writes) {
+            (Some(f), true) if f > 0.0 => format!("{:.2}", o.rate() / f),
+            _ => "-".into(),
+        };
+        let rss = o
+            .rss_bytes
+            .map(|b| format!("{:.1}", b as f64 / 1048576.0))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<28} {:>7} {:>9} {:>11.0} {:>11.0} {:>9.3} {:>9.3} {:>10} {:>8} {:>9}",
+            w.name,
+            w.clients,
+            o.requests,
+            o.rate(),
+            o.rows as f64 / o.elapsed.as_secs_f64(),
+            o.p50.as_secs_f64() * 1e3,
+            o.p99.as_secs_f64() * 1e3,
+            fsync,
+            ratio,
+            rss
+        );
+    }
+    Ok(())
+}

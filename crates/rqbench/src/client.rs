@@ -1,0 +1,60 @@
+//! A keep-alive HTTP/1.1 client for one node.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    pub fn new(addr: &str) -> Client {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        let http = HyperClient::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1024)
+            .build(conn);
+        Client {
+            base: format!("http://{addr}"),
+            http,
+        }
+    }
+
+    async fn send(&self, req: hyper::Request<Full<Bytes>>) -> anyhow::Result<Bytes> {
+        let resp = self.http.request(req).await.context("request failed")?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("{status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(body)
+    }
+
+    /// POSTs a JSON body and checks that no result carries an error.
+    pub async fn post_json(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Bytes> {
+        let req = hyper::Request::post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json")
+            .body(Full::new(Bytes::from(body)))?;
+        let body = self.send(req).await?;
+        if memchr_error(&body) {
+            bail!("request failed: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(body)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Bytes> {
+        let req = hyper::Request::get(format!("{}{path}", self.base)).body(Full::new(Bytes::new()))?;
+        self.send(req).await
+    }
+}
+
+/// Whether a response body carries an `"error"` key.
+fn memchr_error(body: &[u8]) -> bool {
+    body.windows(8).any(|w| w == b"\"error\":")
+}

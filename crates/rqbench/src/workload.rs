@@ -1,0 +1,240 @@
+//! Named workloads and the loop that drives concurrent clients.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::client::Client;
+
+/// When a run ends.
+#[derive(Clone, Copy)]
+pub enum Stop {
+    /// After this many requests per client.
+    Requests(usize),
+    /// After this long.
+    After(Duration),
+}
+
+/// What one run measured.
+pub struct Outcome {
+    pub requests: usize,
+    pub rows: usize,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub fsync_rate: Option<f64>,
+    pub rss_bytes: Option<u64>,
+}
+
+impl Outcome {
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Runs `clients` concurrent clients; `make(client, seq)` gives each request's path and body.
+pub async fn drive<F>(addr: &str, clients: usize, stop: Stop, make: F) -> anyhow::Result<Outcome>
+where
+    F: Fn(usize, usize) -> (String, Vec<u8>) + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let done = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients.max(1) {
+        let client = Client::new(addr);
+        let make = make.clone();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut seq = 0;
+            loop {
+                match stop {
+                    Stop::Requests(n) if seq >= n => break,
+                    Stop::After(_) if done.load(Ordering::Relaxed) => break,
+                    _ => {}
+                }
+                let (path, body) = make(c, seq);
+                let t = Instant::now();
+                client.post_json(&path, body).await?;
+                lat.push(t.elapsed());
+                seq += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    if let Stop::After(d) = stop {
+        tokio::time::sleep(d).await;
+        done.store(true, Ordering::Relaxed);
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+    };
+    Ok(Outcome {
+        requests: all.len(),
+        rows: all.len(),
+        elapsed,
+        p50: pct(0.50).unwrap_or_default(),
+        p99: pct(0.99).unwrap_or_default(),
+        fsync_rate: None,
+        rss_bytes: None,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Insert,
+    Batch(usize),
+    Queued,
+    Select(&'static str),
+    Load(usize),
+}
+
+/// A named workload.
+#[derive(Clone, Copy)]
+pub struct Workload {
+    pub name: &'static str,
+    pub clients: usize,
+    /// Whether it writes (its rate is compared with the fsync rate).
+    pub writes: bool,
+    kind: Kind,
+}
+
+const fn w(name: &'static str, clients: usize, writes: bool, kind: Kind) -> Workload {
+    Workload {
+        name,
+        clients,
+        writes,
+        kind,
+    }
+}
+
+const ALL: &[Workload] = &[
+    w("insert-1", 1, true, Kind::Insert),
+    w("insert-16", 16, true, Kind::Insert),
+    w("batch-1000", 1, true, Kind::Batch(1000)),
+    w("queued-16", 16, true, Kind::Queued),
+    w("select-weak-16", 16, false, Kind::Select("weak")),
+    w("select-linearizable-16", 16, false, Kind::Select("linearizable")),
+    w("select-none-16", 16, false, Kind::Select("none")),
+    w("load-1m", 1, true, Kind::Load(1_000_000)),
+];
+
+const CREATE: &str = "CREATE TABLE IF NOT EXISTS bench(id INTEGER PRIMARY KEY, name TEXT, value INTEGER)";
+const INSERT: &str = "INSERT INTO bench(name, value) VALUES(?, ?)";
+/// Rows loaded before point-read workloads.
+const SELECT_ROWS: usize = 100_000;
+
+fn batch_body(rows: usize, tag: usize) -> Vec<u8> {
+    let stmts: Vec<_> = (0..rows)
+        .map(|i| json!([INSERT, format!("name-{tag}-{i}"), i]))
+        .collect();
+    serde_json::to_vec(&stmts).unwrap_or_default()
+}
+
+/// Facts read from the node's `/status`: its data directory and process id.
+async fn node_facts(client: &Client) -> anyhow::Result<(PathBuf, Option<u32>)> {
+    let status: serde_json::Value = serde_json::from_slice(&client.get("/status").await?)?;
+    let dir = status["store"]["dir"].as_str().context("no store.dir in /status")?;
+    let pid = status["os"]["pid"].as_u64().map(|p| p as u32);
+    Ok((PathBuf::from(dir), pid))
+}
+
+fn rss_of(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+impl Workload {
+    pub fn all() -> Vec<Workload> {
+        ALL.to_vec()
+    }
+
+    pub fn by_name(name: &str) -> Option<Workload> {
+        ALL.iter().find(|w| w.name == name).copied()
+    }
+
+    /// Sets up, measures the fsync rate of the node's directory, then runs for `duration`.
+    pub async fn run(&self, addr: &str, duration: Duration) -> anyhow::Result<Outcome> {
+        let client = Client::new(addr);
+        client.post_json("/db/execute", serde_json::to_vec(&[CREATE])?).await?;
+        if let Kind::Select(_) = self.kind {
+            for b in 0..SELECT_ROWS / 1000 {
+                client.post_json("/db/execute", batch_body(1000, b)).await?;
+            }
+        }
+        let (dir, pid) = node_facts(&client).await?;
+        let fsync = tokio::task::spawn_blocking(move || crate::fsync::rate(&dir, Duration::from_secs(2))).await??;
+        let stop = Stop::After(duration);
+        let mut out = match self.kind {
+            Kind::Insert => {
+                drive(addr, self.clients, stop, |c, i| {
+                    let body = json!([[INSERT, format!("c{c}-{i}"), i]]);
+                    ("/db/execute".to_string(), serde_json::to_vec(&body).unwrap_or_default())
+                })
+                .await?
+            }
+            Kind::Batch(n) => {
+                let mut o = drive(addr, self.clients, stop, move |c, i| {
+                    ("/db/execute".to_string(), batch_body(n, c * 1_000_000 + i))
+                })
+                .await?;
+                o.rows = o.requests * n;
+                o
+            }
+            Kind::Queued => {
+                let mut o = drive(addr, self.clients, stop, |c, i| {
+                    let body = json!([[INSERT, format!("c{c}-{i}"), i]]);
+                    (
+                        "/db/execute?queue".to_string(),
+                        serde_json::to_vec(&body).unwrap_or_default(),
+                    )
+                })
+                .await?;
+                // Count the time until everything queued is written.
+                let t = Instant::now();
+                client.post_json("/db/execute?queue&wait", Vec::new()).await?;
+                o.elapsed += t.elapsed();
+                o
+            }
+            Kind::Select(level) => {
+                let path = format!("/db/query?level={level}");
+                drive(addr, self.clients, stop, move |c, i| {
+                    let id = (c * 7919 + i * 104_729) % SELECT_ROWS + 1;
+                    let body = json!([["SELECT * FROM bench WHERE id=?", id]]);
+                    (path.clone(), serde_json::to_vec(&body).unwrap_or_default())
+                })
+                .await?
+            }
+            Kind::Load(rows) => {
+                let mut o = drive(addr, 1, Stop::Requests(rows / 1000), |_, i| {
+                    ("/db/execute".to_string(), batch_body(1000, i))
+                })
+                .await?;
+                o.rows = rows;
+                o
+            }
+        };
+        out.fsync_rate = Some(fsync);
+        out.rss_bytes = pid.and_then(rss_of);
+        Ok(out)
+    }
+}
