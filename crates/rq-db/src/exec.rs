@@ -236,7 +236,7 @@ fn exec_write(run: Run<'_>, sql: &str, params: &[Param], user_tx: &mut UserTx) -
             0.0
         },
     };
-    match conn.prepare_cached(sql) {
+    match prepare_one(conn, sql) {
         Ok(mut stmt) => {
             if let Some(r) = user_tx.intercept(run, sql)? {
                 return Ok(r);
@@ -288,6 +288,17 @@ fn exec_write(run: Run<'_>, sql: &str, params: &[Param], user_tx: &mut UserTx) -
     }
 }
 
+/// Prepares `sql` through the statement cache when it holds one statement; text that may hold
+/// several is reported as `MultipleStatement` without preparing past the first, because a later
+/// statement can depend on an earlier one having run (`CREATE TABLE t ...; INSERT INTO t ...`).
+fn prepare_one<'c>(conn: &'c rusqlite::Connection, sql: &str) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+    let body = sql.trim_end_matches(|c: char| c.is_whitespace() || c == ';');
+    if body.contains(';') {
+        return Err(rusqlite::Error::MultipleStatement);
+    }
+    conn.prepare_cached(sql)
+}
+
 fn fallible_next<'c>(b: &mut Batch<'c, '_>) -> rusqlite::Result<Option<Statement<'c>>> {
     use fallible_iterator::FallibleIterator;
     b.next()
@@ -309,7 +320,7 @@ fn exec_query(
     }
     let mut cached;
     let mut owned;
-    let stmt: &mut Statement<'_> = match conn.prepare_cached(sql) {
+    let stmt: &mut Statement<'_> = match prepare_one(conn, sql) {
         Ok(s) => {
             cached = s;
             if let Err(e) = bind(&mut cached, params, 0, params.len()) {
@@ -535,7 +546,7 @@ fn needs_autocommit(sql: &str) -> bool {
 /// Whether the statement only reads, by SQLite's verdict; statements that fail to prepare
 /// count as writes (they then report their error through the log, as rqlite does).
 fn statement_is_read(conn: &Conn, sql: &str) -> bool {
-    match conn.conn.prepare_cached(sql) {
+    match prepare_one(&conn.conn, sql) {
         Ok(s) => s.readonly() || s.is_explain() > 0,
         Err(rusqlite::Error::MultipleStatement) => {
             let mut batch = Batch::new(&conn.conn, sql);

@@ -238,10 +238,11 @@ impl Store {
         self.inner.raft.is_initialized().await.unwrap_or(false)
     }
 
-    /// Whether this node is the only member of its cluster's configuration.
+    /// Whether this node is the only member of its cluster's configuration, as the database
+    /// last recorded it.
     pub fn is_sole_member(&self) -> bool {
-        let m = self.inner.raft.metrics().borrow().membership_config.clone();
-        let ids: Vec<u64> = m.nodes().map(|(id, _)| *id).collect();
+        let state = self.inner.sm.state();
+        let ids: Vec<u64> = state.membership.nodes().map(|(id, _)| *id).collect();
         ids == [self.inner.raft_id]
     }
 

@@ -131,20 +131,22 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     }
     let http_addr = flags.string("http-addr");
     let raft_addr = flags.string("raft-addr");
-    if http_addr == raft_addr {
+    if http_addr == raft_addr && !http_addr.ends_with(":0") {
         bail!("HTTP and Raft addresses must differ");
     }
-    let http_adv = non_empty(flags.string("http-adv-addr")).unwrap_or_else(|| http_addr.clone());
-    let raft_adv = non_empty(flags.string("raft-adv-addr")).unwrap_or_else(|| raft_addr.clone());
+    let http_listener = bind("http-addr", &http_addr).await?;
+    let raft_listener = bind("raft-addr", &raft_addr).await?;
+    let bound_http: SocketAddr = http_listener.local_addr()?;
+    let bound_raft: SocketAddr = raft_listener.local_addr()?;
+    // With port 0 the kernel picks the port; what is advertised by default is what was bound.
+    let http_adv = non_empty(flags.string("http-adv-addr")).unwrap_or_else(|| default_adv(&http_addr, bound_http));
+    let raft_adv = non_empty(flags.string("raft-adv-addr")).unwrap_or_else(|| default_adv(&raft_addr, bound_raft));
     check_adv("http-adv-addr", &http_adv)?;
     check_adv("raft-adv-addr", &raft_adv)?;
     let node_id = non_empty(flags.string("node-id")).unwrap_or_else(|| raft_adv.clone());
     let data_dir = absolute(&flags.data_dir)?;
     let join = non_empty(flags.string("join"));
-
-    let http_listener = bind("http-addr", &http_addr).await?;
-    let raft_listener = bind("raft-addr", &raft_addr).await?;
-    let bound_http: SocketAddr = http_listener.local_addr()?;
+    tracing::info!(http = %bound_http, raft = %bound_raft, "listening");
 
     let heartbeat = if flags.is_set("raft-heartbeat-timeout") {
         flags.duration("raft-heartbeat-timeout")
@@ -209,6 +211,15 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     store.shutdown().await;
     Ok(())
+}
+
+/// The bind address as given, unless its port was 0: then the address actually bound.
+fn default_adv(given: &str, bound: SocketAddr) -> String {
+    if given.ends_with(":0") {
+        bound.to_string()
+    } else {
+        given.to_string()
+    }
 }
 
 fn non_empty(s: String) -> Option<String> {

@@ -1,0 +1,322 @@
+//! The data API: exact response bodies, as rqlite writes them.
+
+use crate::harness::single;
+
+#[tokio::test]
+async fn execute_and_query_shapes() {
+    let (_d, n) = single().await;
+
+    // Phase 1: writes report rqlite's omitempty execute results.
+    assert_eq!(
+        n.execute(r#"["CREATE TABLE bar (id INTEGER NOT NULL PRIMARY KEY, name TEXT)"]"#)
+            .await,
+        r#"{"results":[{}]}"#
+    );
+    assert_eq!(
+        n.execute(r#"[["INSERT INTO bar(name) VALUES(?)", "fiona"], "INSERT INTO bar(name) VALUES(\"declan\")"]"#)
+            .await,
+        r#"{"results":[{"last_insert_id":1,"rows_affected":1},{"last_insert_id":2,"rows_affected":1}]}"#
+    );
+
+    // Phase 2: reads, plain and associative (keys sorted as Go sorts map keys).
+    assert_eq!(
+        n.query("", r#"["SELECT * FROM bar"]"#).await,
+        r#"{"results":[{"columns":["id","name"],"types":["integer","text"],"values":[[1,"fiona"],[2,"declan"]]}]}"#
+    );
+    assert_eq!(
+        n.query("?associative", r#"["SELECT name, id FROM bar WHERE id=1"]"#)
+            .await,
+        r#"{"results":[{"types":{"id":"integer","name":"text"},"rows":[{"id":1,"name":"fiona"}]}]}"#
+    );
+    // No rows: no `values` key; associative always has `rows`.
+    assert_eq!(
+        n.query("", r#"["SELECT * FROM bar WHERE name='nobody'"]"#).await,
+        r#"{"results":[{"columns":["id","name"],"types":["integer","text"]}]}"#
+    );
+    assert_eq!(
+        n.query("?associative", r#"["SELECT * FROM bar WHERE name='nobody'"]"#)
+            .await,
+        r#"{"results":[{"types":{"id":"integer","name":"text"},"rows":[]}]}"#
+    );
+
+    // Phase 3: GET with q=, pretty output in Go's indentation.
+    let (s, body) = n
+        .get("/db/query?q=SELECT%20id%20FROM%20bar%20WHERE%20id%3D2&pretty")
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        body,
+        "{\n    \"results\": [\n        {\n            \"columns\": [\n                \"id\"\n            ],\n            \"types\": [\n                \"integer\"\n            ],\n            \"values\": [\n                [\n                    2\n                ]\n            ]\n        }\n    ]\n}"
+    );
+
+    // Phase 4: associative execute results carry "rows":null; DDL after DML carries the
+    // connection's last insert id and change count, as rqlite's single connection does.
+    assert_eq!(
+        n.post("/db/execute?associative", r#"["INSERT INTO bar(name) VALUES('x')"]"#)
+            .await
+            .1,
+        r#"{"results":[{"last_insert_id":3,"rows_affected":1,"rows":null}]}"#
+    );
+    assert_eq!(
+        n.execute(r#"["CREATE TABLE other(x)"]"#).await,
+        r#"{"results":[{"last_insert_id":3,"rows_affected":1}]}"#
+    );
+}
+
+#[tokio::test]
+async fn value_encodings_and_types() {
+    let (_d, n) = single().await;
+    n.execute(
+        r#"["CREATE TABLE t (i INTEGER, r REAL, s TEXT, b BLOB, f BOOLEAN, d DATE, dt DATETIME, ts TIMESTAMP, v VARCHAR(10), j JSON, u)"]"#,
+    )
+    .await;
+    n.execute(
+        r#"[["INSERT INTO t VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", 7, 1.5, "a<b&c", "x'DEADBEEF'", true, "2004-02-14", 1700000000, "2021-10-22 19:39:32.016087", [104,105], [104,105], null]]"#,
+    )
+    .await;
+    // Blobs base64 by default; text-like declared types turn blobs into text; boolean and
+    // date types convert; HTML characters are escaped as Go escapes them.
+    assert_eq!(
+        n.query("", r#"["SELECT * FROM t"]"#).await,
+        r#"{"results":[{"columns":["i","r","s","b","f","d","dt","ts","v","j","u"],"types":["integer","real","text","blob","boolean","date","datetime","timestamp","varchar(10)","json",""],"values":[[7,1.5,"a\u003cb\u0026c","3q2+7w==",true,"2004-02-14T00:00:00Z","2023-11-14T22:13:20Z","2021-10-22T19:39:32.016087Z","hi","hi",null]]}]}"#
+    );
+    // blob_array shows bytes as numbers.
+    assert_eq!(
+        n.query("?blob_array", r#"["SELECT b FROM t"]"#).await,
+        r#"{"results":[{"columns":["b"],"types":["blob"],"values":[[[222,173,190,239]]]}]}"#
+    );
+    // Expressions get their type from the first row's value; floats print as Go prints them.
+    assert_eq!(
+        n.query("", r#"["SELECT 1+1, 2.0, 1e21, 'x', NULL"]"#).await,
+        r#"{"results":[{"columns":["1+1","2.0","1e21","'x'","NULL"],"types":["integer","real","real","text",""],"values":[[2,2,1e+21,"x",null]]}]}"#
+    );
+}
+
+#[tokio::test]
+async fn errors_transactions_and_returning() {
+    let (_d, n) = single().await;
+    n.execute(r#"["CREATE TABLE foo (id INTEGER PRIMARY KEY, name TEXT UNIQUE)"]"#)
+        .await;
+
+    // Per-statement errors; without ?transaction later statements still run.
+    assert_eq!(
+        n.execute(r#"["INSERT INTO foo(id, name) VALUES(1, 'a')", "INSERT INTO nope VALUES(1)", "INSERT INTO foo(id, name) VALUES(2, 'b')"]"#)
+            .await,
+        r#"{"results":[{"last_insert_id":1,"rows_affected":1},{"error":"no such table: nope"},{"last_insert_id":2,"rows_affected":1}]}"#
+    );
+    // With ?transaction the first error stops and rolls back the request.
+    assert_eq!(
+        n.post(
+            "/db/execute?transaction",
+            r#"["INSERT INTO foo(id, name) VALUES(3, 'c')", "INSERT INTO foo(id, name) VALUES(4, 'a')", "INSERT INTO foo(id, name) VALUES(5, 'e')"]"#
+        )
+        .await
+        .1,
+        r#"{"results":[{"last_insert_id":3,"rows_affected":1},{"error":"UNIQUE constraint failed: foo.name"}]}"#
+    );
+    assert_eq!(
+        n.query("", r#"["SELECT COUNT(*) FROM foo"]"#).await,
+        r#"{"results":[{"columns":["COUNT(*)"],"types":["integer"],"values":[[2]]}]}"#
+    );
+    // A syntax error is reported as SQLite words it.
+    assert_eq!(
+        n.execute(r#"["blah"]"#).await,
+        r#"{"results":[{"error":"near \"blah\": syntax error"}]}"#
+    );
+    // RETURNING makes a write answer with rows.
+    assert_eq!(
+        n.execute(r#"["INSERT INTO foo(id, name) VALUES(9, 'z') RETURNING id, name"]"#)
+            .await,
+        r#"{"results":[{"columns":["id","name"],"types":["integer","text"],"values":[[9,"z"]]}]}"#
+    );
+    // Writes through /db/query are refused per statement.
+    assert_eq!(
+        n.query("", r#"["INSERT INTO foo(name) VALUES('q')"]"#).await,
+        r#"{"results":[{"error":"attempt to change database via query operation"}]}"#
+    );
+    // Reserved pragmas are refused for the whole request, with HTTP 200.
+    for p in [
+        "PRAGMA journal_mode=DELETE",
+        "PRAGMA synchronous(0)",
+        "PRAGMA/**/wal_checkpoint",
+    ] {
+        let body = serde_json::to_string(&[p]).unwrap();
+        assert_eq!(
+            n.execute(&body).await,
+            r#"{"results":[],"error":"disallowed pragma"}"#,
+            "{p}"
+        );
+    }
+    // Reading a pragma is fine.
+    assert_eq!(
+        n.query("", r#"["PRAGMA foreign_keys"]"#).await,
+        r#"{"results":[{"columns":["foreign_keys"],"types":["integer"],"values":[[0]]}]}"#
+    );
+    // ATTACH would open files outside the data directory.
+    assert!(
+        n.execute(r#"["ATTACH DATABASE '/tmp/x.db' AS x"]"#)
+            .await
+            .contains("error")
+    );
+}
+
+#[tokio::test]
+async fn request_endpoint_and_parameters() {
+    let (_d, n) = single().await;
+    n.execute(r#"["CREATE TABLE bar (id INTEGER NOT NULL PRIMARY KEY, name TEXT, age INTEGER)"]"#)
+        .await;
+    // Mixed writes go through the log; reads alone are served locally.
+    let (s, body) = n
+        .post(
+            "/db/request",
+            r#"[["INSERT INTO bar(name, age) VALUES(?,?)", "fiona", 20], ["INSERT INTO bar(name, age) VALUES(:name, :age)", {"name": "sinead", "age": 25}]]"#,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        body,
+        r#"{"results":[{"last_insert_id":1,"rows_affected":1},{"last_insert_id":2,"rows_affected":1}]}"#
+    );
+    assert_eq!(
+        n.post(
+            "/db/request?associative",
+            r#"[["SELECT * FROM bar WHERE age > @a", {"a": 21}]]"#
+        )
+        .await
+        .1,
+        r#"{"results":[{"types":{"age":"integer","id":"integer","name":"text"},"rows":[{"age":25,"id":2,"name":"sinead"}]}]}"#
+    );
+    // A mixed request answers each statement in its own shape.
+    assert_eq!(
+        n.post(
+            "/db/request",
+            r#"["INSERT INTO bar(name) VALUES('x')", "SELECT COUNT(*) FROM bar"]"#
+        )
+        .await
+        .1,
+        r#"{"results":[{"last_insert_id":3,"rows_affected":1},{"columns":["COUNT(*)"],"types":["integer"],"values":[[3]]}]}"#
+    );
+    // raft_index is reported for writes when asked for.
+    let body = n
+        .post("/db/execute?raft_index", r#"["INSERT INTO bar(name) VALUES('y')"]"#)
+        .await
+        .1;
+    assert!(body.contains(r#""raft_index":"#), "{body}");
+    // Named parameters must start with a letter, as Go's database/sql requires.
+    assert_eq!(
+        n.query("", r#"[["SELECT * FROM bar WHERE id=:id", {":id": 1}]]"#).await,
+        r#"{"results":[{"error":"name \":id\" does not begin with a letter"}]}"#
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_rqlite_errors() {
+    let (_d, n) = single().await;
+    let cases = [
+        ("/db/execute", "not json", 400, "invalid JSON body\n"),
+        ("/db/execute", "{}", 400, "invalid request\n"),
+        ("/db/execute", "[]", 400, "no statements\n"),
+        ("/db/execute", "[[]]", 400, "invalid request\n"),
+        ("/db/execute", r#"[["x", [256]]]"#, 400, "unsupported type 256\n"),
+        (
+            "/db/query?timeout=abc",
+            r#"["SELECT 1"]"#,
+            400,
+            "timeout is not a valid duration\n",
+        ),
+        (
+            "/db/query?freshness_strict",
+            r#"["SELECT 1"]"#,
+            400,
+            "freshness_strict requires freshness\n",
+        ),
+        ("/db/query?q=", r#"["SELECT 1"]"#, 400, "query parameter not set\n"),
+    ];
+    for (path, body, status, text) in cases {
+        let (s, t) = n.post(path, body).await;
+        assert_eq!((s, t.as_str()), (status, text), "{path} {body}");
+    }
+    // Wrong method and unknown path.
+    assert_eq!(n.get("/db/execute").await.0, 405);
+    assert_eq!(n.get("/nope").await.0, 404);
+    // Deeply nested JSON is refused, not a crash.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert_eq!(n.post("/db/execute", &deep).await.0, 400);
+    // Invalid UTF-8 in a plain-text body is a statement error, not a crash.
+    let r = reqwest::Client::new()
+        .post(n.url("/db/execute"))
+        .header("Content-Type", "text/plain")
+        .body(vec![0xff, 0xfe, b'x'])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The node is still serving.
+    n.wait_ready().await;
+}
+
+#[tokio::test]
+async fn plain_text_bodies_and_multi_statements() {
+    let (_d, n) = single().await;
+    let r = reqwest::Client::new()
+        .post(n.url("/db/execute"))
+        .header("Content-Type", "text/plain")
+        .body("CREATE TABLE t(x); INSERT INTO t VALUES(1); INSERT INTO t VALUES(2)")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"results":[{"last_insert_id":2,"rows_affected":1}]}"#
+    );
+    assert_eq!(
+        n.query("", r#"["SELECT SUM(x) FROM t"]"#).await,
+        r#"{"results":[{"columns":["SUM(x)"],"types":["integer"],"values":[[3]]}]}"#
+    );
+    // A user's BEGIN ... COMMIT inside one request works as one transaction.
+    assert_eq!(
+        n.execute(r#"["BEGIN", "INSERT INTO t VALUES(3)", "COMMIT"]"#).await,
+        r#"{"results":[{"last_insert_id":2,"rows_affected":1},{"last_insert_id":3,"rows_affected":1},{"last_insert_id":3,"rows_affected":1}]}"#
+    );
+    // An empty statement gives no result at all.
+    assert_eq!(n.execute(r#"[""]"#).await, r#"{"results":[]}"#);
+}
+
+#[tokio::test]
+async fn read_levels() {
+    let (_d, n) = single().await;
+    n.execute(r#"["CREATE TABLE t(x)", "INSERT INTO t VALUES(1)"]"#).await;
+    let want = r#"{"results":[{"columns":["x"],"types":["integer"],"values":[[1]]}]}"#;
+    for level in ["none", "weak", "linearizable", "strong", "auto", "bogus"] {
+        assert_eq!(
+            n.query(&format!("?level={level}"), r#"["SELECT x FROM t"]"#).await,
+            want,
+            "{level}"
+        );
+    }
+    // A strong read goes through the log and can report its index.
+    let body = n.query("?level=strong&raft_index", r#"["SELECT x FROM t"]"#).await;
+    assert!(body.contains(r#""raft_index":"#), "{body}");
+    // Freshness is only checked on followers; a leader is always fresh.
+    assert_eq!(
+        n.query("?level=none&freshness=1ns", r#"["SELECT x FROM t"]"#).await,
+        want
+    );
+}
+
+#[tokio::test]
+async fn rewriting_makes_writes_deterministic() {
+    let (_d, n) = single().await;
+    // /db/sql shows what would be logged.
+    let body = n
+        .post("/db/sql", r#"["INSERT INTO t VALUES(random(), datetime('now'))"]"#)
+        .await
+        .1;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rewritten = v["results"][0]["rewritten"].as_str().unwrap();
+    assert!(!rewritten.to_lowercase().contains("random()"), "{rewritten}");
+    assert!(!rewritten.contains("'now'"), "{rewritten}");
+    // norwrandom leaves RANDOM() alone.
+    let body = n.post("/db/sql?norwrandom", r#"["SELECT random()"]"#).await.1;
+    assert!(body.contains(r#""rewritten":"SELECT random()""#), "{body}");
+}

@@ -1,0 +1,217 @@
+//! Starting, stopping and talking to real nodes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rqlited");
+
+/// How long a node may take to start and elect itself.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running node. Killed (SIGKILL) when dropped; its directory lives as long as `dir`.
+pub struct Node {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub http: String,
+    pub raft: String,
+    extra: Vec<String>,
+    client: reqwest::Client,
+}
+
+/// A data directory that outlives node restarts.
+pub struct DataDir {
+    _tmp: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl DataDir {
+    pub fn new() -> DataDir {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let path = tmp.path().join("data");
+        DataDir { _tmp: tmp, path }
+    }
+}
+
+/// Starts `rqlited` on `dir`; addresses ending in `:0` get a port from the kernel.
+fn spawn(dir: &Path, http: &str, raft: &str, extra: &[String]) -> (Child, String, String) {
+    let mut child = Command::new(BIN)
+        .args(["-http-addr", http, "-raft-addr", raft])
+        .args(extra)
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rqlited");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    let log = dir.with_extension("log");
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(log).ok();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(f) = out.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+            if line.contains("listening") {
+                let field = |k: &str| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(k))
+                        .map(str::to_string)
+                };
+                let _ = tx.send((field("http="), field("raft=")));
+            }
+        }
+    });
+    let (http, raft) = rx.recv_timeout(START_TIMEOUT).expect("node reported its addresses");
+    (child, http.expect("http address"), raft.expect("raft address"))
+}
+
+impl Node {
+    /// Starts a node in `dir` with extra flags, and waits until it is leader and ready.
+    pub async fn start_in(dir: &Path, extra: &[&str]) -> Node {
+        let node = Node::spawn_in(dir, extra);
+        node.wait_ready().await;
+        node
+    }
+
+    /// Starts a node without waiting for it to be ready.
+    pub fn spawn_in(dir: &Path, extra: &[&str]) -> Node {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, http, raft) = spawn(dir, "127.0.0.1:0", "127.0.0.1:0", &extra);
+        Node {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            http,
+            raft,
+            extra,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Kills the node (SIGKILL) and starts it again on the same directory, addresses and flags
+    /// (its identity is its Raft address).
+    pub async fn kill_and_restart(&mut self) {
+        self.kill();
+        let (child, http, raft) = spawn(&self.dir, &self.http, &self.raft, &self.extra);
+        self.child = Some(child);
+        self.http = http;
+        self.raft = raft;
+        self.wait_ready().await;
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the node with SIGTERM and returns its exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        unsafe_free_sigterm(c.id());
+        c.wait().ok()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node {} did not become ready", self.http);
+    }
+
+    /// POSTs a JSON body; returns status and body text.
+    pub async fn post(&self, path: &str, body: &str) -> (u16, String) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.text().await.expect("body"))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self.client.get(self.url(path)).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.text().await.expect("body"))
+    }
+
+    /// Runs statements through `/db/execute`, expects 200, returns the body.
+    pub async fn execute(&self, body: &str) -> String {
+        let (status, text) = self.post("/db/execute", body).await;
+        assert_eq!(status, 200, "{text}");
+        text
+    }
+
+    /// Runs statements through `/db/query` with the given query string.
+    pub async fn query(&self, query: &str, body: &str) -> String {
+        let (status, text) = self.post(&format!("/db/query{query}"), body).await;
+        assert_eq!(status, 200, "{text}");
+        text
+    }
+
+    pub async fn status(&self) -> Value {
+        let (s, body) = self.get("/status").await;
+        assert_eq!(s, 200);
+        serde_json::from_str(&body).expect("status json")
+    }
+
+    pub async fn expvar(&self) -> Value {
+        let (s, body) = self.get("/debug/vars").await;
+        assert_eq!(s, 200);
+        serde_json::from_str(&body).expect("expvar json")
+    }
+
+    /// Polls `f` every 50 ms until it returns true, failing after `timeout`.
+    pub async fn wait_for<F, Fut>(&self, timeout: Duration, what: &str, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if f().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends SIGTERM through the `kill` command (the tests keep `unsafe` out).
+fn unsafe_free_sigterm(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+/// A fresh single node, ready.
+pub async fn single() -> (DataDir, Node) {
+    let d = DataDir::new();
+    let n = Node::start_in(&d.path, &[]).await;
+    (d, n)
+}

@@ -1,0 +1,9 @@
+//! System tests: real `rqlited` processes on loopback, fresh temporary directories, port 0.
+
+mod harness;
+
+mod api;
+mod cli;
+mod durability;
+mod node_api;
+mod queue;
