@@ -116,7 +116,6 @@ impl Conn {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH)?;
         conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_LENGTH)?;
-        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
         let trusted = Arc::new(AtomicBool::new(false));
         let t = trusted.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
@@ -163,14 +162,19 @@ pub(crate) const RESERVED_PRAGMAS: [&str; 5] = [
 fn authorize(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
         // The state table is the node's record of what it applied; users may read it only.
+        // (VACUUM copies it into its temporary database, which is not `main`.)
         AuthAction::Insert { table_name }
         | AuthAction::Update { table_name, .. }
         | AuthAction::Delete { table_name }
-            if table_name.eq_ignore_ascii_case(STATE_TABLE) =>
+            if table_name.eq_ignore_ascii_case(STATE_TABLE) && ctx.database_name == Some("main") =>
         {
             Authorization::Deny
         }
-        // Attaching opens arbitrary files; the database is the one file a node serves.
+        // Attaching opens arbitrary files; the database is the one file a node serves. VACUUM
+        // attaches a nameless temporary database, which stays allowed (a user's own ATTACH is
+        // refused before it gets here, see `sql::attaches`); VACUUM INTO names a file and is
+        // refused.
+        AuthAction::Attach { filename: "" } => Authorization::Allow,
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
         AuthAction::Pragma {
             pragma_name,

@@ -39,6 +39,8 @@ pub enum Outcome {
 }
 
 const READ_ONLY_ERROR: &str = "attempt to change database via query operation";
+/// A node serves one database file; attaching others is refused.
+const ATTACH_ERROR: &str = "ATTACH and DETACH are not allowed";
 /// Name of the savepoint standing in for a request's transaction inside the batch.
 const REQUEST_TX: &str = "rqlite_request_tx";
 /// Name of the savepoint standing in for a user's own BEGIN inside the batch.
@@ -609,15 +611,19 @@ fn run_statements(
         if mode != Mode::Query {
             conn.deadline.arm(timeout);
         }
-        let outcome = match mode {
-            Mode::Execute if st.returning => exec_query(run, &st.sql, &st.params, false, "query timeout"),
-            Mode::Execute => exec_write(run, &st.sql, &st.params, &mut user_tx),
-            Mode::Query => exec_query(run, &st.sql, &st.params, run.in_batch, "query timeout"),
-            Mode::Request => {
-                if st.returning || statement_is_read(conn, &st.sql) {
-                    exec_query(run, &st.sql, &st.params, false, "query timeout")
-                } else {
-                    exec_write(run, &st.sql, &st.params, &mut user_tx)
+        let outcome = if crate::sql::attaches(&st.sql) {
+            Ok(StmtResult::Error(ATTACH_ERROR.into()))
+        } else {
+            match mode {
+                Mode::Execute if st.returning => exec_query(run, &st.sql, &st.params, false, "query timeout"),
+                Mode::Execute => exec_write(run, &st.sql, &st.params, &mut user_tx),
+                Mode::Query => exec_query(run, &st.sql, &st.params, run.in_batch, "query timeout"),
+                Mode::Request => {
+                    if st.returning || statement_is_read(conn, &st.sql) {
+                        exec_query(run, &st.sql, &st.params, false, "query timeout")
+                    } else {
+                        exec_write(run, &st.sql, &st.params, &mut user_tx)
+                    }
                 }
             }
         };

@@ -50,6 +50,17 @@ pub fn is_disallowed_pragma(sql: &str) -> bool {
     })
 }
 
+/// Whether any statement in `sql` is an ATTACH or DETACH, which only the node itself may run.
+pub fn attaches(sql: &str) -> bool {
+    if !(contains_ignore_case(sql, "attach") || contains_ignore_case(sql, "detach")) {
+        return false;
+    }
+    let tokens = lex::tokenize(sql);
+    lex::statements(&tokens)
+        .into_iter()
+        .any(|st| st[0].is_word(sql, "attach") || st[0].is_word(sql, "detach"))
+}
+
 /// Whether the statement has a `RETURNING` clause, so it must run as a query.
 pub fn has_returning(sql: &str) -> bool {
     // Cheap pre-filter first: most statements never contain the word.

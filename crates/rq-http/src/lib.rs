@@ -191,7 +191,7 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
     if path == "/console" {
         return redirect(StatusCode::MOVED_PERMANENTLY, "/console/");
     }
-    let params = match Params::parse(req.uri().query()) {
+    let params = match Params::parse(&path, req.uri().query()) {
         Ok(p) => p,
         Err(e) => return text_error(StatusCode::BAD_REQUEST, &e.0),
     };
@@ -298,8 +298,22 @@ fn request_of(statements: Vec<Statement>, p: &Params) -> Request {
 
 /// The response to a store error. Most are reported inside a 200 JSON envelope, as rqlite
 /// does; a missing leader and a failed rewrite are HTTP errors.
-fn store_error(svc: &Service, e: &StoreError, p: &Params) -> Response {
+async fn store_error(svc: &Service, e: &StoreError, p: &Params) -> Response {
     match e {
+        StoreError::NotLeader { leader: Some(l) } if p.has("redirect") => {
+            // 301 to the same path and query on the leader's API.
+            match svc.cluster.node_meta(&l.addr, p.timeout()).await {
+                Ok((api_url, _)) => {
+                    let mut to = format!("{api_url}{}", p.path());
+                    if let Some(q) = p.raw_query() {
+                        to.push('?');
+                        to.push_str(q);
+                    }
+                    redirect(StatusCode::MOVED_PERMANENTLY, &to)
+                }
+                Err(_) => text_error(StatusCode::INTERNAL_SERVER_ERROR, "leader not found"),
+            }
+        }
         StoreError::NotLeader { .. } => {
             svc.stats.add("leader_not_found", 1);
             text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found")
@@ -349,7 +363,7 @@ async fn execute(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respo
     svc.stats.add("execute_stmts_rx", statements.len() as i64);
     match svc.store.execute(request_of(statements, &p), sql_options(&p)).await {
         Ok(out) => respond(svc, &out, Shape::Execute, &p, started),
-        Err(e) => store_error(svc, &e, &p),
+        Err(e) => store_error(svc, &e, &p).await,
     }
 }
 
@@ -380,7 +394,7 @@ async fn queued(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params, started: 
         ..sql_options(&p)
     };
     if let Err(e) = Store::prepare(&mut req, opts) {
-        return store_error(svc, &e, &p);
+        return store_error(svc, &e, &p).await;
     }
     svc.stats
         .add("queued_executions_num_stmts_rx", req.statements.len() as i64);
@@ -421,7 +435,7 @@ async fn query(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respons
         .await
     {
         Ok(out) => respond(svc, &out, Shape::Query, &p, started),
-        Err(e) => store_error(svc, &e, &p),
+        Err(e) => store_error(svc, &e, &p).await,
     }
 }
 
@@ -453,7 +467,7 @@ async fn request(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respo
             };
             respond(svc, &out, shape, &p, started)
         }
-        Err(e) => store_error(svc, &e, &p),
+        Err(e) => store_error(svc, &e, &p).await,
     }
 }
 

@@ -11,6 +11,8 @@ use rq_proto::gofmt::parse_duration as parse_go_duration;
 #[derive(Debug, Default)]
 pub struct Params {
     values: HashMap<String, String>,
+    path: String,
+    raw: Option<String>,
 }
 
 /// A parameter that failed validation; the message is rqlite's.
@@ -19,14 +21,18 @@ pub struct ParamError(pub String);
 
 impl Params {
     /// Parses and validates a raw query string.
-    pub fn parse(raw: Option<&str>) -> Result<Params, ParamError> {
+    pub fn parse(path: &str, raw: Option<&str>) -> Result<Params, ParamError> {
         let mut values = HashMap::new();
         if let Some(raw) = raw {
             for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
                 values.entry(k.into_owned()).or_insert_with(|| v.into_owned());
             }
         }
-        let p = Params { values };
+        let p = Params {
+            values,
+            path: path.to_string(),
+            raw: raw.map(str::to_string),
+        };
         if p.has("freshness_strict") && !p.has("freshness") {
             return Err(ParamError("freshness_strict requires freshness".into()));
         }
@@ -48,6 +54,16 @@ impl Params {
             return Err(ParamError("query parameter not set".into()));
         }
         Ok(p)
+    }
+
+    /// The request path these parameters came with.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The query string as sent.
+    pub fn raw_query(&self) -> Option<&str> {
+        self.raw.as_deref()
     }
 
     /// Whether a flag is present, whatever its value.
@@ -96,21 +112,21 @@ mod tests {
 
     #[test]
     fn flags_are_presence_based_and_first_value_wins() {
-        let p = Params::parse(Some("pretty=false&level=none&level=strong&timeout=2s")).unwrap();
+        let p = Params::parse("/", Some("pretty=false&level=none&level=strong&timeout=2s")).unwrap();
         assert!(p.has("pretty"));
         assert_eq!(p.level(), Level::None);
         assert_eq!(p.timeout(), Duration::from_secs(2));
         assert_eq!(
-            Params::parse(Some("timeout=x")).unwrap_err().0,
+            Params::parse("/", Some("timeout=x")).unwrap_err().0,
             "timeout is not a valid duration"
         );
         assert_eq!(
-            Params::parse(Some("freshness_strict")).unwrap_err().0,
+            Params::parse("/", Some("freshness_strict")).unwrap_err().0,
             "freshness_strict requires freshness"
         );
-        assert_eq!(Params::parse(Some("q=")).unwrap_err().0, "query parameter not set");
+        assert_eq!(Params::parse("/", Some("q=")).unwrap_err().0, "query parameter not set");
         assert_eq!(
-            Params::parse(Some("retries=a")).unwrap_err().0,
+            Params::parse("/", Some("retries=a")).unwrap_err().0,
             "retries is not a valid integer"
         );
     }
