@@ -341,6 +341,19 @@ impl Store {
         m.membership_config.membership().get_node(&id).cloned()
     }
 
+    /// Whether a linearizable read may be served without asking a quorum: this node is the
+    /// only voter and leader, and it has applied an entry of its own term, so every write
+    /// acknowledged by any leader before it is applied here (writes are acknowledged only
+    /// after they are applied). No other node can become leader without this one's vote.
+    fn sole_voter_caught_up(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        m.state == ServerState::Leader
+            && voters == [self.inner.raft_id]
+            && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
+    }
+
     /// Whether this node is a voter in the current configuration.
     pub fn is_voter(&self) -> bool {
         let m = self.inner.raft.metrics();
@@ -495,6 +508,9 @@ impl Store {
             Level::Linearizable => {
                 if !self.is_leader() {
                     return Err(self.leader_error());
+                }
+                if self.sole_voter_caught_up() {
+                    return Ok(());
                 }
                 let timeout = if read.linearizable_timeout.is_zero() {
                     Duration::from_secs(1)

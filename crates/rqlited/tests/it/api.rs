@@ -320,3 +320,67 @@ async fn rewriting_makes_writes_deterministic() {
     let body = n.post("/db/sql?norwrandom", r#"["SELECT random()"]"#).await.1;
     assert!(body.contains(r#""rewritten":"SELECT random()""#), "{body}");
 }
+
+#[tokio::test]
+async fn timeouts_vacuum_and_what_a_node_refuses() {
+    let (_d, n) = single().await;
+    n.execute(r#"["CREATE TABLE t(x)", "INSERT INTO t VALUES(1)"]"#).await;
+    let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
+
+    // Phase 1: db_timeout interrupts a statement, per statement, with rqlite's words.
+    let body = serde_json::to_string(&[endless]).unwrap();
+    assert_eq!(
+        n.query("?db_timeout=100ms", &body).await,
+        r#"{"results":[{"error":"query timeout"}]}"#
+    );
+    let insert_endless = format!("INSERT INTO t {}", endless.replace("count(*)", "x"));
+    let body = serde_json::to_string(&[insert_endless.as_str(), "INSERT INTO t VALUES(2)"]).unwrap();
+    let out = n.post("/db/execute?db_timeout=100ms", &body).await.1;
+    assert!(out.starts_with(r#"{"results":[{"error":"execute timeout"},{"#), "{out}");
+    // The interrupted statement left nothing behind; the next one ran.
+    assert_eq!(
+        n.query("", r#"["SELECT x FROM t ORDER BY x"]"#).await,
+        r#"{"results":[{"columns":["x"],"types":["integer"],"values":[[1],[2]]}]}"#
+    );
+
+    // Phase 2: VACUUM runs (outside the batch transaction); VACUUM INTO and ATTACH do not.
+    assert!(!n.execute(r#"["VACUUM"]"#).await.contains("error"));
+    assert!(
+        n.execute(r#"["VACUUM INTO '/tmp/rqlite-rs-vacuum-into.db'"]"#)
+            .await
+            .contains("error")
+    );
+    assert!(!std::path::Path::new("/tmp/rqlite-rs-vacuum-into.db").exists());
+    assert_eq!(
+        n.execute(r#"["ATTACH '' AS x"]"#).await,
+        r#"{"results":[{"error":"ATTACH and DETACH are not allowed"}]}"#
+    );
+    assert!(
+        n.query("", r#"["PRAGMA integrity_check"]"#)
+            .await
+            .contains(r#"[["ok"]]"#)
+    );
+
+    // Phase 3: the node's own state table cannot be written.
+    assert!(n.execute(r#"["DELETE FROM sqlite_rqlite"]"#).await.contains("error"));
+    assert!(n.execute(r#"["DROP TABLE sqlite_rqlite"]"#).await.contains("error"));
+}
+
+#[tokio::test]
+async fn qualified_columns_and_explain() {
+    let (_d, n) = single().await;
+    n.execute(r#"["CREATE TABLE a(id INTEGER, v TEXT)", "CREATE TABLE b(id INTEGER, w TEXT)", "INSERT INTO a VALUES(1, 'x')", "INSERT INTO b VALUES(1, 'y')"]"#)
+        .await;
+    assert_eq!(
+        n.query("?qualify_columns", r#"["SELECT * FROM a JOIN b ON a.id = b.id"]"#)
+            .await,
+        r#"{"results":[{"columns":["a.id","a.v","b.id","b.w"],"types":["integer","text","integer","text"],"values":[[1,"x",1,"y"]]}]}"#
+    );
+    // EXPLAIN is a read, even on /db/request.
+    let (s, body) = n.post("/db/request", r#"["EXPLAIN QUERY PLAN SELECT * FROM a"]"#).await;
+    assert_eq!(s, 200);
+    assert!(
+        body.contains(r#""columns":["id","parent","notused","detail"]"#),
+        "{body}"
+    );
+}
