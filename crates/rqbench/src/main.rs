@@ -3,8 +3,9 @@
 //! Two modes. With a SQL statement it behaves like rqlite's rqbench (`-a -n -b -x -q -p -o`).
 //! With `-w` it runs named workloads, each on a fresh node when `--spawn` names an `rqlited`
 //! binary, and prints requests/s, rows/s, p50 and p99 as a table. Every write figure is printed
-//! beside the raw fsync rate of the node's data directory, measured in the same run, because
-//! this disk's fsync speed varies by several times from hour to hour.
+//! beside the raw fsync rate of the node's data directory, measured just before and just after
+//! the workload (their mean), because this disk's fsync speed varies by several times from
+//! hour to hour.
 
 mod client;
 mod fsync;

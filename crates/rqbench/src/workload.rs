@@ -182,7 +182,12 @@ impl Workload {
             }
         }
         let (dir, pid) = node_facts(&client).await?;
-        let fsync = tokio::task::spawn_blocking(move || crate::fsync::rate(&dir, Duration::from_secs(2))).await??;
+        // The disk's fsync speed drifts: measure it just before and just after the run, and
+        // report the mean of the two.
+        let probe = |dir: PathBuf| async move {
+            tokio::task::spawn_blocking(move || crate::fsync::rate(&dir, Duration::from_secs(1))).await?
+        };
+        let fsync_before = probe(dir.clone()).await?;
         let stop = Stop::After(duration);
         let mut out = match self.kind {
             Kind::Insert => {
@@ -233,7 +238,8 @@ impl Workload {
                 o
             }
         };
-        out.fsync_rate = Some(fsync);
+        let fsync_after = probe(dir).await?;
+        out.fsync_rate = Some((fsync_before + fsync_after) / 2.0);
         out.rss_bytes = pid.and_then(rss_of);
         Ok(out)
     }
