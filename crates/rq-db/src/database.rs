@@ -228,6 +228,33 @@ impl Database {
         }
     }
 
+    /// Copies the WAL into the database file and empties it, with a full sync, so the main file
+    /// holds every committed transaction. Readers holding old pages can keep the WAL from being
+    /// emptied; then as much as possible is copied and `Ok(false)` says to try again later. The
+    /// wait for readers is bounded, so writes pause only briefly.
+    pub fn checkpoint(&self) -> Result<bool, Error> {
+        self.conn
+            .trusted(|c| {
+                c.busy_timeout(CHECKPOINT_WAIT)?;
+                c.execute_batch("PRAGMA synchronous=FULL")?;
+                let r = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+                let restore = c
+                    .execute_batch("PRAGMA synchronous=OFF")
+                    .and_then(|_| c.busy_timeout(BUSY_TIMEOUT));
+                let busy = r?;
+                restore?;
+                Ok(busy == 0)
+            })
+            .map_err(Error::from)
+    }
+
+    /// Size of the WAL file in bytes.
+    pub fn wal_size(&self) -> u64 {
+        std::fs::metadata(self.path.with_extension("sqlite-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
     /// Replaces the database file with the SQLite file at `src` (a verified snapshot), then
     /// reopens it. The copy goes through a temporary file and a rename, so a crash leaves either
     /// the old or the new database.
@@ -265,6 +292,11 @@ fn request_of(w: Work<'_>) -> Option<(&Request, Mode)> {
         Work::Nothing => None,
     }
 }
+
+/// Longest a checkpoint waits for readers before it settles for a partial copy.
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+/// The write connection's usual busy timeout (also rqlite's).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Bound on how often one batch may be redone because statements aborted the transaction.
 const MAX_RERUNS: usize = 10_000;

@@ -215,6 +215,10 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
         svc.stats.add("user_snapshots", 1);
         return snapshot(svc, req.method(), &params).await;
     }
+    if path == "/reap" {
+        svc.stats.add("user_reaps", 1);
+        return reap(svc, req.method()).await;
+    }
     if path.starts_with("/status") {
         svc.stats.add("num_status", 1);
         return node::status(svc, req.method(), &params);
@@ -518,4 +522,19 @@ async fn snapshot(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
         Ok(false) => empty(StatusCode::NO_CONTENT),
         Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// `/reap`: this node keeps a single full snapshot, so there are no older ones to fold in;
+/// what it can do is checkpoint the WAL into the database file.
+async fn reap(svc: &Arc<Service>, method: &Method) -> Response {
+    if method != Method::POST {
+        return empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let had_wal = svc.store.wal_size() > 0;
+    let checkpointed = had_wal && svc.store.checkpoint().await;
+    let body = format!(
+        "{{\"snapshots_reaped\":0,\"wals_checkpointed\":{}}}",
+        u8::from(checkpointed)
+    );
+    json_response(body.into_bytes())
 }

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod log_store;
+mod run_marker;
 pub mod snapshot;
 pub mod state_machine;
 pub mod stats;

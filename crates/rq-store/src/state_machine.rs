@@ -60,6 +60,8 @@ enum Op {
         entries: Vec<Entry>,
         reply: oneshot::Sender<io::Result<Vec<Applied>>>,
     },
+    /// Copy the WAL into the database file (see `Database::checkpoint`).
+    Checkpoint { reply: oneshot::Sender<io::Result<bool>> },
     /// Replace the database with a snapshot file and take its state.
     Install {
         path: PathBuf,
@@ -134,6 +136,12 @@ impl StateMachine {
         self.applied.lock().unwrap().rw_pragmas.clone()
     }
 
+    /// Checkpoints the WAL on the writer thread; `Ok(false)` if readers kept it from finishing.
+    pub async fn checkpoint(&self) -> io::Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Op::Checkpoint { reply }, rx).await
+    }
+
     async fn call<T>(&self, op: Op, rx: oneshot::Receiver<io::Result<T>>) -> io::Result<T> {
         self.tx
             .send(op)
@@ -155,6 +163,9 @@ fn writer_loop(
             Op::Apply { entries, reply } => {
                 let r = apply_batch(&mut db, &applied, entries);
                 let _ = reply.send(r);
+            }
+            Op::Checkpoint { reply } => {
+                let _ = reply.send(db.checkpoint().map_err(io::Error::other));
             }
             Op::Install { path: snap, reply } => {
                 let r = install(&mut db, &path, &snap, &applied);

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
 use crate::log_store::LogStore;
+use crate::run_marker;
 use crate::snapshot::SnapshotStore;
 use crate::state_machine::StateMachine;
 use crate::stats::Stats;
@@ -50,6 +51,8 @@ pub struct StoreConfig {
     pub snapshot_threshold: u64,
     /// `-raft-snap-int`: how often that is checked.
     pub snapshot_interval: Duration,
+    /// `-raft-snap-wal-size`: WAL bytes at which the WAL is checkpointed; 0 disables.
+    pub wal_checkpoint_size: u64,
     /// `-raft-heartbeat-timeout`.
     pub heartbeat_timeout: Duration,
     /// `-raft-election-timeout`.
@@ -166,6 +169,12 @@ impl Store {
         let conn_cfg = ConnConfig {
             foreign_keys: cfg.foreign_keys,
         };
+        if !run_marker::begin(&cfg.data_dir).map_err(internal)? {
+            // The machine restarted while this node was running: the database may be torn.
+            tracing::warn!("the host restarted since this node last stopped cleanly; rebuilding the database");
+            remove_database(&db_path).map_err(internal)?;
+            stats.store.add("num_recoveries", 1);
+        }
         restore_if_behind(&db_path, &snapshots, conn_cfg, &stats)?;
         let db = Database::open(&db_path, conn_cfg).map_err(internal)?;
         let pool = ReadPool::new(&db_path, conn_cfg, cfg.max_read_conns);
@@ -594,6 +603,37 @@ impl Store {
             })
     }
 
+    /// Size of the database's WAL file.
+    pub fn wal_size(&self) -> u64 {
+        std::fs::metadata(self.db_path().with_extension("sqlite-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Checkpoints the WAL into the database file; returns whether it was emptied.
+    pub async fn checkpoint(&self) -> bool {
+        let stats = &self.inner.stats.db;
+        let started = Instant::now();
+        match self.inner.sm.checkpoint().await {
+            Ok(done) => {
+                stats.add("checkpoints", 1);
+                stats.add("checkpoint_total", 1);
+                if done {
+                    stats.add("checkpoint_wal_truncated", 1);
+                } else {
+                    stats.add("checkpoint_partial", 1);
+                }
+                stats.set("checkpoint_duration_ms", started.elapsed().as_millis() as i64);
+                done
+            }
+            Err(e) => {
+                stats.add("checkpoint_errors", 1);
+                tracing::warn!(error = %e, "checkpoint failed");
+                false
+            }
+        }
+    }
+
     /// Index of the newest snapshot (0 if none).
     pub fn last_snapshot_index(&self) -> u64 {
         self.inner
@@ -671,9 +711,14 @@ impl Store {
         self.inner.started.elapsed()
     }
 
-    /// Stops Raft. The log writer and the state machine stop when their last handle goes.
+    /// Stops Raft, checkpoints the WAL into the database file, and records a clean stop.
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
+        if self.checkpoint().await
+            && let Err(e) = run_marker::end(&self.inner.cfg.data_dir)
+        {
+            tracing::warn!(error = %e, "could not record the clean stop");
+        }
     }
 }
 
@@ -685,6 +730,21 @@ fn refuse_foreign_data(dir: &Path) -> Result<(), StoreError> {
             "{} holds a Raft log written by rqlite (raft.db); move the data aside, or load a backup with /db/load or /boot",
             dir.display()
         )));
+    }
+    Ok(())
+}
+
+/// Removes the database file and its WAL and shared-memory files.
+fn remove_database(db_path: &Path) -> std::io::Result<()> {
+    for p in [
+        db_path.to_path_buf(),
+        db_path.with_extension("sqlite-wal"),
+        db_path.with_extension("sqlite-shm"),
+    ] {
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -831,7 +891,8 @@ async fn read_barrier_loop(raft: Raft, mut rx: mpsc::Receiver<oneshot::Sender<Re
     }
 }
 
-/// Every `-raft-snap-int`, snapshots if `-raft-snap` entries were applied since the last one.
+/// Every `-raft-snap-int`: snapshots if `-raft-snap` entries were applied since the last one,
+/// and checkpoints the WAL once it holds `-raft-snap-wal-size` bytes.
 async fn snapshot_ticker(store: Store) {
     let interval = store.inner.cfg.snapshot_interval.max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(interval);
@@ -845,6 +906,10 @@ async fn snapshot_ticker(store: Store) {
         if due && let Err(e) = store.inner.raft.trigger().snapshot().await {
             tracing::warn!(error = %e, "could not trigger snapshot");
             return;
+        }
+        let wal_limit = store.inner.cfg.wal_checkpoint_size;
+        if wal_limit > 0 && store.wal_size() >= wal_limit {
+            store.checkpoint().await;
         }
     }
 }

@@ -161,6 +161,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         max_read_conns: flags.int("db-max-ro-conns").max(0) as usize,
         snapshot_threshold: flags.int("raft-snap").max(0) as u64,
         snapshot_interval: flags.duration("raft-snap-int"),
+        wal_checkpoint_size: flags.int("raft-snap-wal-size").max(0) as u64,
         heartbeat_timeout: heartbeat,
         election_timeout: flags.duration("raft-election-timeout"),
         apply_timeout: flags.duration("raft-apply-timeout"),

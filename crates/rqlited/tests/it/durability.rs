@@ -104,3 +104,61 @@ async fn rewritten_statements_replay_identically() {
     .await;
     assert_eq!(rows(&n, "SELECT * FROM r ORDER BY id").await, before);
 }
+
+#[tokio::test]
+async fn a_database_left_by_a_host_crash_is_rebuilt_from_snapshot_and_log() {
+    let d = DataDir::new();
+    let mut n = Node::start_in(&d.path, &["-raft-snap", "20", "-raft-snap-int", "100ms"]).await;
+    n.execute(r#"["CREATE TABLE h(id INTEGER PRIMARY KEY AUTOINCREMENT, v INTEGER)"]"#)
+        .await;
+    for i in 0..50 {
+        n.execute(&format!(r#"[["INSERT INTO h(v) VALUES(?)", {i}]]"#)).await;
+    }
+    n.wait_for(Duration::from_secs(10), "a snapshot", || async {
+        n.status().await["store"]["raft"]["last_snapshot_index"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    })
+    .await;
+    for i in 50..60 {
+        n.execute(&format!(r#"[["INSERT INTO h(v) VALUES(?)", {i}]]"#)).await;
+    }
+    n.kill();
+    // Pretend the machine rebooted under the node: the run record names another boot and no
+    // clean stop. Damage the database file too: it must not be trusted.
+    std::fs::write(d.path.join("run.json"), r#"{"boot_id":"another-boot","clean":false}"#).unwrap();
+    std::fs::write(d.path.join("db.sqlite"), b"torn").unwrap();
+    n.kill_and_restart().await;
+    n.wait_for(Duration::from_secs(10), "the rebuild to catch up", || async {
+        rows(&n, "SELECT COUNT(*) FROM h").await.first() == Some(&serde_json::json!([60]))
+    })
+    .await;
+    assert_eq!(
+        rows(&n, "SELECT COUNT(*), COUNT(DISTINCT v), MIN(v), MAX(v) FROM h").await,
+        vec![serde_json::json!([60, 60, 0, 59])]
+    );
+    assert_eq!(n.expvar().await["store"]["num_recoveries"], 1);
+    assert_eq!(
+        rows(&n, "PRAGMA integrity_check").await,
+        vec![serde_json::json!(["ok"])]
+    );
+}
+
+#[tokio::test]
+async fn a_clean_stop_checkpoints_and_is_trusted() {
+    let d = DataDir::new();
+    let mut n = Node::start_in(&d.path, &[]).await;
+    n.execute(r#"["CREATE TABLE c(x)", "INSERT INTO c VALUES(1)"]"#).await;
+    let status = n.terminate().expect("exit status");
+    assert!(status.success(), "{status:?}");
+    // The WAL was folded into the database file.
+    let wal = std::fs::metadata(d.path.join("db.sqlite-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(wal, 0);
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["clean"], true);
+    n.kill_and_restart().await;
+    assert_eq!(rows(&n, "SELECT x FROM c").await, vec![serde_json::json!([1])]);
+}
