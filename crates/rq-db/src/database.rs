@@ -255,12 +255,22 @@ impl Database {
             .unwrap_or(0)
     }
 
-    /// Replaces the database file with the SQLite file at `src` (a verified snapshot), then
-    /// reopens it. The copy goes through a temporary file and a rename, so a crash leaves either
-    /// the old or the new database.
-    pub fn replace_with(&mut self, path: &Path, src: &Path) -> Result<(), Error> {
+    /// Replaces the database file with the SQLite file at `src`, then reopens it. With
+    /// `state`, that state blob is written into the new file first (otherwise the file carries
+    /// its own, as a snapshot does). The copy goes through a temporary file and a rename, so a
+    /// crash leaves either the old database or the new one with its state.
+    pub fn replace_with(&mut self, path: &Path, src: &Path, state: Option<&[u8]>) -> Result<(), Error> {
         let tmp = path.with_extension("sqlite.replacing");
+        for ext in ["sqlite.replacing-wal", "sqlite.replacing-shm"] {
+            let _ = std::fs::remove_file(path.with_extension(ext));
+        }
         std::fs::copy(src, &tmp)?;
+        if let Some(state) = state {
+            let db = Database::open(&tmp, self.cfg)?;
+            db.write_state(state)?;
+            // Closing the last connection folds its WAL back into the file.
+            drop(db);
+        }
         std::fs::File::open(&tmp)?.sync_all()?;
         // Close the writer before the file changes under it.
         let old = std::mem::replace(&mut self.conn, Conn::open_memory(self.cfg)?);

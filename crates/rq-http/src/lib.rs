@@ -10,6 +10,7 @@ mod encode;
 mod node;
 mod params;
 mod queue;
+mod upload;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -27,6 +28,7 @@ use crate::encode::{Envelope, Format, Shape};
 use crate::params::Params;
 pub use crate::queue::QueueConfig;
 use crate::queue::WriteQueue;
+pub use crate::upload::PREFIX as UPLOAD_PREFIX;
 
 /// Largest request body accepted on the data endpoints.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -210,6 +212,14 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
     if path.starts_with("/db/sql") {
         svc.stats.add("sql_analyze", 1);
         return analyze(req, params).await;
+    }
+    if path.starts_with("/db/load") {
+        svc.stats.add("loads", 1);
+        return load(svc, req, params).await;
+    }
+    if path == "/boot" {
+        svc.stats.add("boot", 1);
+        return boot(svc, req).await;
     }
     if path == "/snapshot" {
         svc.stats.add("user_snapshots", 1);
@@ -537,4 +547,75 @@ async fn reap(svc: &Arc<Service>, method: &Method) -> Response {
         u8::from(checkpointed)
     );
     json_response(body.into_bytes())
+}
+
+/// `/db/load`: a SQLite file replaces the database on every node; anything else is a SQL dump,
+/// run as one statement that stops and rolls back at its first error.
+async fn load(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response {
+    if req.method() != Method::POST {
+        return empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let started = Instant::now();
+    let dir = svc.store.config().data_dir.clone();
+    let file = match upload::to_temp_file(req.into_body(), &dir).await {
+        Ok(f) => f,
+        Err(e) => return text_error(StatusCode::BAD_REQUEST, &e),
+    };
+    if file.is_sqlite() {
+        if let Err(e) = Store::check_database_file(file.path()).await {
+            return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e);
+        }
+        return match svc.store.load_file(file.path()).await {
+            Ok(()) => {
+                let env = Envelope::default();
+                let mut r = json_response(encode::envelope(&env, Shape::Execute, format_of(&p)));
+                if let Ok(v) = HeaderValue::from_str(&svc.cfg.adv_addr) {
+                    r.headers_mut().insert("X-RQLITE-SERVED-BY", v);
+                }
+                r
+            }
+            Err(e @ StoreError::NotLeader { .. }) => store_error(svc, &e, &p).await,
+            Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        };
+    }
+    let sql = match file.read_text(MAX_BODY).await {
+        Ok(s) => s,
+        Err(e) => return text_error(StatusCode::PAYLOAD_TOO_LARGE, &e),
+    };
+    let req = Request {
+        rollback_on_error: true,
+        timings: p.has("timings"),
+        statements: vec![Statement::new(sql)],
+        ..Default::default()
+    };
+    let opts = SqlOptions {
+        noparse: true,
+        ..Default::default()
+    };
+    match svc.store.execute(req, opts).await {
+        Ok(out) => respond(svc, &out, Shape::Execute, &p, started),
+        Err(e) => store_error(svc, &e, &p).await,
+    }
+}
+
+/// `/boot`: a single node takes a SQLite file as its database, bypassing the log.
+async fn boot(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
+    if req.method() != Method::POST {
+        return empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let dir = svc.store.config().data_dir.clone();
+    let file = match upload::to_temp_file(req.into_body(), &dir).await {
+        Ok(f) => f,
+        Err(e) => return text_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+    };
+    if !file.is_sqlite() {
+        return text_error(StatusCode::BAD_REQUEST, "invalid SQLite data");
+    }
+    if let Err(e) = Store::check_database_file(file.path()).await {
+        return text_error(StatusCode::BAD_REQUEST, &e);
+    }
+    match svc.store.boot(file.path()).await {
+        Ok(()) => empty(StatusCode::OK),
+        Err(e) => text_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
 }

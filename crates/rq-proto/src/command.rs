@@ -70,6 +70,9 @@ pub enum Command {
     ExecuteQuery(Request),
     /// Nothing to apply; commits a log position (used to fence reads and barriers).
     Noop,
+    /// One piece of a SQLite database file that replaces the database once its last piece is
+    /// applied (`/db/load`). Pieces keep each log entry, and memory, small.
+    LoadChunk(LoadChunk),
     /// Several requests that arrived together, logged as one entry (group commit). Each keeps
     /// its own semantics and gets its own results; none is an `Batch` itself.
     Batch(Vec<Command>),
@@ -83,6 +86,7 @@ impl Command {
             Command::Query(_) => "query",
             Command::ExecuteQuery(_) => "execute_query",
             Command::Noop => "noop",
+            Command::LoadChunk(_) => "load_chunk",
             Command::Batch(_) => "batch",
         }
     }
@@ -95,8 +99,32 @@ impl std::fmt::Display for Command {
                 write!(f, "{}({} statements)", self.kind(), r.statements.len())
             }
             Command::Noop => f.write_str("noop"),
+            Command::LoadChunk(c) => write!(f, "{c:?}"),
             Command::Batch(cmds) => write!(f, "batch({} requests)", cmds.len()),
         }
+    }
+}
+
+/// A piece of a database file being loaded.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadChunk {
+    /// Identifies one load; pieces of another load, or out of order, are ignored.
+    pub id: u64,
+    pub seq: u64,
+    pub last: bool,
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for LoadChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "LoadChunk({}#{}, {} bytes, last={})",
+            self.id,
+            self.seq,
+            self.data.len(),
+            self.last
+        )
     }
 }
 

@@ -9,6 +9,12 @@ pub enum StoreError {
     NotLeader { leader: Option<NodeInfo> },
     #[error("store not ready")]
     NotReady,
+    /// `/boot` needs a cluster of exactly one node.
+    #[error("not-single-node")]
+    NotSingleNode,
+    /// A whole-database operation is already under way.
+    #[error("{0}")]
+    Busy(String),
     #[error("store not open")]
     NotOpen,
     /// A `none` read on a node whose last contact with the leader is too old.

@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use rq_db::{Database, Work};
-use rq_proto::{Applied, Command};
+use rq_proto::{Applied, Command, LoadChunk, StmtResult};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,6 +33,17 @@ const APPLY_QUEUE: usize = 64;
 pub struct SmState {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// A database file being loaded piece by piece, if one is under way.
+    pub load: Option<LoadProgress>,
+}
+
+/// How far a load has come: the pieces of load `id` before `next_seq` are in the staging
+/// file, which holds exactly `bytes` bytes of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadProgress {
+    pub id: u64,
+    pub next_seq: u64,
+    pub bytes: u64,
 }
 
 impl SmState {
@@ -62,6 +73,11 @@ enum Op {
     },
     /// Copy the WAL into the database file (see `Database::checkpoint`).
     Checkpoint { reply: oneshot::Sender<io::Result<bool>> },
+    /// Replace the database with a booted file, keeping the current state.
+    Boot {
+        path: PathBuf,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
     /// Replace the database with a snapshot file and take its state.
     Install {
         path: PathBuf,
@@ -102,6 +118,9 @@ impl StateMachine {
             Some(b) => SmState::decode(&b)?,
             None => SmState::default(),
         };
+        if state.load.is_none() {
+            let _ = std::fs::remove_file(staging_path(db_path));
+        }
         let applied = Arc::new(Mutex::new(AppliedInfo {
             state,
             last_apply_ms: 0,
@@ -136,6 +155,13 @@ impl StateMachine {
         self.applied.lock().unwrap().rw_pragmas.clone()
     }
 
+    /// Replaces the database with the (validated) SQLite file at `path`, bypassing the log; the
+    /// database keeps recording the current applied index.
+    pub async fn boot(&self, path: PathBuf) -> io::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Op::Boot { path, reply }, rx).await
+    }
+
     /// Checkpoints the WAL on the writer thread; `Ok(false)` if readers kept it from finishing.
     pub async fn checkpoint(&self) -> io::Result<bool> {
         let (reply, rx) = oneshot::channel();
@@ -161,11 +187,19 @@ fn writer_loop(
     while let Some(op) = rx.blocking_recv() {
         match op {
             Op::Apply { entries, reply } => {
-                let r = apply_batch(&mut db, &applied, entries);
+                let r = apply_batch(&mut db, &path, &applied, entries, on_replaced.as_ref());
                 let _ = reply.send(r);
             }
             Op::Checkpoint { reply } => {
                 let _ = reply.send(db.checkpoint().map_err(io::Error::other));
+            }
+            Op::Boot { path: src, reply } => {
+                let state = applied.lock().unwrap().state.clone();
+                let r = db
+                    .replace_with(&path, &src, Some(&state.encode()))
+                    .map_err(io::Error::other);
+                on_replaced();
+                let _ = reply.send(r);
             }
             Op::Install { path: snap, reply } => {
                 let r = install(&mut db, &path, &snap, &applied);
@@ -194,7 +228,7 @@ fn works_of(cmd: &Command) -> Vec<Work<'_>> {
         Command::Execute(r) => vec![Work::Execute(r)],
         Command::Query(r) => vec![Work::Query(r)],
         Command::ExecuteQuery(r) => vec![Work::Request(r)],
-        Command::Noop => vec![Work::Nothing],
+        Command::Noop | Command::LoadChunk(_) => vec![Work::Nothing],
         Command::Batch(cmds) => cmds
             .iter()
             .map(|c| match c {
@@ -202,32 +236,152 @@ fn works_of(cmd: &Command) -> Vec<Work<'_>> {
                 Command::Query(r) => Work::Query(r),
                 Command::ExecuteQuery(r) => Work::Request(r),
                 // Batches are flat by construction; anything else in one does nothing.
-                Command::Noop | Command::Batch(_) => Work::Nothing,
+                Command::Noop | Command::LoadChunk(_) | Command::Batch(_) => Work::Nothing,
             })
             .collect(),
     }
 }
 
-fn apply_batch(db: &mut Database, applied: &Mutex<AppliedInfo>, entries: Vec<Entry>) -> io::Result<Vec<Applied>> {
-    let base = applied.lock().unwrap().state.clone();
-    let works: Vec<Vec<Work<'_>>> = entries
-        .iter()
-        .map(|e| match &e.payload {
-            EntryPayload::Blank | EntryPayload::Membership(_) => vec![Work::Nothing],
-            EntryPayload::Normal(cmd) => works_of(cmd),
-        })
-        .collect();
-    let results = db
-        .apply(&works, |i| state_after(&base, &entries, i).encode())
-        .map_err(io::Error::other)?;
+fn load_chunk_of(e: &Entry) -> Option<&LoadChunk> {
+    match &e.payload {
+        EntryPayload::Normal(Command::LoadChunk(c)) => Some(c),
+        _ => None,
+    }
+}
+
+/// The file a load's pieces are gathered in, beside the database.
+pub(crate) fn staging_path(db_path: &Path) -> PathBuf {
+    db_path.with_extension("sqlite.load")
+}
+
+/// Applies committed entries: runs of SQL entries in one transaction each; load pieces one at
+/// a time, since the last piece of a load replaces the database file.
+fn apply_batch(
+    db: &mut Database,
+    db_path: &Path,
+    applied: &Mutex<AppliedInfo>,
+    entries: Vec<Entry>,
+    on_replaced: &dyn Fn(),
+) -> io::Result<Vec<Applied>> {
+    let mut state = applied.lock().unwrap().state.clone();
+    let mut out = Vec::with_capacity(entries.len());
+    let mut start = 0;
+    while start < entries.len() {
+        let end = entries[start..]
+            .iter()
+            .position(|e| load_chunk_of(e).is_some())
+            .map_or(entries.len(), |p| start + p);
+        if end > start {
+            let run = &entries[start..end];
+            let works: Vec<Vec<Work<'_>>> = run
+                .iter()
+                .map(|e| match &e.payload {
+                    EntryPayload::Blank | EntryPayload::Membership(_) => vec![Work::Nothing],
+                    EntryPayload::Normal(cmd) => works_of(cmd),
+                })
+                .collect();
+            let base = state.clone();
+            let results = db
+                .apply(&works, |i| state_after(&base, run, i).encode())
+                .map_err(io::Error::other)?;
+            state = state_after(&base, run, run.len() - 1);
+            out.extend(results.into_iter().map(|parts| Applied { parts }));
+        }
+        if let Some(chunk) = entries.get(end).and_then(load_chunk_of) {
+            out.push(apply_load_chunk(
+                db,
+                db_path,
+                &mut state,
+                entries[end].log_id,
+                chunk,
+                on_replaced,
+            )?);
+        }
+        start = end + 1;
+    }
     let mut a = applied.lock().unwrap();
-    a.state = state_after(&base, &entries, entries.len() - 1);
+    a.state = state;
     a.last_apply_ms = now_ms();
-    Ok(results.into_iter().map(|parts| Applied { parts }).collect())
+    Ok(out)
+}
+
+/// Applies one piece of a load: appends it to the staging file (fsynced) and records the
+/// progress with the applied index; the last piece, once the file checks out as an intact
+/// SQLite database, replaces the database, the new file carrying the new state.
+///
+/// Replaying a piece after a crash is harmless: the staging file is first cut back to the
+/// length the recorded progress says it had.
+fn apply_load_chunk(
+    db: &mut Database,
+    db_path: &Path,
+    state: &mut SmState,
+    log_id: LogId,
+    chunk: &LoadChunk,
+    on_replaced: &dyn Fn(),
+) -> io::Result<Applied> {
+    let mut next = state.clone();
+    next.last_applied = Some(log_id);
+    let progress = state.load.clone().filter(|p| p.id == chunk.id);
+    let in_order = match &progress {
+        Some(p) => chunk.seq == p.next_seq,
+        None => chunk.seq == 0,
+    };
+    let record = |db: &mut Database, st: &SmState| -> io::Result<()> {
+        db.apply(&[vec![Work::Nothing]], |_| st.encode())
+            .map(|_| ())
+            .map_err(io::Error::other)
+    };
+    if !in_order {
+        record(db, &next)?;
+        *state = next;
+        return Ok(Applied {
+            parts: vec![vec![StmtResult::Error("load piece out of order".into())]],
+        });
+    }
+    let staging = staging_path(db_path);
+    let before = progress.map_or(0, |p| p.bytes);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&staging)?;
+        f.set_len(before)?;
+        f.seek(SeekFrom::Start(before))?;
+        f.write_all(&chunk.data)?;
+        f.sync_all()?;
+    }
+    if !chunk.last {
+        next.load = Some(LoadProgress {
+            id: chunk.id,
+            next_seq: chunk.seq + 1,
+            bytes: before + chunk.data.len() as u64,
+        });
+        record(db, &next)?;
+        *state = next;
+        return Ok(Applied { parts: vec![vec![]] });
+    }
+    next.load = None;
+    let result = match rq_db::snapshot::validate(&staging) {
+        Ok(()) => {
+            db.replace_with(db_path, &staging, Some(&next.encode()))
+                .map_err(io::Error::other)?;
+            on_replaced();
+            vec![]
+        }
+        Err(e) => {
+            record(db, &next)?;
+            vec![StmtResult::Error(e.to_string())]
+        }
+    };
+    let _ = std::fs::remove_file(&staging);
+    *state = next;
+    Ok(Applied { parts: vec![result] })
 }
 
 fn install(db: &mut Database, db_path: &Path, snap: &Path, applied: &Mutex<AppliedInfo>) -> io::Result<SmState> {
-    db.replace_with(db_path, snap).map_err(io::Error::other)?;
+    db.replace_with(db_path, snap, None).map_err(io::Error::other)?;
     let state = match db.load_state().map_err(io::Error::other)? {
         Some(b) => SmState::decode(&b)?,
         None => SmState::default(),

@@ -12,7 +12,7 @@ use openraft::{Config, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use rq_db::exec::{self, Mode};
 use rq_db::sql::{self, RewriteOptions};
 use rq_db::{ConnConfig, Database, ReadPool};
-use rq_proto::{Command, Level, Request, StmtResult};
+use rq_proto::{Command, Level, LoadChunk, Request, StmtResult};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
@@ -27,6 +27,9 @@ use crate::types::{NodeInfo, Raft, TypeConfig, raft_id};
 pub const DB_FILE: &str = "db.sqlite";
 pub const LOG_FILE: &str = "raft.redb";
 pub const SNAPSHOT_DIR: &str = "snapshots";
+
+/// Bytes of a database file carried by one log entry during a load.
+const LOAD_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// Linearizable reads waiting for one leadership confirmation; more wait in line.
 const READ_BARRIER_QUEUE: usize = 4096;
@@ -106,6 +109,8 @@ struct Inner {
     leader_contact_ms: AtomicU64,
     /// The leader's commit index as of its last message (followers).
     leader_commit: AtomicU64,
+    /// Held while this node sends a load through the log; one load at a time.
+    loading: tokio::sync::Mutex<()>,
     started: Instant,
 }
 
@@ -203,6 +208,7 @@ impl Store {
                 stats,
                 leader_contact_ms: AtomicU64::new(0),
                 leader_commit: AtomicU64::new(0),
+                loading: tokio::sync::Mutex::new(()),
                 started: Instant::now(),
             }),
         };
@@ -566,6 +572,99 @@ impl Store {
         .map_err(internal)
     }
 
+    /// Replaces the database on every node with the SQLite file at `path` (already checked to
+    /// be an intact database), through the log, a piece per entry.
+    pub async fn load_file(&self, path: &Path) -> Result<(), StoreError> {
+        use tokio::io::AsyncReadExt;
+        if !self.is_leader() {
+            return Err(self.leader_error());
+        }
+        let _one = self
+            .inner
+            .loading
+            .try_lock()
+            .map_err(|_| StoreError::Busy("a load is already in progress".into()))?;
+        let mut file = tokio::fs::File::open(path).await.map_err(internal)?;
+        let len = file.metadata().await.map_err(internal)?.len();
+        let id: u64 = rand::random();
+        let (mut seq, mut sent) = (0u64, 0u64);
+        loop {
+            let n = (len - sent).min(LOAD_CHUNK_BYTES as u64) as usize;
+            let mut data = vec![0u8; n];
+            file.read_exact(&mut data).await.map_err(internal)?;
+            sent += n as u64;
+            let last = sent >= len;
+            let chunk = LoadChunk { id, seq, last, data };
+            match self.propose(Command::LoadChunk(chunk)).await {
+                Ok(out) => {
+                    if let Some(e) = out.results.first().and_then(StmtResult::error) {
+                        return Err(StoreError::Internal(e.to_string()));
+                    }
+                }
+                Err(e) => {
+                    // Close the unfinished load so it holds nothing up; it fails its check.
+                    self.end_stale_load().await;
+                    return Err(e);
+                }
+            }
+            if last {
+                break;
+            }
+            seq += 1;
+        }
+        self.inner.stats.store.add("num_loads", 1);
+        // The pieces can leave the log once a snapshot holds the loaded database.
+        self.take_snapshot().await?;
+        Ok(())
+    }
+
+    /// Ends a load left unfinished (its sender failed or lost leadership) by logging an empty
+    /// last piece: the partial file fails its check and the load is dropped on every node.
+    /// The caller holds `loading`, so no load of this node's is under way.
+    async fn end_stale_load(&self) {
+        if let Some(p) = self.inner.sm.state().load {
+            let end = LoadChunk {
+                id: p.id,
+                seq: p.next_seq,
+                last: true,
+                data: Vec::new(),
+            };
+            if let Err(e) = self.propose(Command::LoadChunk(end)).await {
+                tracing::warn!(error = %e, "could not end an unfinished load");
+            }
+        }
+    }
+
+    /// Checks that the file at `path` is an intact SQLite database; the message says why not.
+    pub async fn check_database_file(path: &Path) -> Result<(), String> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || rq_db::snapshot::validate(&path).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Replaces this single node's database with the SQLite file at `path` (already checked),
+    /// bypassing the log, then takes a snapshot holding it.
+    pub async fn boot(&self, path: &Path) -> Result<(), StoreError> {
+        if !self.is_leader() {
+            return Err(self.leader_error());
+        }
+        if self.nodes().len() != 1 {
+            return Err(StoreError::NotSingleNode);
+        }
+        let _one = self
+            .inner
+            .loading
+            .try_lock()
+            .map_err(|_| StoreError::Busy("a load is already in progress".into()))?;
+        // A no-op entry fences the boot: everything logged before it is applied first.
+        self.propose(Command::Noop).await?;
+        self.inner.sm.boot(path.to_path_buf()).await.map_err(internal)?;
+        self.inner.stats.store.add("num_boots", 1);
+        self.snapshot(Some(1)).await?;
+        Ok(())
+    }
+
     /// Takes a snapshot now; `Ok(false)` when nothing was applied since the last one. With
     /// `trailing`, the log is then purged to keep only that many entries behind it.
     pub async fn snapshot(&self, trailing: Option<u64>) -> Result<bool, StoreError> {
@@ -581,6 +680,9 @@ impl Store {
     }
 
     async fn take_snapshot(&self) -> Result<bool, StoreError> {
+        if self.inner.sm.state().load.is_some() {
+            return Err(StoreError::Busy("a load is in progress".into()));
+        }
         let applied = self.inner.sm.state().last_applied.map(|l| l.index).unwrap_or(0);
         let snap = self.last_snapshot_index();
         if applied <= snap {
@@ -779,7 +881,7 @@ fn restore_if_behind(
         "database is behind the latest snapshot; restoring it"
     );
     let mut db = Database::open(db_path, cfg).map_err(internal)?;
-    db.replace_with(db_path, &snapshots.data_path(&meta.snapshot_id))
+    db.replace_with(db_path, &snapshots.data_path(&meta.snapshot_id), None)
         .map_err(internal)?;
     stats.store.add("num_restores_start", 1);
     Ok(())
@@ -794,15 +896,16 @@ struct Proposal {
 fn statements_in(cmd: &Command) -> usize {
     match cmd {
         Command::Execute(r) | Command::Query(r) | Command::ExecuteQuery(r) => r.statements.len(),
-        Command::Noop => 0,
+        Command::Noop | Command::LoadChunk(_) => 0,
         Command::Batch(c) => c.iter().map(statements_in).sum(),
     }
 }
 
-/// Whether a command must be logged alone: it holds a statement that runs outside a
-/// transaction, which its entry must not share.
+/// Whether a command must be logged alone: a load piece, or a request with a statement that
+/// runs outside a transaction, which its entry must not share.
 fn must_go_alone(cmd: &Command) -> bool {
     match cmd {
+        Command::LoadChunk(_) => true,
         Command::Execute(r) => exec::needs_autocommit_request(r, Mode::Execute),
         Command::ExecuteQuery(r) => exec::needs_autocommit_request(r, Mode::Request),
         _ => false,
@@ -901,7 +1004,17 @@ async fn snapshot_ticker(store: Store) {
         tick.tick().await;
         let (applied, _) = store.applied();
         let last = store.last_snapshot_index();
-        let due = store.inner.cfg.snapshot_threshold > 0
+        // A snapshot cannot hold a load's staging file: none is taken while one is under way,
+        // and a load nobody is sending any more is ended.
+        let loading = store.inner.sm.state().load.is_some();
+        if loading
+            && store.is_leader()
+            && let Ok(_no_load_running) = store.inner.loading.try_lock()
+        {
+            store.end_stale_load().await;
+        }
+        let due = !loading
+            && store.inner.cfg.snapshot_threshold > 0
             && applied.saturating_sub(last) >= store.inner.cfg.snapshot_threshold;
         if due && let Err(e) = store.inner.raft.trigger().snapshot().await {
             tracing::warn!(error = %e, "could not trigger snapshot");
