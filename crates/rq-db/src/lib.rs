@@ -5,6 +5,7 @@
 
 pub mod conn;
 mod database;
+pub mod dump;
 pub mod exec;
 mod gotime;
 mod lex;

@@ -14,11 +14,55 @@ pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// Copies the database at `src` into a new file `dst` and returns the state blob that the copy
 /// holds. The state is read and the pages copied inside one read transaction, so the two agree
-/// exactly, while the writer goes on committing beside it (WAL mode).
+/// exactly, while the writer goes on committing beside it (WAL mode). The copy is a single
+/// self-contained file in rollback-journal mode.
 pub fn copy_consistent(src: &Path, dst: &Path) -> Result<Option<Vec<u8>>, Error> {
+    copy(src, dst, true)
+}
+
+/// Output forms of `backup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupFormat {
+    /// The database file as the node keeps it (its header says WAL mode).
+    Binary,
+    /// The database file converted to rollback-journal (DELETE) mode.
+    Delete,
+    /// A SQL text dump.
+    Sql,
+}
+
+/// Writes a consistent backup of the database at `src` to the new file `dst`. `vacuum`
+/// compacts a binary copy; `tables` limits a SQL dump.
+pub fn backup(src: &Path, dst: &Path, format: BackupFormat, vacuum: bool, tables: &[String]) -> Result<(), Error> {
+    match format {
+        BackupFormat::Binary | BackupFormat::Delete => {
+            copy(src, dst, format == BackupFormat::Delete)?;
+            if vacuum {
+                let c = Connection::open(dst)?;
+                c.execute_batch("VACUUM")?;
+            }
+            Ok(())
+        }
+        BackupFormat::Sql => {
+            use std::io::Write;
+            let source = open_source(src)?;
+            let mut out = std::io::BufWriter::new(std::fs::File::create(dst)?);
+            crate::dump::dump(&source, tables, &mut out)?;
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+fn open_source(src: &Path) -> Result<Connection, Error> {
+    let c = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(c)
+}
+
+fn copy(src: &Path, dst: &Path, to_delete_mode: bool) -> Result<Option<Vec<u8>>, Error> {
     let _ = std::fs::remove_file(dst);
-    let source = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    source.busy_timeout(std::time::Duration::from_secs(5))?;
+    let source = open_source(src)?;
     source.execute_batch("BEGIN")?;
     // The first read starts the read transaction: everything below sees this one version.
     let state = read_state(&source)?;
@@ -28,8 +72,10 @@ pub fn copy_consistent(src: &Path, dst: &Path) -> Result<Option<Vec<u8>>, Error>
         // One step copies every page without letting go of the read transaction.
         backup.step(-1)?;
         drop(backup);
-        // The copy of a WAL database is itself in WAL mode; make it a single self-contained file.
-        dest.pragma_update(None, "journal_mode", "DELETE")?;
+        // The copy of a WAL database is itself in WAL mode.
+        if to_delete_mode {
+            dest.pragma_update(None, "journal_mode", "DELETE")?;
+        }
     }
     source.execute_batch("COMMIT")?;
     Ok(state)

@@ -22,13 +22,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request as HttpRequest, StatusC
 use axum::response::{IntoResponse, Response};
 use rq_proto::{Request, Statement};
 use rq_store::stats::ExpvarMap;
-use rq_store::{Outcome, ReadOptions, SqlOptions, Store, StoreError};
+use rq_store::{BackupFormat, BackupOptions, Outcome, ReadOptions, SqlOptions, Store, StoreError};
 
 use crate::encode::{Envelope, Format, Shape};
 use crate::params::Params;
 pub use crate::queue::QueueConfig;
 use crate::queue::WriteQueue;
-pub use crate::upload::PREFIX as UPLOAD_PREFIX;
 
 /// Largest request body accepted on the data endpoints.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -212,6 +211,10 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
     if path.starts_with("/db/sql") {
         svc.stats.add("sql_analyze", 1);
         return analyze(req, params).await;
+    }
+    if path.starts_with("/db/backup") {
+        svc.stats.add("backups", 1);
+        return backup(svc, req.method(), &params).await;
     }
     if path.starts_with("/db/load") {
         svc.stats.add("loads", 1);
@@ -543,7 +546,7 @@ async fn reap(svc: &Arc<Service>, method: &Method) -> Response {
     let had_wal = svc.store.wal_size() > 0;
     let checkpointed = had_wal && svc.store.checkpoint().await;
     let body = format!(
-        "{{\"snapshots_reaped\":0,\"wals_checkpointed\":{}}}",
+        "{{\"snapshots_reaped\":0,\"wals_checkpointed\":{}}}\n",
         u8::from(checkpointed)
     );
     json_response(body.into_bytes())
@@ -556,8 +559,7 @@ async fn load(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response
         return empty(StatusCode::METHOD_NOT_ALLOWED);
     }
     let started = Instant::now();
-    let dir = svc.store.config().data_dir.clone();
-    let file = match upload::to_temp_file(req.into_body(), &dir).await {
+    let file = match upload::to_temp_file(req.into_body(), &svc.store).await {
         Ok(f) => f,
         Err(e) => return text_error(StatusCode::BAD_REQUEST, &e),
     };
@@ -603,8 +605,7 @@ async fn boot(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
     if req.method() != Method::POST {
         return empty(StatusCode::METHOD_NOT_ALLOWED);
     }
-    let dir = svc.store.config().data_dir.clone();
-    let file = match upload::to_temp_file(req.into_body(), &dir).await {
+    let file = match upload::to_temp_file(req.into_body(), &svc.store).await {
         Ok(f) => f,
         Err(e) => return text_error(StatusCode::SERVICE_UNAVAILABLE, &e),
     };
@@ -618,4 +619,72 @@ async fn boot(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
         Ok(()) => empty(StatusCode::OK),
         Err(e) => text_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+}
+
+/// `/db/backup`: the database as a SQLite file (`fmt=binary`, the default, or `delete`) or as
+/// SQL text (`fmt=sql`), optionally gzipped, streamed from a temporary copy.
+async fn backup(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
+    if method != Method::GET {
+        return empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let format = match p.get("fmt") {
+        Some("sql") => BackupFormat::Sql,
+        Some("delete") => BackupFormat::Delete,
+        _ => BackupFormat::Binary,
+    };
+    if p.has("vacuum") && format != BackupFormat::Binary {
+        return text_error(StatusCode::INTERNAL_SERVER_ERROR, "invalid backup format");
+    }
+    if !p.has("noleader") && !svc.store.is_leader() {
+        let e = StoreError::NotLeader {
+            leader: svc.store.leader(),
+        };
+        return store_error(svc, &e, p).await;
+    }
+    let opts = BackupOptions {
+        format,
+        vacuum: p.has("vacuum"),
+        compress: p.has("compress"),
+        tables: p
+            .get("tables")
+            .map(|t| {
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let file = match svc.store.backup(opts).await {
+        Ok(f) => f,
+        Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    let content_type = if format == BackupFormat::Sql {
+        "application/sql"
+    } else {
+        "application/octet-stream"
+    };
+    let mut r = (StatusCode::OK, Body::from_stream(file_stream(file))).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&svc.cfg.adv_addr) {
+        r.headers_mut().insert("X-RQLITE-SERVED-BY", v);
+    }
+    r
+}
+
+/// Reads a file in blocks, as a body stream; memory holds one block at a time.
+fn file_stream(file: std::fs::File) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    use tokio::io::AsyncReadExt;
+    const BLOCK: usize = 256 * 1024;
+    futures::stream::try_unfold(tokio::fs::File::from_std(file), |mut f| async move {
+        let mut buf = vec![0u8; BLOCK];
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some((Bytes::from(buf), f)))
+    })
 }

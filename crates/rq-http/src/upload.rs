@@ -9,8 +9,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Largest database file accepted in one upload.
 pub const MAX_UPLOAD: u64 = 64 * 1024 * 1024 * 1024;
-/// Temporary files carry this prefix; leftovers from a crash are removed at start.
-pub const PREFIX: &str = "rqlite-upload-";
 
 /// An uploaded body on disk; the file is removed when this is dropped.
 pub struct Upload {
@@ -42,11 +40,10 @@ impl Upload {
     }
 }
 
-/// Streams `body` into a new temporary file in `dir`.
-pub async fn to_temp_file(body: Body, dir: &Path) -> Result<Upload, String> {
-    let named = tempfile::Builder::new()
-        .prefix(PREFIX)
-        .tempfile_in(dir)
+/// Streams `body` into a new scratch file of the store's.
+pub async fn to_temp_file(body: Body, store: &rq_store::Store) -> Result<Upload, String> {
+    let named = store
+        .scratch_file()
         .map_err(|e| format!("cannot create temporary file: {e}"))?;
     let mut out = tokio::fs::File::from_std(named.reopen().map_err(|e| e.to_string())?);
     let mut stream = body.into_data_stream();

@@ -10,7 +10,7 @@ pub enum StoreError {
     #[error("store not ready")]
     NotReady,
     /// `/boot` needs a cluster of exactly one node.
-    #[error("not-single-node")]
+    #[error("not single-node")]
     NotSingleNode,
     /// A whole-database operation is already under way.
     #[error("{0}")]

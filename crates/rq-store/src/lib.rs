@@ -15,7 +15,8 @@ mod store;
 pub mod types;
 
 pub use error::StoreError;
-pub use store::{Outcome, ReadOptions, SqlOptions, Store, StoreConfig, trailing_logs};
+pub use rq_db::snapshot::BackupFormat;
+pub use store::{BackupOptions, Outcome, ReadOptions, SqlOptions, Store, StoreConfig, trailing_logs};
 pub use types::NodeInfo;
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Config, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use rq_db::exec::{self, Mode};
+use rq_db::snapshot::BackupFormat;
 use rq_db::sql::{self, RewriteOptions};
 use rq_db::{ConnConfig, Database, ReadPool};
 use rq_proto::{Command, Level, LoadChunk, Request, StmtResult};
@@ -86,6 +87,16 @@ pub struct SqlOptions {
     pub noparse: bool,
     pub no_rewrite_random: bool,
     pub no_rewrite_time: bool,
+}
+
+/// What `/db/backup` asks for.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub format: BackupFormat,
+    pub vacuum: bool,
+    pub compress: bool,
+    /// Tables a SQL dump is limited to; empty for all.
+    pub tables: Vec<String>,
 }
 
 /// Results and the log index they were applied at (0 for reads that did not use the log).
@@ -167,6 +178,7 @@ impl Store {
     {
         std::fs::create_dir_all(&cfg.data_dir).map_err(internal)?;
         refuse_foreign_data(&cfg.data_dir)?;
+        remove_scratch_files(&cfg.data_dir);
         let stats = Arc::new(Stats::default());
         let db_path = cfg.data_dir.join(DB_FILE);
         let snapshots =
@@ -635,6 +647,42 @@ impl Store {
         }
     }
 
+    /// A consistent backup of this node's database, as a file open at its start (already
+    /// unlinked: it disappears when closed). It is made from a read transaction, so writes go on
+    /// meanwhile, and in a temporary file, so memory stays flat whatever the database's size.
+    pub async fn backup(&self, opts: BackupOptions) -> Result<std::fs::File, StoreError> {
+        let db_path = self.db_path();
+        let dir = self.inner.cfg.data_dir.clone();
+        let stats = self.inner.stats.clone();
+        tokio::task::spawn_blocking(move || -> Result<std::fs::File, StoreError> {
+            let copy = scratch_file(&dir).map_err(internal)?;
+            rq_db::snapshot::backup(&db_path, copy.path(), opts.format, opts.vacuum, &opts.tables).map_err(internal)?;
+            // The copy was written through its path (SQLite recreates the file), so open it
+            // by path; the handle outlives the name, which goes when `copy` is dropped.
+            let mut out = std::fs::File::open(copy.path()).map_err(internal)?;
+            if opts.compress {
+                use std::io::{Seek, Write};
+                let mut gz = tempfile::tempfile_in(&dir).map_err(internal)?;
+                {
+                    let mut enc = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::fast());
+                    std::io::copy(&mut out, &mut enc).map_err(internal)?;
+                    enc.finish().map_err(internal)?.flush().map_err(internal)?;
+                }
+                gz.seek(std::io::SeekFrom::Start(0)).map_err(internal)?;
+                out = gz;
+            }
+            stats.store.add("num_backups", 1);
+            Ok(out)
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    /// A new scratch file in the data directory (for uploads), removed when dropped.
+    pub fn scratch_file(&self) -> std::io::Result<tempfile::NamedTempFile> {
+        scratch_file(&self.inner.cfg.data_dir)
+    }
+
     /// Checks that the file at `path` is an intact SQLite database; the message says why not.
     pub async fn check_database_file(path: &Path) -> Result<(), String> {
         let path = path.to_path_buf();
@@ -834,6 +882,24 @@ fn refuse_foreign_data(dir: &Path) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+/// Scratch files in the data directory carry this prefix; leftovers are removed at start.
+const SCRATCH_PREFIX: &str = "rqlite-tmp-";
+
+/// A new scratch file in `dir`, removed when dropped.
+fn scratch_file(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new().prefix(SCRATCH_PREFIX).tempfile_in(dir)
+}
+
+/// Removes scratch files a crash left behind.
+fn remove_scratch_files(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.filter_map(Result::ok) {
+        if e.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Removes the database file and its WAL and shared-memory files.

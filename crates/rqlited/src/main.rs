@@ -134,7 +134,6 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     if http_addr == raft_addr && !http_addr.ends_with(":0") {
         bail!("HTTP and Raft addresses must differ");
     }
-    remove_leftover_uploads(&absolute(&flags.data_dir)?);
     let http_listener = bind("http-addr", &http_addr).await?;
     let raft_listener = bind("raft-addr", &raft_addr).await?;
     let bound_http: SocketAddr = http_listener.local_addr()?;
@@ -221,16 +220,6 @@ fn default_adv(given: &str, bound: SocketAddr) -> String {
         bound.to_string()
     } else {
         given.to_string()
-    }
-}
-
-/// Uploads interrupted by a crash leave temporary files in the data directory.
-fn remove_leftover_uploads(dir: &std::path::Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.filter_map(Result::ok) {
-        if e.file_name().to_string_lossy().starts_with(rq_http::UPLOAD_PREFIX) {
-            let _ = std::fs::remove_file(e.path());
-        }
     }
 }
 

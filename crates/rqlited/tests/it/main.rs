@@ -3,6 +3,7 @@
 mod harness;
 
 mod api;
+mod backup;
 mod cli;
 mod durability;
 mod node_api;
