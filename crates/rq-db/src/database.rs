@@ -272,6 +272,7 @@ impl Database {
             drop(db);
         }
         std::fs::File::open(&tmp)?.sync_all()?;
+        fail::fail_point!("replace-before-rename");
         // Close the writer before the file changes under it.
         let old = std::mem::replace(&mut self.conn, Conn::open_memory(self.cfg)?);
         drop(old);

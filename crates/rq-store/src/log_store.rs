@@ -231,6 +231,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let bytes = encode(&log_id).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+        fail::fail_point!("log-purge");
         write(&self.shared.db, |logs, meta| {
             logs.retain_in(..=log_id.index, |_, _| false).map_err(io_err)?;
             meta.insert(KEY_LAST_PURGED, bytes.as_slice()).map_err(io_err)?;

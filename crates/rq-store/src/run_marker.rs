@@ -42,26 +42,30 @@ fn write(dir: &Path, run: &Run) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Records this run's start and says whether the database left by the last run is trusted.
-/// A directory without a record (a new node) has nothing to distrust.
-pub fn begin(dir: &Path) -> std::io::Result<bool> {
+/// Whether the database left by the last run is trusted. A directory without a record (a new
+/// node) has nothing to distrust.
+pub fn trusted(dir: &Path) -> std::io::Result<bool> {
     let now = boot_id();
-    let trusted = match fs::read(dir.join(FILE)) {
-        Ok(bytes) => match serde_json::from_slice::<Run>(&bytes) {
+    match fs::read(dir.join(FILE)) {
+        Ok(bytes) => Ok(match serde_json::from_slice::<Run>(&bytes) {
             Ok(last) => last.clean || (!now.is_empty() && last.boot_id == now),
             Err(_) => false,
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) => return Err(e),
-    };
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Records this run's start. Called once the database is known good (trusted, or rebuilt),
+/// so a crash while rebuilding leaves the old record, and the next start rebuilds again.
+pub fn begin(dir: &Path) -> std::io::Result<()> {
     write(
         dir,
         &Run {
-            boot_id: now,
+            boot_id: boot_id(),
             clean: false,
         },
-    )?;
-    Ok(trusted)
+    )
 }
 
 /// Records a clean stop: the database was checkpointed and closed.
@@ -82,8 +86,9 @@ mod tests {
     #[test]
     fn trust_follows_clean_stops_and_boots() {
         let d = tempfile::tempdir().unwrap();
-        assert!(begin(d.path()).unwrap(), "a new directory");
-        assert!(begin(d.path()).unwrap(), "the process died, the kernel did not");
+        assert!(trusted(d.path()).unwrap(), "a new directory");
+        begin(d.path()).unwrap();
+        assert!(trusted(d.path()).unwrap(), "the process died, the kernel did not");
         // A record from another boot that did not stop cleanly: not trusted.
         write(
             d.path(),
@@ -93,12 +98,12 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(!begin(d.path()).unwrap());
+        assert!(!trusted(d.path()).unwrap());
         // A clean stop is trusted whatever happened since.
         end(d.path()).unwrap();
         let mut r: Run = serde_json::from_slice(&fs::read(d.path().join(FILE)).unwrap()).unwrap();
         r.boot_id = "another-boot".into();
         write(d.path(), &r).unwrap();
-        assert!(begin(d.path()).unwrap());
+        assert!(trusted(d.path()).unwrap());
     }
 }

@@ -167,7 +167,9 @@ impl SnapshotStore {
         let (size, crc32) = checksum(tmp)?;
         let side = Sidecar { meta, size, crc32 };
         let id = side.meta.snapshot_id.clone();
+        fail::fail_point!("snapshot-before-rename");
         fs::rename(tmp, self.data_path(&id))?;
+        fail::fail_point!("snapshot-before-sidecar");
         let meta_tmp = self.dir.join(format!("{}.{META_EXT}.tmp", file_stem(&id)));
         {
             let mut f = fs::File::create(&meta_tmp)?;
@@ -204,7 +206,9 @@ impl SnapshotStore {
         let db_path = db_path.to_path_buf();
         let t = tmp.clone();
         let state_bytes = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+            fail::fail_point!("snapshot-start");
             let state = rq_db::snapshot::copy_consistent(&db_path, &t).map_err(io::Error::other)?;
+            fail::fail_point!("snapshot-before-fsync");
             fs::File::open(&t)?.sync_all()?;
             Ok(state.unwrap_or_default())
         })

@@ -352,6 +352,7 @@ fn apply_load_chunk(
         f.write_all(&chunk.data)?;
         f.sync_all()?;
     }
+    fail::fail_point!("load-before-record");
     if !chunk.last {
         next.load = Some(LoadProgress {
             id: chunk.id,

@@ -186,13 +186,14 @@ impl Store {
         let conn_cfg = ConnConfig {
             foreign_keys: cfg.foreign_keys,
         };
-        if !run_marker::begin(&cfg.data_dir).map_err(internal)? {
+        if !run_marker::trusted(&cfg.data_dir).map_err(internal)? {
             // The machine restarted while this node was running: the database may be torn.
             tracing::warn!("the host restarted since this node last stopped cleanly; rebuilding the database");
             remove_database(&db_path).map_err(internal)?;
             stats.store.add("num_recoveries", 1);
         }
         restore_if_behind(&db_path, &snapshots, conn_cfg, &stats)?;
+        run_marker::begin(&cfg.data_dir).map_err(internal)?;
         let db = Database::open(&db_path, conn_cfg).map_err(internal)?;
         let pool = ReadPool::new(&db_path, conn_cfg, cfg.max_read_conns);
         let p = pool.clone();

@@ -66,6 +66,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&flags.string("raft-log-level"));
+    // Crash tests name failpoints in FAILPOINTS; one that fires ends the process at once,
+    // as kill -9 would. Without the variable none is configured and they cost a map lookup.
+    let _failpoints = fail::FailScenario::setup();
+    abort_on_failpoint_panic();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -80,6 +84,25 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A failpoint configured to panic stands for a crash at that point: abort the process, so
+/// nothing after it (unwinding, other tasks) runs.
+fn abort_on_failpoint_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failpoint") {
+            eprintln!("{msg}: aborting");
+            std::process::abort();
+        }
+        default(info);
+    }));
 }
 
 fn init_logging(raft_level: &str) {

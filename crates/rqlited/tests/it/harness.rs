@@ -20,6 +20,8 @@ pub struct Node {
     pub http: String,
     pub raft: String,
     extra: Vec<String>,
+    /// Environment of the next start (e.g. `FAILPOINTS`).
+    pub env: Vec<(String, String)>,
     client: reqwest::Client,
 }
 
@@ -38,10 +40,11 @@ impl DataDir {
 }
 
 /// Starts `rqlited` on `dir`; addresses ending in `:0` get a port from the kernel.
-fn spawn(dir: &Path, http: &str, raft: &str, extra: &[String]) -> (Child, String, String) {
+fn spawn(dir: &Path, http: &str, raft: &str, extra: &[String], env: &[(String, String)]) -> (Child, String, String) {
     let mut child = Command::new(BIN)
         .args(["-http-addr", http, "-raft-addr", raft])
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -81,23 +84,45 @@ impl Node {
 
     /// Starts a node without waiting for it to be ready.
     pub fn spawn_in(dir: &Path, extra: &[&str]) -> Node {
+        Node::spawn_env(dir, extra, &[])
+    }
+
+    /// Starts a node with extra environment variables, without waiting for it to be ready.
+    pub fn spawn_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, http, raft) = spawn(dir, "127.0.0.1:0", "127.0.0.1:0", &extra);
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (child, http, raft) = spawn(dir, "127.0.0.1:0", "127.0.0.1:0", &extra, &env);
         Node {
             child: Some(child),
             dir: dir.to_path_buf(),
             http,
             raft,
             extra,
+            env,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// Waits for the process to exit by itself, up to `timeout`; returns whether it did.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(_))) | None => {
+                    self.child = None;
+                    return true;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        false
     }
 
     /// Kills the node (SIGKILL) and starts it again on the same directory, addresses and flags
     /// (its identity is its Raft address).
     pub async fn kill_and_restart(&mut self) {
         self.kill();
-        let (child, http, raft) = spawn(&self.dir, &self.http, &self.raft, &self.extra);
+        let (child, http, raft) = spawn(&self.dir, &self.http, &self.raft, &self.extra, &self.env);
         self.child = Some(child);
         self.http = http;
         self.raft = raft;

@@ -5,6 +5,7 @@ mod harness;
 mod api;
 mod backup;
 mod cli;
+mod crash;
 mod durability;
 mod node_api;
 mod queue;
