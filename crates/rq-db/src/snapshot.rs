@@ -3,11 +3,17 @@
 
 use std::path::Path;
 
-use rusqlite::backup::Backup;
+use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::Error;
 use crate::database::read_state;
+
+/// Pages copied between two flushes of a copy to disk (8 MiB at 4 KiB pages).
+const COPY_STEP_PAGES: std::os::raw::c_int = 2 * 1024;
+
+/// Bound on waits for a lock while copying (10 ms each).
+const MAX_COPY_WAITS: u32 = 1000;
 
 /// The 16 bytes every SQLite database file starts with.
 pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
@@ -69,8 +75,24 @@ fn copy(src: &Path, dst: &Path, to_delete_mode: bool) -> Result<Option<Vec<u8>>,
     {
         let mut dest = Connection::open(dst)?;
         let backup = Backup::new(&source, &mut dest)?;
-        // One step copies every page without letting go of the read transaction.
-        backup.step(-1)?;
+        // Copy in steps, flushing the copy to disk after each: one large flush at the end
+        // would saturate the disk and stall the log's fsyncs behind it. The read transaction
+        // opened above holds across steps, so the copy is still of one version.
+        let flusher = std::fs::OpenOptions::new().write(true).open(dst)?;
+        let mut waits = 0;
+        loop {
+            match backup.step(COPY_STEP_PAGES)? {
+                StepResult::Done => break,
+                StepResult::More => flusher.sync_data()?,
+                _ => {
+                    waits += 1;
+                    if waits > MAX_COPY_WAITS {
+                        return Err(Error::Storage("database copy kept finding the database locked".into()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
         drop(backup);
         // The copy of a WAL database is itself in WAL mode.
         if to_delete_mode {

@@ -69,6 +69,27 @@ fn checksum(path: &Path) -> io::Result<(u64, u32)> {
     Ok((size, h.finalize()))
 }
 
+/// Bytes given back to the filesystem per step when an old snapshot is removed.
+const REMOVE_STEP: u64 = 32 * 1024 * 1024;
+
+/// Removes a file, a large one by cutting it down a step at a time first. Freeing a gigabyte
+/// of extents at once holds the filesystem long enough to stall the log's fsyncs behind it.
+fn remove_gradually(path: &Path) {
+    if let Ok(f) = fs::OpenOptions::new().write(true).open(path)
+        && let Ok(m) = f.metadata()
+    {
+        let mut len = m.len();
+        while len > REMOVE_STEP {
+            len -= REMOVE_STEP;
+            if f.set_len(len).is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+    let _ = fs::remove_file(path);
+}
+
 /// A snapshot id safe to use as a file name.
 fn file_stem(id: &str) -> String {
     id.chars()
@@ -83,8 +104,8 @@ fn file_stem(id: &str) -> String {
 }
 
 impl SnapshotStore {
-    /// Opens the store in `dir`, discarding partial writes and snapshots that fail their
-    /// checksum, and keeping only the newest good one.
+    /// Opens the store in `dir`, discarding partial writes and incomplete snapshots, and keeping
+    /// only the newest complete one.
     pub fn open(dir: &Path, stats: Arc<Stats>) -> io::Result<SnapshotStore> {
         fs::create_dir_all(dir)?;
         let _ = fs::remove_file(dir.join(BUILDING));
@@ -113,15 +134,18 @@ impl SnapshotStore {
             busy: tokio::sync::Mutex::new(()),
             stats,
         };
+        // The newest snapshot whose file has the size its sidecar records is current. Its
+        // checksum is verified when it is used (served or installed), not here: reading a large
+        // snapshot at every start would make restarts slow.
         while let Some(s) = found.pop() {
             let path = store.data_path(&s.meta.snapshot_id);
-            match checksum(&path) {
-                Ok((size, crc)) if size == s.size && crc == s.crc32 => {
+            match fs::metadata(&path) {
+                Ok(m) if m.len() == s.size => {
                     *store.current.lock().unwrap() = Some(s);
                     break;
                 }
                 _ => {
-                    tracing::warn!(id = %s.meta.snapshot_id, "removing snapshot that fails its checksum");
+                    tracing::warn!(id = %s.meta.snapshot_id, "removing snapshot whose file is missing or cut short");
                     store.remove(&s.meta.snapshot_id);
                 }
             }
@@ -156,7 +180,7 @@ impl SnapshotStore {
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
             let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
             if (ext == DATA_EXT || ext == META_EXT) && Some(stem) != keep.as_deref() {
-                let _ = fs::remove_file(&p);
+                remove_gradually(&p);
             }
         }
         Ok(())
@@ -291,6 +315,22 @@ impl SnapshotStore {
             ));
         }
         self.open_snapshot(side).await.map(Some)
+    }
+
+    /// Checks the newest snapshot's file against its recorded size and checksum, on the calling
+    /// thread (it reads the whole file).
+    pub fn verify_current(&self) -> io::Result<()> {
+        let Some(side) = self.current.lock().unwrap().clone() else {
+            return Ok(());
+        };
+        let (size, crc) = checksum(&self.data_path(&side.meta.snapshot_id))?;
+        if size != side.size || crc != side.crc32 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot {} fails its checksum", side.meta.snapshot_id),
+            ));
+        }
+        Ok(())
     }
 
     /// Metadata of the newest snapshot.

@@ -29,6 +29,8 @@ pub const DB_FILE: &str = "db.sqlite";
 pub const LOG_FILE: &str = "raft.redb";
 pub const SNAPSHOT_DIR: &str = "snapshots";
 
+/// Longest wait for a requested snapshot to be taken.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(300);
 /// Bytes of a database file carried by one log entry during a load.
 const LOAD_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
@@ -241,6 +243,9 @@ impl Store {
                 .initialize(BTreeMap::from([(id, me)]))
                 .await
                 .map_err(internal)?;
+        } else if store.is_sole_member() {
+            // Alone, there is nobody to wait for: stand for election now, not after a timeout.
+            let _ = store.inner.raft.trigger().elect().await;
         }
         Ok(store)
     }
@@ -738,20 +743,14 @@ impl Store {
             return Ok(false);
         }
         self.inner.raft.trigger().snapshot().await.map_err(internal)?;
+        // Wait for a snapshot past the last one (writes may move the applied index meanwhile).
         self.inner
             .raft
-            .wait(Some(Duration::from_secs(60)))
-            .snapshot(self.inner.sm.state().last_applied.unwrap_or_default(), "user snapshot")
+            .wait(Some(SNAPSHOT_WAIT))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index > snap), "user snapshot")
             .await
             .map(|_| true)
-            .or_else(|_| {
-                // The snapshot may have gone past the id waited for; what matters is progress.
-                if self.last_snapshot_index() > snap {
-                    Ok(true)
-                } else {
-                    Err(StoreError::Timeout("timeout waiting for snapshot".into()))
-                }
-            })
+            .map_err(|_| StoreError::Timeout("timeout waiting for snapshot".into()))
     }
 
     /// Size of the database's WAL file.

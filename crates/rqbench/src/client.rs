@@ -48,6 +48,31 @@ impl Client {
         Ok(body)
     }
 
+    /// POSTs a raw body (a database file); expects a success status.
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Bytes> {
+        let req = hyper::Request::post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/octet-stream")
+            .body(Full::new(Bytes::from(body)))?;
+        self.send(req).await
+    }
+
+    /// GETs `path` and counts the body's bytes without keeping them.
+    pub async fn get_discard(&self, path: &str) -> anyhow::Result<u64> {
+        let req = hyper::Request::get(format!("{}{path}", self.base)).body(Full::new(Bytes::new()))?;
+        let resp = self.http.request(req).await.context("request failed")?;
+        if !resp.status().is_success() {
+            bail!("{}", resp.status());
+        }
+        let mut body = resp.into_body();
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Some(data) = frame?.data_ref() {
+                n += data.len() as u64;
+            }
+        }
+        Ok(n)
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Bytes> {
         let req = hyper::Request::get(format!("{}{path}", self.base)).body(Full::new(Bytes::new()))?;
         self.send(req).await

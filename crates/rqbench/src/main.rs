@@ -9,6 +9,7 @@
 
 mod client;
 mod fsync;
+mod large;
 mod node;
 mod workload;
 
@@ -65,6 +66,10 @@ struct Args {
     /// Repeat each named workload this many times and report the median run.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Time whole-database operations (boot, snapshot, backup, load, restart) on a database of
+    /// this many rows (about 100 bytes each); needs --spawn.
+    #[arg(long, value_name = "ROWS")]
+    large: Option<u64>,
     /// The statement for the rqbench-compatible mode.
     statement: Option<String>,
 }
@@ -76,6 +81,10 @@ fn main() -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
+        if let Some(rows) = args.large {
+            let bin = args.spawn.as_deref().context("--large needs --spawn")?;
+            return large::run(bin, rows).await;
+        }
         match (&args.workloads, &args.statement) {
             (Some(w), _) => run_workloads(&args, w).await,
             (None, Some(stmt)) => run_statement(&args, stmt).await,

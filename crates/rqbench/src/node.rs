@@ -9,9 +9,11 @@ use anyhow::{Context, bail};
 use crate::client::Client;
 
 pub struct Node {
+    bin: String,
     child: Child,
     dir: std::path::PathBuf,
     pub http_addr: String,
+    raft_addr: String,
 }
 
 /// A free loopback port (bound, then released for the node to take).
@@ -25,24 +27,50 @@ impl Node {
         std::fs::create_dir_all(&dir)?;
         let http_addr = format!("127.0.0.1:{}", free_port()?);
         let raft_addr = format!("127.0.0.1:{}", free_port()?);
-        let child = Command::new(bin)
-            .args(["-http-addr", &http_addr, "-raft-addr", &raft_addr])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {bin}"))?;
-        let node = Node { child, dir, http_addr };
-        let client = Client::new(&node.http_addr);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let child = spawn(bin, &http_addr, &raft_addr, &dir)?;
+        let node = Node {
+            bin: bin.to_string(),
+            child,
+            dir,
+            http_addr,
+            raft_addr,
+        };
+        node.wait_ready().await?;
+        Ok(node)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let client = Client::new(&self.http_addr);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             if client.get("/readyz").await.is_ok() {
-                return Ok(node);
+                return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        bail!("node at {} did not become ready", node.http_addr)
+        bail!("node at {} did not become ready", self.http_addr)
     }
+
+    /// Kills the node (SIGKILL), starts it again on the same directory and addresses, and
+    /// returns how long it took to be ready.
+    pub async fn restart(&mut self) -> anyhow::Result<Duration> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let t = Instant::now();
+        self.child = spawn(&self.bin, &self.http_addr, &self.raft_addr, &self.dir)?;
+        self.wait_ready().await?;
+        Ok(t.elapsed())
+    }
+}
+
+fn spawn(bin: &str, http: &str, raft: &str, dir: &std::path::Path) -> anyhow::Result<Child> {
+    Command::new(bin)
+        .args(["-http-addr", http, "-raft-addr", raft])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {bin}"))
 }
 
 impl Drop for Node {
