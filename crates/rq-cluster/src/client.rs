@@ -14,7 +14,20 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::NodeMeta;
+use crate::messages::{JoinRequest, NotifyRequest, RemoveRequest};
 use crate::paths;
+use rq_store::{BackupOptions, Forward, Outcome, StoreError};
+
+/// Joins follow at most this many "not leader" answers to the leader.
+const MAX_REDIRECTS: usize = 10;
+
+fn unreachable_error(addr: &str, e: &reqwest::Error) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout(format!("timeout waiting for node {addr} to respond"))
+    } else {
+        StoreError::Internal(format!("node {addr} unreachable: {e}"))
+    }
+}
 
 /// Longest a connection attempt to another node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,6 +46,115 @@ impl Network {
             .tcp_nodelay(true)
             .build()?;
         Ok(Network { http })
+    }
+
+    /// POSTs a postcard body to another node and decodes its `Result<T, StoreError>`. Failing
+    /// to reach it is an error too: the node at `addr` is not reachable.
+    async fn call<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Q,
+        timeout: Duration,
+    ) -> Result<T, StoreError> {
+        let body = postcard::to_stdvec(req).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let url = format!("http://{addr}{path}");
+        let resp = self
+            .http
+            .post(&url)
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unreachable_error(addr, &e))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(StoreError::Internal(format!("{addr}: {status}: {text}")));
+        }
+        let bytes = resp.bytes().await.map_err(|e| unreachable_error(addr, &e))?;
+        postcard::from_bytes::<Result<T, StoreError>>(&bytes).map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    /// Asks the node at `addr` to add this node; follows it to the leader if it is not one.
+    pub async fn join(&self, addr: &str, req: &JoinRequest, timeout: Duration) -> Result<(), StoreError> {
+        let mut target = addr.to_string();
+        for _ in 0..MAX_REDIRECTS {
+            match self.call::<_, ()>(&target, paths::JOIN, req, timeout).await {
+                Err(StoreError::NotLeader { leader: Some(l) }) if l.addr != target => target = l.addr,
+                other => return other,
+            }
+        }
+        Err(StoreError::Internal("too many redirects while joining".into()))
+    }
+
+    pub async fn notify(&self, addr: &str, req: &NotifyRequest, timeout: Duration) -> Result<(), StoreError> {
+        self.call(addr, paths::NOTIFY, req, timeout).await
+    }
+
+    pub async fn remove(&self, addr: &str, id: &str, timeout: Duration) -> Result<(), StoreError> {
+        self.call(addr, paths::REMOVE, &RemoveRequest { id: id.to_string() }, timeout)
+            .await
+    }
+
+    /// Passes a client request to the leader at `addr`.
+    pub async fn forward(&self, addr: &str, req: &Forward, timeout: Duration) -> Result<Outcome, StoreError> {
+        self.call(addr, paths::FORWARD, req, timeout).await
+    }
+
+    /// Asks the leader at `addr` for a backup; the response streams the file.
+    pub async fn backup(
+        &self,
+        addr: &str,
+        opts: &BackupOptions,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, String> {
+        let body = postcard::to_stdvec(opts).map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .post(format!("http://{addr}{}", paths::BACKUP))
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(resp.text().await.unwrap_or_default());
+        }
+        Ok(resp)
+    }
+
+    /// Streams the database file at `path` to the leader at `addr` to load it.
+    pub async fn load(&self, addr: &str, path: &std::path::Path, timeout: Duration) -> Result<(), StoreError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .len();
+        let stream = futures::stream::try_unfold(file, |mut f| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 256 * 1024];
+            let n = f.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            buf.truncate(n);
+            Ok(Some((bytes::Bytes::from(buf), f)))
+        });
+        let resp = self
+            .http
+            .post(format!("http://{addr}{}", paths::LOAD))
+            .timeout(timeout)
+            .header("Content-Length", len)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .map_err(|e| unreachable_error(addr, &e))?;
+        let bytes = resp.bytes().await.map_err(|e| unreachable_error(addr, &e))?;
+        postcard::from_bytes::<Result<(), StoreError>>(&bytes).map_err(|e| StoreError::Internal(e.to_string()))?
     }
 
     /// Asks the node at node-to-node address `addr` about itself.

@@ -3,7 +3,9 @@
 //! It is HTTP, with `postcard` bodies, served by axum and called with reqwest. This crate never
 //! touches SQLite; it reaches the database only through the store.
 
+pub mod bootstrap;
 mod client;
+pub mod messages;
 mod server;
 
 pub use client::Network;
@@ -15,4 +17,10 @@ pub(crate) mod paths {
     pub const VOTE: &str = "/raft/vote";
     pub const SNAPSHOT: &str = "/raft/snapshot";
     pub const META: &str = "/meta";
+    pub const JOIN: &str = "/join";
+    pub const NOTIFY: &str = "/notify";
+    pub const REMOVE: &str = "/remove";
+    pub const FORWARD: &str = "/forward";
+    pub const BACKUP: &str = "/backup";
+    pub const LOAD: &str = "/load";
 }

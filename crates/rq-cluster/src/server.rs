@@ -6,10 +6,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rq_store::Store;
 use rq_store::types::TypeConfig;
+use rq_store::{BackupOptions, Forward, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
+use crate::messages::{JoinRequest, NotifyRequest, RemoveRequest};
 use crate::paths;
 
 /// Largest node-to-node request body: a batch of log entries or a snapshot chunk.
@@ -38,6 +39,12 @@ pub fn router(store: Store, api_url: String, version: String) -> Router {
         .route(paths::VOTE, post(vote))
         .route(paths::SNAPSHOT, post(snapshot))
         .route(paths::META, get(meta))
+        .route(paths::JOIN, post(join))
+        .route(paths::NOTIFY, post(notify))
+        .route(paths::REMOVE, post(remove))
+        .route(paths::FORWARD, post(forward))
+        .route(paths::BACKUP, post(backup))
+        .route(paths::LOAD, post(load))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Ctx {
             store,
@@ -96,5 +103,99 @@ async fn meta(State(ctx): State<Ctx>) -> Response {
         api_url: ctx.api_url.clone(),
         version: ctx.version.clone(),
         commit_index,
+    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(body)
+}
+
+async fn join(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let req: JoinRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_body(e),
+    };
+    reply(&ctx.store.join(&req.id, &req.addr, req.voter).await.map(|_| ()))
+}
+
+async fn notify(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let req: NotifyRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_body(e),
+    };
+    ctx.store.notify(&req.id, &req.addr);
+    reply(&Ok::<(), StoreError>(()))
+}
+
+async fn remove(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let req: RemoveRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_body(e),
+    };
+    reply(&ctx.store.remove(&req.id).await)
+}
+
+async fn forward(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let req: Forward = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_body(e),
+    };
+    reply(&ctx.store.run(req).await)
+}
+
+/// A backup for another node: the file's bytes, or 500 with the error.
+async fn backup(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let opts: BackupOptions = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_body(e),
+    };
+    if !ctx.store.is_leader() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not leader").into_response();
+    }
+    match ctx.store.backup(opts).await {
+        Ok(file) => (StatusCode::OK, axum::body::Body::from_stream(file_stream(file))).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// A database file to load, streamed from the node that received it.
+async fn load(State(ctx): State<Ctx>, body: axum::body::Body) -> Response {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let result = async {
+        let named = ctx
+            .store
+            .scratch_file()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut out = tokio::fs::File::from_std(named.reopen().map_err(|e| StoreError::Internal(e.to_string()))?);
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| StoreError::Internal(e.to_string()))?;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+        }
+        out.flush().await.map_err(|e| StoreError::Internal(e.to_string()))?;
+        Store::check_database_file(named.path())
+            .await
+            .map_err(StoreError::Internal)?;
+        ctx.store.load_file(named.path()).await
+    }
+    .await;
+    reply(&result)
+}
+
+/// Reads a file in blocks, as a body stream.
+fn file_stream(file: std::fs::File) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    use tokio::io::AsyncReadExt;
+    const BLOCK: usize = 256 * 1024;
+    futures::stream::try_unfold(tokio::fs::File::from_std(file), |mut f| async move {
+        let mut buf = vec![0u8; BLOCK];
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some((Bytes::from(buf), f)))
     })
 }

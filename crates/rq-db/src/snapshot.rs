@@ -27,7 +27,7 @@ pub fn copy_consistent(src: &Path, dst: &Path) -> Result<Option<Vec<u8>>, Error>
 }
 
 /// Output forms of `backup`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BackupFormat {
     /// The database file as the node keeps it (its header says WAL mode).
     Binary,

@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request as HttpRequest, StatusC
 use axum::response::{IntoResponse, Response};
 use rq_proto::{Request, Statement};
 use rq_store::stats::ExpvarMap;
-use rq_store::{BackupFormat, BackupOptions, Outcome, ReadOptions, SqlOptions, Store, StoreError};
+use rq_store::{BackupFormat, BackupOptions, Forward, Outcome, ReadOptions, SqlOptions, Store, StoreError};
 
 use crate::encode::{Envelope, Format, Shape};
 use crate::params::Params;
@@ -89,14 +89,77 @@ pub struct HttpConfig {
     pub cmdline: Vec<String>,
 }
 
-/// What the HTTP layer needs from other nodes.
+/// What the HTTP layer needs from other nodes, by their node-to-node addresses.
 pub trait Cluster: Send + Sync + 'static {
-    /// The API URL and version of the node at node-to-node address `addr`.
+    /// The API URL and version of the node at `addr`.
     fn node_meta<'a>(
         &'a self,
         addr: &'a str,
         timeout: std::time::Duration,
     ) -> futures::future::BoxFuture<'a, Result<(String, String), String>>;
+
+    /// Runs a client request on the leader at `addr`.
+    fn forward<'a>(
+        &'a self,
+        addr: &'a str,
+        request: Forward,
+        timeout: std::time::Duration,
+    ) -> futures::future::BoxFuture<'a, Result<Outcome, StoreError>>;
+
+    /// Removes node `id`, asked of the leader at `addr`.
+    fn remove<'a>(
+        &'a self,
+        addr: &'a str,
+        id: &'a str,
+        timeout: std::time::Duration,
+    ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>;
+
+    /// A backup made by the leader at `addr`, as a body stream.
+    fn backup<'a>(
+        &'a self,
+        addr: &'a str,
+        opts: BackupOptions,
+        timeout: std::time::Duration,
+    ) -> futures::future::BoxFuture<'a, Result<Body, String>>;
+
+    /// Loads the database file at `path` through the leader at `addr`.
+    fn load<'a>(
+        &'a self,
+        addr: &'a str,
+        path: &'a std::path::Path,
+        timeout: std::time::Duration,
+    ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// A request's results and who served them (X-RQLITE-SERVED-BY): this node's API address, or
+/// the Raft address of the leader it was passed to.
+pub(crate) struct Served {
+    pub outcome: Outcome,
+    pub by: String,
+}
+
+impl Service {
+    /// Runs a request here, or, if it needs the leader and this node is not it, on the leader
+    /// (unless `?redirect` asks for a 301 instead).
+    pub(crate) async fn run(&self, f: Forward, p: &Params) -> Result<Served, StoreError> {
+        let local = |outcome| Served {
+            outcome,
+            by: self.cfg.adv_addr.clone(),
+        };
+        if self.store.is_leader() {
+            return self.store.run(f).await.map(local);
+        }
+        match self.store.run(f.clone()).await {
+            Err(StoreError::NotLeader { leader: Some(l) }) if !p.has("redirect") => {
+                let out = self.cluster.forward(&l.addr, f, p.timeout()).await?;
+                Ok(Served {
+                    outcome: out,
+                    by: l.addr,
+                })
+            }
+            other => other.map(local),
+        }
+    }
 }
 
 /// The HTTP service. Shared by every connection.
@@ -112,7 +175,7 @@ pub struct Service {
 impl Service {
     pub fn new(store: Store, cluster: Arc<dyn Cluster>, cfg: HttpConfig) -> Arc<Service> {
         let stats = Arc::new(ExpvarMap::new(HTTP_KEYS));
-        let queue = WriteQueue::start(store.clone(), cfg.queue, stats.clone());
+        let queue = WriteQueue::start(store.clone(), cluster.clone(), cfg.queue, stats.clone());
         Arc::new(Service {
             store,
             cluster,
@@ -227,6 +290,9 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
     if path == "/snapshot" {
         svc.stats.add("user_snapshots", 1);
         return snapshot(svc, req.method(), &params).await;
+    }
+    if path.starts_with("/remove") {
+        return remove(svc, req, &params).await;
     }
     if path == "/reap" {
         svc.stats.add("user_reaps", 1);
@@ -347,7 +413,8 @@ async fn store_error(svc: &Service, e: &StoreError, p: &Params) -> Response {
     }
 }
 
-fn respond(svc: &Service, out: &Outcome, shape: Shape, p: &Params, started: Instant) -> Response {
+fn respond(served: &Served, shape: Shape, p: &Params, started: Instant) -> Response {
+    let out = &served.outcome;
     let env = Envelope {
         results: &out.results,
         time: if p.has("timings") {
@@ -359,7 +426,7 @@ fn respond(svc: &Service, out: &Outcome, shape: Shape, p: &Params, started: Inst
         ..Default::default()
     };
     let mut r = json_response(encode::envelope(&env, shape, format_of(p)));
-    if let Ok(v) = HeaderValue::from_str(&svc.cfg.adv_addr) {
+    if let Ok(v) = HeaderValue::from_str(&served.by) {
         r.headers_mut().insert("X-RQLITE-SERVED-BY", v);
     }
     r
@@ -378,8 +445,12 @@ async fn execute(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respo
         Err(r) => return r,
     };
     svc.stats.add("execute_stmts_rx", statements.len() as i64);
-    match svc.store.execute(request_of(statements, &p), sql_options(&p)).await {
-        Ok(out) => respond(svc, &out, Shape::Execute, &p, started),
+    let f = Forward::Execute {
+        request: request_of(statements, &p),
+        sql: sql_options(&p),
+    };
+    match svc.run(f, &p).await {
+        Ok(served) => respond(&served, Shape::Execute, &p, started),
         Err(e) => store_error(svc, &e, &p).await,
     }
 }
@@ -446,12 +517,13 @@ async fn query(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respons
         _ => return empty(StatusCode::METHOD_NOT_ALLOWED),
     };
     svc.stats.add("query_stmts_rx", statements.len() as i64);
-    match svc
-        .store
-        .query(request_of(statements, &p), read_options(&p), sql_options(&p))
-        .await
-    {
-        Ok(out) => respond(svc, &out, Shape::Query, &p, started),
+    let f = Forward::Query {
+        request: request_of(statements, &p),
+        read: read_options(&p),
+        sql: sql_options(&p),
+    };
+    match svc.run(f, &p).await {
+        Ok(served) => respond(&served, Shape::Query, &p, started),
         Err(e) => store_error(svc, &e, &p).await,
     }
 }
@@ -471,18 +543,19 @@ async fn request(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respo
         linearizable_timeout: std::time::Duration::ZERO,
         ..read_options(&p)
     };
-    match svc
-        .store
-        .request(request_of(statements, &p), read, sql_options(&p))
-        .await
-    {
-        Ok(out) => {
-            let shape = if out.raft_index == 0 {
+    let f = Forward::Request {
+        request: request_of(statements, &p),
+        read,
+        sql: sql_options(&p),
+    };
+    match svc.run(f, &p).await {
+        Ok(served) => {
+            let shape = if served.outcome.raft_index == 0 {
                 Shape::Query
             } else {
                 Shape::Execute
             };
-            respond(svc, &out, shape, &p, started)
+            respond(&served, shape, &p, started)
         }
         Err(e) => store_error(svc, &e, &p).await,
     }
@@ -567,7 +640,13 @@ async fn load(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response
         if let Err(e) = Store::check_database_file(file.path()).await {
             return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e);
         }
-        return match svc.store.load_file(file.path()).await {
+        let loaded = match svc.store.load_file(file.path()).await {
+            Err(StoreError::NotLeader { leader: Some(l) }) if !p.has("redirect") => {
+                svc.cluster.load(&l.addr, file.path(), p.timeout()).await
+            }
+            other => other,
+        };
+        return match loaded {
             Ok(()) => {
                 let env = Envelope::default();
                 let mut r = json_response(encode::envelope(&env, Shape::Execute, format_of(&p)));
@@ -594,8 +673,17 @@ async fn load(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response
         noparse: true,
         ..Default::default()
     };
-    match svc.store.execute(req, opts).await {
-        Ok(out) => respond(svc, &out, Shape::Execute, &p, started),
+    match svc
+        .run(
+            Forward::Execute {
+                request: req,
+                sql: opts,
+            },
+            &p,
+        )
+        .await
+    {
+        Ok(served) => respond(&served, Shape::Execute, &p, started),
         Err(e) => store_error(svc, &e, &p).await,
     }
 }
@@ -635,12 +723,6 @@ async fn backup(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
     if p.has("vacuum") && format != BackupFormat::Binary {
         return text_error(StatusCode::INTERNAL_SERVER_ERROR, "invalid backup format");
     }
-    if !p.has("noleader") && !svc.store.is_leader() {
-        let e = StoreError::NotLeader {
-            leader: svc.store.leader(),
-        };
-        return store_error(svc, &e, p).await;
-    }
     let opts = BackupOptions {
         format,
         vacuum: p.has("vacuum"),
@@ -656,19 +738,29 @@ async fn backup(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
             })
             .unwrap_or_default(),
     };
-    let file = match svc.store.backup(opts).await {
-        Ok(f) => f,
-        Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    let (body, served_by) = if p.has("noleader") || svc.store.is_leader() {
+        match svc.store.backup(opts).await {
+            Ok(f) => (Body::from_stream(file_stream(f)), svc.cfg.adv_addr.clone()),
+            Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
+    } else {
+        match svc.store.leader() {
+            Some(l) if !p.has("redirect") => match svc.cluster.backup(&l.addr, opts, p.timeout()).await {
+                Ok(body) => (body, l.addr),
+                Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            },
+            leader => return store_error(svc, &StoreError::NotLeader { leader }, p).await,
+        }
     };
     let content_type = if format == BackupFormat::Sql {
         "application/sql"
     } else {
         "application/octet-stream"
     };
-    let mut r = (StatusCode::OK, Body::from_stream(file_stream(file))).into_response();
+    let mut r = (StatusCode::OK, body).into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&svc.cfg.adv_addr) {
+    if let Ok(v) = HeaderValue::from_str(&served_by) {
         r.headers_mut().insert("X-RQLITE-SERVED-BY", v);
     }
     r
@@ -687,4 +779,33 @@ fn file_stream(file: std::fs::File) -> impl futures::Stream<Item = std::io::Resu
         buf.truncate(n);
         Ok(Some((Bytes::from(buf), f)))
     })
+}
+
+/// `DELETE /remove` with exactly `{"id": "<node id>"}`: takes a node out of the cluster.
+async fn remove(svc: &Arc<Service>, req: HttpRequest<Body>, p: &Params) -> Response {
+    if req.method() != Method::DELETE {
+        return empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let (_, bytes) = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let id = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(m)) if m.len() == 1 => match m.get("id") {
+            Some(serde_json::Value::String(id)) => id.clone(),
+            _ => return text_error(StatusCode::BAD_REQUEST, "invalid remove request"),
+        },
+        _ => return text_error(StatusCode::BAD_REQUEST, "invalid remove request"),
+    };
+    let removed = match svc.store.remove(&id).await {
+        Err(StoreError::NotLeader { leader: Some(l) }) if !p.has("redirect") => {
+            svc.cluster.remove(&l.addr, &id, p.timeout()).await
+        }
+        other => other,
+    };
+    match removed {
+        Ok(()) => empty(StatusCode::OK),
+        Err(e @ StoreError::NotLeader { .. }) => store_error(svc, &e, p).await,
+        Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }

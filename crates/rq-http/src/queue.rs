@@ -12,9 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rq_proto::{Request, Statement};
 use rq_store::stats::ExpvarMap;
-use rq_store::{SqlOptions, Store, StoreError};
+use rq_store::{Forward, SqlOptions, Store, StoreError};
+
+use crate::Cluster;
 use tokio::sync::{mpsc, oneshot};
 
+/// Longest wait for the leader to write a batch sent to it.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between attempts to write a failed batch.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -41,10 +45,10 @@ pub struct WriteQueue {
 }
 
 impl WriteQueue {
-    pub fn start(store: Store, cfg: QueueConfig, stats: Arc<ExpvarMap>) -> WriteQueue {
+    pub fn start(store: Store, cluster: Arc<dyn Cluster>, cfg: QueueConfig, stats: Arc<ExpvarMap>) -> WriteQueue {
         let (tx, rx) = mpsc::channel(cfg.capacity.max(1));
         let written = Arc::new(AtomicI64::new(0));
-        tokio::spawn(flush_loop(store, cfg, rx, written.clone(), stats));
+        tokio::spawn(flush_loop(store, cluster, cfg, rx, written.clone(), stats));
         let start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
@@ -80,6 +84,7 @@ impl WriteQueue {
 
 async fn flush_loop(
     store: Store,
+    cluster: Arc<dyn Cluster>,
     cfg: QueueConfig,
     mut rx: mpsc::Receiver<Item>,
     written: Arc<AtomicI64>,
@@ -113,7 +118,19 @@ async fn flush_loop(
                 ..Default::default()
             };
             loop {
-                match store.execute(req.clone(), SqlOptions::default()).await {
+                let sql = SqlOptions::default();
+                let result = match store.execute(req.clone(), sql).await {
+                    // Queued writes received by a follower are sent to the leader in batches.
+                    Err(StoreError::NotLeader { leader: Some(l) }) => {
+                        let f = Forward::Execute {
+                            request: req.clone(),
+                            sql,
+                        };
+                        cluster.forward(&l.addr, f, FORWARD_TIMEOUT).await
+                    }
+                    other => other,
+                };
+                match result {
                     Ok(_) => {
                         stats.add("queued_executions_ok", 1);
                         stats.add("queued_executions_num_stmts_tx", n);

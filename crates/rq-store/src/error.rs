@@ -2,7 +2,7 @@
 
 use crate::types::NodeInfo;
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StoreError {
     /// This node is not the leader; `leader` is the leader if one is known.
     #[error("not leader")]

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod log_store;
+mod membership;
 mod run_marker;
 pub mod snapshot;
 pub mod state_machine;
@@ -15,8 +16,9 @@ mod store;
 pub mod types;
 
 pub use error::StoreError;
+pub use membership::JoinOutcome;
 pub use rq_db::snapshot::BackupFormat;
-pub use store::{BackupOptions, Outcome, ReadOptions, SqlOptions, Store, StoreConfig, trailing_logs};
+pub use store::{BackupOptions, Forward, Outcome, ReadOptions, SqlOptions, Store, StoreConfig, trailing_logs};
 pub use types::NodeInfo;
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ pub struct StoreConfig {
 }
 
 /// Read options from the query string.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReadOptions {
     pub level: Level,
     /// `freshness`; zero means unchecked.
@@ -83,7 +83,7 @@ pub struct ReadOptions {
 }
 
 /// Options that shape how SQL text is prepared before it is logged.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct SqlOptions {
     /// Skip parsing: no rewriting, no RETURNING detection.
     pub noparse: bool,
@@ -91,8 +91,27 @@ pub struct SqlOptions {
     pub no_rewrite_time: bool,
 }
 
+/// A client request, as one node may pass it to the leader.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum Forward {
+    Execute {
+        request: Request,
+        sql: SqlOptions,
+    },
+    Query {
+        request: Request,
+        read: ReadOptions,
+        sql: SqlOptions,
+    },
+    Request {
+        request: Request,
+        read: ReadOptions,
+        sql: SqlOptions,
+    },
+}
+
 /// What `/db/backup` asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BackupOptions {
     pub format: BackupFormat,
     pub vacuum: bool,
@@ -102,7 +121,7 @@ pub struct BackupOptions {
 }
 
 /// Results and the log index they were applied at (0 for reads that did not use the log).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub results: Vec<StmtResult>,
     pub raft_index: u64,
@@ -122,6 +141,8 @@ struct Inner {
     leader_contact_ms: AtomicU64,
     /// The leader's commit index as of its last message (followers).
     leader_commit: AtomicU64,
+    /// Nodes that announced themselves for `-bootstrap-expect` (id → node-to-node address).
+    notified: std::sync::Mutex<BTreeMap<String, String>>,
     /// Held while this node sends a load through the log; one load at a time.
     loading: tokio::sync::Mutex<()>,
     started: Instant,
@@ -224,6 +245,7 @@ impl Store {
                 leader_contact_ms: AtomicU64::new(0),
                 leader_commit: AtomicU64::new(0),
                 loading: tokio::sync::Mutex::new(()),
+                notified: std::sync::Mutex::new(BTreeMap::new()),
                 started: Instant::now(),
             }),
         };
@@ -248,6 +270,10 @@ impl Store {
             let _ = store.inner.raft.trigger().elect().await;
         }
         Ok(store)
+    }
+
+    pub(crate) fn notified(&self) -> &std::sync::Mutex<BTreeMap<String, String>> {
+        &self.inner.notified
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -464,6 +490,15 @@ impl Store {
             Err(_) => Err(StoreError::Timeout("timeout waiting for apply".into())),
             Ok(Err(_)) => Err(internal("proposer stopped")),
             Ok(Ok(r)) => r,
+        }
+    }
+
+    /// Runs a request of any kind here.
+    pub async fn run(&self, f: Forward) -> Result<Outcome, StoreError> {
+        match f {
+            Forward::Execute { request, sql } => self.execute(request, sql).await,
+            Forward::Query { request, read, sql } => self.query(request, read, sql).await,
+            Forward::Request { request, read, sql } => self.request(request, read, sql).await,
         }
     }
 

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use flags::{FlagError, Flags};
+use futures::future::BoxFuture;
+use rq_cluster::bootstrap::{self, JoinPlan};
 use rq_http::{BuildInfo, HttpConfig, QueueConfig, Service};
-use rq_store::{Store, StoreConfig};
+use rq_store::{BackupOptions, Forward, Outcome, Store, StoreConfig, StoreError};
 use tokio::net::TcpListener;
 
 /// The API this build is compatible with, and its own version.
@@ -194,7 +196,15 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     let network = rq_cluster::Network::new().context("cannot create node-to-node client")?;
     // A node with -join (or -bootstrap-expect) becomes part of a cluster formed with others;
     // only a node on its own bootstraps itself.
-    let bootstrap = join.is_none() && flags.int("bootstrap-expect") == 0 && !cfg.non_voter;
+    let expect = flags.int("bootstrap-expect").max(0) as usize;
+    let non_voter = cfg.non_voter;
+    if non_voter && expect > 0 {
+        bail!("bootstrapping not applicable to non-voting nodes");
+    }
+    if non_voter && join.is_none() {
+        bail!("a read-only node needs -join");
+    }
+    let bootstrap = join.is_none() && expect == 0;
     tracing::info!(version = VERSION, sqlite = rq_store::sqlite_version(), launch = %args.join(" "), "rqlited starting");
     let store = Store::open(cfg, network.clone(), bootstrap)
         .await
@@ -229,12 +239,70 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         },
         cmdline: args,
     };
-    let service = Service::new(store.clone(), Arc::new(ClusterClient(network)), http_cfg);
+    let service = Service::new(store.clone(), Arc::new(ClusterClient(network.clone())), http_cfg);
     let server = axum::serve(http_listener, service.router()).with_graceful_shutdown(shutdown_signal());
-    server.await.context("HTTP server failed")?;
+    let http = tokio::spawn(async move { server.await });
+
+    // Joining needs the node-to-node API up (the leader calls back) and the HTTP API serving.
+    if join.is_some() || expect > 0 {
+        let plan = JoinPlan {
+            targets: join
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            attempts: flags.int("join-attempts").max(1) as u32,
+            interval: flags.duration("join-interval"),
+            voter: !non_voter,
+            expect,
+            expect_timeout: flags.duration("bootstrap-expect-timeout"),
+        };
+        let had_state = store.is_initialized().await;
+        let joined = if expect > 0 {
+            bootstrap::form(&store, &network, &plan).await
+        } else {
+            bootstrap::join(&store, &network, &plan).await
+        };
+        match joined {
+            Ok(()) => {}
+            // A node with state is already a member; it serves whatever the join said.
+            Err(e) if had_state => tracing::warn!(error = %e, "could not join through -join"),
+            Err(e) => {
+                store.shutdown().await;
+                bail!("{e}");
+            }
+        }
+    }
+
+    http.await?.context("HTTP server failed")?;
     tracing::info!("shutting down");
+    if flags.bool("raft-cluster-remove-shutdown") {
+        remove_self(&store, &network).await;
+    }
     store.shutdown().await;
     Ok(())
+}
+
+/// `-raft-cluster-remove-shutdown`: asks the leader to take this node out of the cluster.
+async fn remove_self(store: &Store, network: &rq_cluster::Network) {
+    const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
+    let id = store.node_id().to_string();
+    let result = match store.leader() {
+        Some(l) if store.is_leader() => {
+            let _ = l;
+            tokio::time::timeout(REMOVE_TIMEOUT, store.remove(&id))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Timeout("timeout removing this node".into())))
+        }
+        Some(l) => network.remove(&l.addr, &id, REMOVE_TIMEOUT).await,
+        None => Err(StoreError::NotLeader { leader: None }),
+    };
+    match result {
+        Ok(()) => tracing::info!("removed this node from the cluster"),
+        Err(e) => tracing::warn!(error = %e, "could not remove this node from the cluster"),
+    }
 }
 
 /// The bind address as given, unless its port was 0: then the address actually bound.
@@ -275,11 +343,41 @@ async fn shutdown_signal() {
 struct ClusterClient(rq_cluster::Network);
 
 impl rq_http::Cluster for ClusterClient {
-    fn node_meta<'a>(
+    fn node_meta<'a>(&'a self, addr: &'a str, timeout: Duration) -> BoxFuture<'a, Result<(String, String), String>> {
+        Box::pin(async move { self.0.node_meta(addr, timeout).await.map(|m| (m.api_url, m.version)) })
+    }
+
+    fn forward<'a>(
         &'a self,
         addr: &'a str,
+        request: Forward,
         timeout: Duration,
-    ) -> futures::future::BoxFuture<'a, Result<(String, String), String>> {
-        Box::pin(async move { self.0.node_meta(addr, timeout).await.map(|m| (m.api_url, m.version)) })
+    ) -> BoxFuture<'a, Result<Outcome, StoreError>> {
+        Box::pin(async move { self.0.forward(addr, &request, timeout).await })
+    }
+
+    fn remove<'a>(&'a self, addr: &'a str, id: &'a str, timeout: Duration) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { self.0.remove(addr, id, timeout).await })
+    }
+
+    fn backup<'a>(
+        &'a self,
+        addr: &'a str,
+        opts: BackupOptions,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<axum::body::Body, String>> {
+        Box::pin(async move {
+            let resp = self.0.backup(addr, &opts, timeout).await?;
+            Ok(axum::body::Body::from_stream(resp.bytes_stream()))
+        })
+    }
+
+    fn load<'a>(
+        &'a self,
+        addr: &'a str,
+        path: &'a std::path::Path,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { self.0.load(addr, path, timeout).await })
     }
 }
