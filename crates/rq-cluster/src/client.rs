@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::NodeMeta;
-use crate::messages::{JoinRequest, NotifyRequest, RemoveRequest};
+use crate::messages::{JoinRequest, NotifyRequest, RemoveRequest, StepdownRequest};
 use crate::paths;
 use rq_store::{BackupOptions, Forward, Outcome, StoreError};
 
@@ -155,6 +155,16 @@ impl Network {
             .map_err(|e| unreachable_error(addr, &e))?;
         let bytes = resp.bytes().await.map_err(|e| unreachable_error(addr, &e))?;
         postcard::from_bytes::<Result<(), StoreError>>(&bytes).map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    /// Asks the node at `addr` to stand for election.
+    pub async fn elect(&self, addr: &str, timeout: Duration) -> Result<(), StoreError> {
+        self.call(addr, paths::ELECT, &(), timeout).await
+    }
+
+    /// Passes a `POST /leader` to the leader at `addr`.
+    pub async fn stepdown(&self, addr: &str, req: &StepdownRequest, timeout: Duration) -> Result<(), StoreError> {
+        self.call(addr, paths::STEPDOWN, req, timeout).await
     }
 
     /// Asks the node at node-to-node address `addr` about itself.

@@ -7,6 +7,7 @@ pub mod bootstrap;
 mod client;
 pub mod messages;
 mod server;
+pub mod transfer;
 
 pub use client::Network;
 pub use server::{NodeMeta, router};
@@ -23,4 +24,6 @@ pub(crate) mod paths {
     pub const FORWARD: &str = "/forward";
     pub const BACKUP: &str = "/backup";
     pub const LOAD: &str = "/load";
+    pub const ELECT: &str = "/elect";
+    pub const STEPDOWN: &str = "/stepdown";
 }

@@ -24,3 +24,10 @@ pub struct NotifyRequest {
 pub struct RemoveRequest {
     pub id: String,
 }
+
+/// Ask the leader to hand leadership to `id` (or to the best-placed voter).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepdownRequest {
+    pub id: Option<String>,
+    pub wait: bool,
+}

@@ -10,7 +10,7 @@ use rq_store::types::TypeConfig;
 use rq_store::{BackupOptions, Forward, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
-use crate::messages::{JoinRequest, NotifyRequest, RemoveRequest};
+use crate::messages::{JoinRequest, NotifyRequest, RemoveRequest, StepdownRequest};
 use crate::paths;
 
 /// Largest node-to-node request body: a batch of log entries or a snapshot chunk.
@@ -28,12 +28,13 @@ pub struct NodeMeta {
 #[derive(Clone)]
 struct Ctx {
     store: Store,
+    net: crate::Network,
     api_url: String,
     version: String,
 }
 
 /// The node-to-node router. `api_url` and `version` are what `/meta` reports.
-pub fn router(store: Store, api_url: String, version: String) -> Router {
+pub fn router(store: Store, net: crate::Network, api_url: String, version: String) -> Router {
     Router::new()
         .route(paths::APPEND, post(append))
         .route(paths::VOTE, post(vote))
@@ -45,9 +46,12 @@ pub fn router(store: Store, api_url: String, version: String) -> Router {
         .route(paths::FORWARD, post(forward))
         .route(paths::BACKUP, post(backup))
         .route(paths::LOAD, post(load))
+        .route(paths::ELECT, post(elect))
+        .route(paths::STEPDOWN, post(stepdown))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Ctx {
             store,
+            net,
             api_url,
             version,
         })
@@ -198,4 +202,25 @@ fn file_stream(file: std::fs::File) -> impl futures::Stream<Item = std::io::Resu
         buf.truncate(n);
         Ok(Some((Bytes::from(buf), f)))
     })
+}
+
+/// The current leader asks this node to stand for election (a leadership transfer).
+async fn elect(State(ctx): State<Ctx>) -> Response {
+    let r = ctx
+        .store
+        .raft()
+        .trigger()
+        .elect()
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()));
+    reply(&r)
+}
+
+/// Another node passes on a `POST /leader`.
+async fn stepdown(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let req: StepdownRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_body(e),
+    };
+    reply(&crate::transfer::stepdown(&ctx.store, &ctx.net, req.id, req.wait).await)
 }

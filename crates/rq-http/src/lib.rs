@@ -122,6 +122,16 @@ pub trait Cluster: Send + Sync + 'static {
         timeout: std::time::Duration,
     ) -> futures::future::BoxFuture<'a, Result<Body, String>>;
 
+    /// Hands leadership to node `to` (or the best-placed voter): here when `leader` is `None`
+    /// (this node leads), else by asking the leader at that address.
+    fn stepdown<'a>(
+        &'a self,
+        leader: Option<&'a str>,
+        to: Option<String>,
+        wait: bool,
+        timeout: std::time::Duration,
+    ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>;
+
     /// Loads the database file at `path` through the leader at `addr`.
     fn load<'a>(
         &'a self,
@@ -306,7 +316,7 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
         return node::nodes(svc, req.method(), &params).await;
     }
     if path == "/leader" {
-        return node::leader(svc, req.method(), &params).await;
+        return node::leader(svc, req, &params).await;
     }
     if path.starts_with("/readyz") {
         svc.stats.add("num_readyz", 1);

@@ -382,8 +382,9 @@ pub(crate) async fn nodes(svc: &Arc<Service>, method: &Method, p: &Params) -> Re
     json_response(if p.has("pretty") { indent(&out) } else { out })
 }
 
-pub(crate) async fn leader(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
-    match *method {
+pub(crate) async fn leader(svc: &Arc<Service>, req: axum::http::Request<axum::body::Body>, p: &Params) -> Response {
+    let method = req.method().clone();
+    match method {
         Method::GET => {
             let Some(l) = svc.store.leader() else {
                 return text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found");
@@ -393,7 +394,51 @@ pub(crate) async fn leader(svc: &Arc<Service>, method: &Method, p: &Params) -> R
             write_node(&mut out, &node);
             json_response(if p.has("pretty") { indent(&out) } else { out })
         }
+        Method::POST => stepdown(svc, req, p).await,
         _ => empty(StatusCode::METHOD_NOT_ALLOWED),
+    }
+}
+
+/// `POST /leader`: the leader hands leadership to `{"id": ...}` or to the best-placed voter.
+async fn stepdown(svc: &Arc<Service>, req: axum::http::Request<axum::body::Body>, p: &Params) -> Response {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/json");
+    let bytes = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return text_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    };
+    let mut to = None;
+    if is_json && !bytes.is_empty() {
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(v) => to = v.get("id").and_then(|i| i.as_str()).map(str::to_string),
+            Err(e) => return text_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+        }
+    }
+    let wait = p.has("wait");
+    let result = if svc.store.is_leader() {
+        svc.cluster.stepdown(None, to, wait, p.timeout()).await
+    } else {
+        match svc.store.leader() {
+            Some(l) if p.has("redirect") => {
+                return crate::store_error(svc, &rq_store::StoreError::NotLeader { leader: Some(l) }, p).await;
+            }
+            Some(l) => svc.cluster.stepdown(Some(&l.addr), to, wait, p.timeout()).await,
+            None => return text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
+        }
+    };
+    match result {
+        Ok(()) => {
+            let mut r = empty(StatusCode::OK);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            r
+        }
+        Err(rq_store::StoreError::NotLeader { .. }) => text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
+        Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

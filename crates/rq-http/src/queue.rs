@@ -141,7 +141,6 @@ async fn flush_loop(
                             match e {
                                 StoreError::NotLeader { leader: None } => "queued_executions_no_leader",
                                 StoreError::NotLeader { .. } => "queued_executions_not_leader",
-                                StoreError::LeadershipLost => "queued_executions_leadership_lost",
                                 _ => "queued_executions_unknown_error",
                             },
                             1,

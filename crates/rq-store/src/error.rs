@@ -28,8 +28,6 @@ pub enum StoreError {
     /// A bounded wait ran out; the message says which.
     #[error("{0}")]
     Timeout(String),
-    #[error("leadership lost while committing log")]
-    LeadershipLost,
     /// Something that is not the client's fault and not expected: storage, shutdown, internal.
     #[error("{0}")]
     Internal(String),

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod log_store;
 mod membership;
+mod recovery;
 mod run_marker;
 pub mod snapshot;
 pub mod state_machine;

@@ -73,6 +73,11 @@ enum Op {
     },
     /// Copy the WAL into the database file (see `Database::checkpoint`).
     Checkpoint { reply: oneshot::Sender<io::Result<bool>> },
+    /// Record `state` with no entries applied (recovery).
+    ForceState {
+        state: SmState,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
     /// Replace the database with a booted file, keeping the current state.
     Boot {
         path: PathBuf,
@@ -155,6 +160,20 @@ impl StateMachine {
         self.applied.lock().unwrap().rw_pragmas.clone()
     }
 
+    /// Records `membership` as the configuration as of `last` (cluster recovery), with the
+    /// applied index set to `last`.
+    pub async fn force_membership(
+        &self,
+        last: Option<LogId>,
+        membership: openraft::Membership<u64, crate::types::NodeInfo>,
+    ) -> io::Result<()> {
+        let mut state = self.state();
+        state.last_applied = last;
+        state.membership = StoredMembership::new(last, membership);
+        let (reply, rx) = oneshot::channel();
+        self.call(Op::ForceState { state, reply }, rx).await
+    }
+
     /// Replaces the database with the (validated) SQLite file at `path`, bypassing the log; the
     /// database keeps recording the current applied index.
     pub async fn boot(&self, path: PathBuf) -> io::Result<()> {
@@ -192,6 +211,16 @@ fn writer_loop(
             }
             Op::Checkpoint { reply } => {
                 let _ = reply.send(db.checkpoint().map_err(io::Error::other));
+            }
+            Op::ForceState { state, reply } => {
+                let r = db
+                    .apply(&[vec![Work::Nothing]], |_| state.encode())
+                    .map(|_| ())
+                    .map_err(io::Error::other);
+                if r.is_ok() {
+                    applied.lock().unwrap().state = state;
+                }
+                let _ = reply.send(r);
             }
             Op::Boot { path: src, reply } => {
                 let state = applied.lock().unwrap().state.clone();

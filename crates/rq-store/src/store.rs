@@ -29,6 +29,8 @@ pub const DB_FILE: &str = "db.sqlite";
 pub const LOG_FILE: &str = "raft.redb";
 pub const SNAPSHOT_DIR: &str = "snapshots";
 
+/// How often a wait for a quorum checks that this node still leads.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
 /// Longest wait for a requested snapshot to be taken.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(300);
 /// Bytes of a database file carried by one log entry during a load.
@@ -91,6 +93,18 @@ pub struct SqlOptions {
     pub no_rewrite_time: bool,
 }
 
+/// While held, this node does not act as leader (see `Store::stand_down`).
+pub struct StandDown {
+    store: Store,
+}
+
+impl Drop for StandDown {
+    fn drop(&mut self) {
+        self.store.inner.raft.runtime_config().heartbeat(true);
+        self.store.inner.standing_down.store(false, Ordering::Relaxed);
+    }
+}
+
 /// A client request, as one node may pass it to the leader.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Forward {
@@ -143,6 +157,8 @@ struct Inner {
     leader_commit: AtomicU64,
     /// Nodes that announced themselves for `-bootstrap-expect` (id → node-to-node address).
     notified: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Set while this leader hands leadership over: it stops acting as leader.
+    standing_down: std::sync::atomic::AtomicBool,
     /// Held while this node sends a load through the log; one load at a time.
     loading: tokio::sync::Mutex<()>,
     started: Instant,
@@ -199,7 +215,8 @@ impl Store {
     where
         N: RaftNetworkFactory<TypeConfig>,
     {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(internal)?;
+        // `raft/` is where an operator puts `peers.json` to recover a cluster, as with rqlite.
+        std::fs::create_dir_all(cfg.data_dir.join("raft")).map_err(internal)?;
         refuse_foreign_data(&cfg.data_dir)?;
         remove_scratch_files(&cfg.data_dir);
         let stats = Arc::new(Stats::default());
@@ -221,7 +238,9 @@ impl Store {
         let pool = ReadPool::new(&db_path, conn_cfg, cfg.max_read_conns);
         let p = pool.clone();
         let sm = StateMachine::open(db, &db_path, snapshots.clone(), Box::new(move || p.reset())).map_err(internal)?;
-        let log = LogStore::open(&cfg.data_dir.join(LOG_FILE)).map_err(internal)?;
+        let mut log = LogStore::open(&cfg.data_dir.join(LOG_FILE)).map_err(internal)?;
+        let mut sm = sm;
+        crate::recovery::recover_if_asked(&cfg.data_dir, &db_path, &mut log, &mut sm, &snapshots, &stats).await?;
 
         let id = raft_id(&cfg.node_id);
         let config = Arc::new(raft_config(&cfg)?);
@@ -245,6 +264,7 @@ impl Store {
                 leader_contact_ms: AtomicU64::new(0),
                 leader_commit: AtomicU64::new(0),
                 loading: tokio::sync::Mutex::new(()),
+                standing_down: std::sync::atomic::AtomicBool::new(false),
                 notified: std::sync::Mutex::new(BTreeMap::new()),
                 started: Instant::now(),
             }),
@@ -386,17 +406,72 @@ impl Store {
         self.with_reader(|c| rq_db::stats::compile_options(c.connection()))
     }
 
+    /// Whether this node leads, and has heard from a quorum recently enough to act as leader.
     pub fn is_leader(&self) -> bool {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(self.inner.raft_id)
+        m.state == ServerState::Leader && m.current_leader == Some(self.inner.raft_id) && self.has_quorum(&m)
     }
 
-    /// The current leader, if known.
+    /// A leader cut off from a quorum for longer than the leader lease stops acting as one, as
+    /// rqlite's does: the minority side of a partition refuses writes and leader reads rather
+    /// than serve from a leadership it can no longer prove. (openraft 0.9 keeps the state until
+    /// it hears of a higher term.)
+    fn has_quorum(&self, m: &openraft::RaftMetrics<u64, NodeInfo>) -> bool {
+        if self.inner.standing_down.load(Ordering::Relaxed) {
+            return false;
+        }
+        let lease = self.leader_lease();
+        match m.millis_since_quorum_ack {
+            Some(ms) => ms <= lease.as_millis() as u64,
+            // Not yet acknowledged since the election, which a quorum just decided.
+            None => true,
+        }
+    }
+
+    /// How long a leader may go without a quorum's acknowledgement (and how long a follower
+    /// refuses to vote after hearing from its leader).
+    pub fn leader_lease(&self) -> Duration {
+        let cfg = self.inner.raft.config();
+        Duration::from_millis(cfg.election_timeout_max)
+    }
+
+    /// Stops acting as leader and stops heartbeats until the guard is dropped (a leadership
+    /// transfer is under way).
+    pub fn stand_down(&self) -> StandDown {
+        self.inner.standing_down.store(true, Ordering::Relaxed);
+        self.inner.raft.runtime_config().heartbeat(false);
+        StandDown { store: self.clone() }
+    }
+
+    /// How far each other member's log matches this leader's (node id → index); empty on
+    /// followers.
+    pub fn replication_progress(&self) -> std::collections::HashMap<String, u64> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let members = m.membership_config.membership();
+        m.replication
+            .iter()
+            .flatten()
+            .filter_map(|(nid, log)| {
+                let node = members.get_node(nid)?;
+                Some((node.id.clone(), log.map(|l| l.index).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    /// Index of the last entry in this node's log.
+    pub fn last_log_index(&self) -> u64 {
+        self.inner.raft.metrics().borrow().last_log_index.unwrap_or(0)
+    }
+
+    /// The current leader, if known. A leader that lost its quorum does not count itself.
     pub fn leader(&self) -> Option<NodeInfo> {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
         let id = m.current_leader?;
+        if id == self.inner.raft_id && !self.has_quorum(&m) {
+            return None;
+        }
         m.membership_config.membership().get_node(&id).cloned()
     }
 
@@ -486,10 +561,30 @@ impl Store {
             .send(Proposal { cmd, reply })
             .await
             .map_err(|_| internal("proposer stopped"))?;
-        match tokio::time::timeout(self.inner.cfg.apply_timeout, rx).await {
+        match tokio::time::timeout(self.inner.cfg.apply_timeout, self.while_leader(rx)).await {
             Err(_) => Err(StoreError::Timeout("timeout waiting for apply".into())),
-            Ok(Err(_)) => Err(internal("proposer stopped")),
-            Ok(Ok(r)) => r,
+            // The outcome of the entry is unknown: it may still commit if the quorum returns.
+            Ok(None) => Err(self.leader_error()),
+            Ok(Some(Err(_))) => Err(internal("proposer stopped")),
+            Ok(Some(r)) => r.unwrap_or_else(|_| Err(internal("proposer stopped"))),
+        }
+    }
+
+    /// Waits for `f`, unless this node stops being leader (for example it lost its quorum)
+    /// first: then `None`, so the caller can answer at once rather than wait for a quorum that
+    /// may not come back.
+    async fn while_leader<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
+        tokio::pin!(f);
+        let mut check = tokio::time::interval(LEADERSHIP_CHECK);
+        loop {
+            tokio::select! {
+                out = &mut f => return Some(out),
+                _ = check.tick() => {
+                    if !self.is_leader() {
+                        return None;
+                    }
+                }
+            }
         }
     }
 
@@ -591,9 +686,10 @@ impl Store {
                     .send(tx)
                     .await
                     .map_err(|_| internal("read barrier stopped"))?;
-                match tokio::time::timeout(timeout, rx).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(_)) => Err(internal("read barrier stopped")),
+                match tokio::time::timeout(timeout, self.while_leader(rx)).await {
+                    Ok(Some(Ok(r))) => r,
+                    Ok(Some(Err(_))) => Err(internal("read barrier stopped")),
+                    Ok(None) => Err(self.leader_error()),
                     Err(_) => Err(StoreError::Timeout("timeout waiting for fsm".into())),
                 }
             }
@@ -1086,6 +1182,10 @@ async fn read_barrier_loop(raft: Raft, mut rx: mpsc::Receiver<oneshot::Sender<Re
             Ok(_) => Ok(()),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(StoreError::NotLeader { leader: f.leader_node })
+            }
+            // Leadership cannot be confirmed: as far as this read can tell, there is no leader.
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(StoreError::NotLeader { leader: None })
             }
             Err(e) => Err(internal(e)),
         };

@@ -201,21 +201,22 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     if non_voter && expect > 0 {
         bail!("bootstrapping not applicable to non-voting nodes");
     }
-    if non_voter && join.is_none() {
-        bail!("a read-only node needs -join");
-    }
     let bootstrap = join.is_none() && expect == 0;
     tracing::info!(version = VERSION, sqlite = rq_store::sqlite_version(), launch = %args.join(" "), "rqlited starting");
     let store = Store::open(cfg, network.clone(), bootstrap)
         .await
         .map_err(|e| anyhow!("cannot open store: {e}"))?;
+    if non_voter && join.is_none() && !store.is_initialized().await {
+        store.shutdown().await;
+        bail!("a new read-only node needs -join to find its cluster");
+    }
     if join.is_some() && store.is_initialized().await && store.is_sole_member() {
         store.shutdown().await;
         bail!("node is the only node in a single-node cluster, joining other clusters not supported");
     }
 
     let api_url = format!("http://{http_adv}");
-    let node_router = rq_cluster::router(store.clone(), api_url, VERSION.to_string());
+    let node_router = rq_cluster::router(store.clone(), network.clone(), api_url, VERSION.to_string());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(raft_listener, node_router).await {
             tracing::error!(error = %e, "node-to-node server stopped");
@@ -239,7 +240,11 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         },
         cmdline: args,
     };
-    let service = Service::new(store.clone(), Arc::new(ClusterClient(network.clone())), http_cfg);
+    let cluster = ClusterClient {
+        net: network.clone(),
+        store: store.clone(),
+    };
+    let service = Service::new(store.clone(), Arc::new(cluster), http_cfg);
     let server = axum::serve(http_listener, service.router()).with_graceful_shutdown(shutdown_signal());
     let http = tokio::spawn(async move { server.await });
 
@@ -280,6 +285,11 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     if flags.bool("raft-cluster-remove-shutdown") {
         remove_self(&store, &network).await;
+    } else if flags.bool("raft-shutdown-stepdown") && store.is_leader() && store.nodes().len() > 1 {
+        // Hand leadership over rather than leave the others to notice the silence.
+        if let Err(e) = rq_cluster::transfer::transfer(&store, &network, None, Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "could not hand leadership over before stopping");
+        }
     }
     store.shutdown().await;
     Ok(())
@@ -340,11 +350,14 @@ async fn shutdown_signal() {
 }
 
 /// The HTTP layer's view of other nodes, over the node-to-node client.
-struct ClusterClient(rq_cluster::Network);
+struct ClusterClient {
+    net: rq_cluster::Network,
+    store: Store,
+}
 
 impl rq_http::Cluster for ClusterClient {
     fn node_meta<'a>(&'a self, addr: &'a str, timeout: Duration) -> BoxFuture<'a, Result<(String, String), String>> {
-        Box::pin(async move { self.0.node_meta(addr, timeout).await.map(|m| (m.api_url, m.version)) })
+        Box::pin(async move { self.net.node_meta(addr, timeout).await.map(|m| (m.api_url, m.version)) })
     }
 
     fn forward<'a>(
@@ -353,11 +366,11 @@ impl rq_http::Cluster for ClusterClient {
         request: Forward,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Outcome, StoreError>> {
-        Box::pin(async move { self.0.forward(addr, &request, timeout).await })
+        Box::pin(async move { self.net.forward(addr, &request, timeout).await })
     }
 
     fn remove<'a>(&'a self, addr: &'a str, id: &'a str, timeout: Duration) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move { self.0.remove(addr, id, timeout).await })
+        Box::pin(async move { self.net.remove(addr, id, timeout).await })
     }
 
     fn backup<'a>(
@@ -367,8 +380,26 @@ impl rq_http::Cluster for ClusterClient {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<axum::body::Body, String>> {
         Box::pin(async move {
-            let resp = self.0.backup(addr, &opts, timeout).await?;
+            let resp = self.net.backup(addr, &opts, timeout).await?;
             Ok(axum::body::Body::from_stream(resp.bytes_stream()))
+        })
+    }
+
+    fn stepdown<'a>(
+        &'a self,
+        leader: Option<&'a str>,
+        to: Option<String>,
+        wait: bool,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            match leader {
+                None => rq_cluster::transfer::stepdown(&self.store, &self.net, to, wait).await,
+                Some(addr) => {
+                    let req = rq_cluster::messages::StepdownRequest { id: to, wait };
+                    self.net.stepdown(addr, &req, timeout).await
+                }
+            }
         })
     }
 
@@ -378,6 +409,6 @@ impl rq_http::Cluster for ClusterClient {
         path: &'a std::path::Path,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move { self.0.load(addr, path, timeout).await })
+        Box::pin(async move { self.net.load(addr, path, timeout).await })
     }
 }
