@@ -95,6 +95,7 @@ async fn snapshot(State(ctx): State<Ctx>, body: Bytes) -> Response {
 }
 
 async fn meta(State(ctx): State<Ctx>) -> Response {
+    ctx.store.stats().cluster.add("num_get_node_api_req", 1);
     let commit_index = ctx
         .store
         .raft()
@@ -115,6 +116,7 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, postcard::Er
 }
 
 async fn join(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    ctx.store.stats().cluster.add("num_join_req", 1);
     let req: JoinRequest = match decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_body(e),
@@ -123,6 +125,7 @@ async fn join(State(ctx): State<Ctx>, body: Bytes) -> Response {
 }
 
 async fn notify(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    ctx.store.stats().cluster.add("num_notify_req", 1);
     let req: NotifyRequest = match decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_body(e),
@@ -132,6 +135,7 @@ async fn notify(State(ctx): State<Ctx>, body: Bytes) -> Response {
 }
 
 async fn remove(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    ctx.store.stats().cluster.add("num_remove_node_req", 1);
     let req: RemoveRequest = match decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_body(e),
@@ -144,11 +148,18 @@ async fn forward(State(ctx): State<Ctx>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad_body(e),
     };
+    let key = match req {
+        Forward::Execute { .. } => "num_execute_req",
+        Forward::Query { .. } => "num_query_req",
+        Forward::Request { .. } => "num_request_req",
+    };
+    ctx.store.stats().cluster.add(key, 1);
     reply(&ctx.store.run(req).await)
 }
 
 /// A backup for another node: the file's bytes, or 500 with the error.
 async fn backup(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    ctx.store.stats().cluster.add("num_backup_req", 1);
     let opts: BackupOptions = match decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_body(e),
@@ -164,6 +175,7 @@ async fn backup(State(ctx): State<Ctx>, body: Bytes) -> Response {
 
 /// A database file to load, streamed from the node that received it.
 async fn load(State(ctx): State<Ctx>, body: axum::body::Body) -> Response {
+    ctx.store.stats().cluster.add("num_load_req", 1);
     use futures::StreamExt;
     use tokio::io::AsyncWriteExt;
     let result = async {
@@ -218,6 +230,7 @@ async fn elect(State(ctx): State<Ctx>) -> Response {
 
 /// Another node passes on a `POST /leader`.
 async fn stepdown(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    ctx.store.stats().cluster.add("num_stepdown_req", 1);
     let req: StepdownRequest = match decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_body(e),

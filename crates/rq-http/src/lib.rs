@@ -161,7 +161,18 @@ impl Service {
         }
         match self.store.run(f.clone()).await {
             Err(StoreError::NotLeader { leader: Some(l) }) if !p.has("redirect") => {
-                let out = self.cluster.forward(&l.addr, f, p.timeout()).await?;
+                let proxy = &self.store.stats().proxy;
+                let (sent, failed) = match f {
+                    Forward::Execute { .. } => ("remote_executions", "remote_executions_failed"),
+                    Forward::Query { .. } => ("remote_queries", "remote_queries_failed"),
+                    Forward::Request { .. } => ("remote_requests", "remote_requests_failed"),
+                };
+                proxy.add(sent, 1);
+                let out = self.cluster.forward(&l.addr, f, p.timeout()).await;
+                if out.is_err() {
+                    proxy.add(failed, 1);
+                }
+                let out = out?;
                 Ok(Served {
                     outcome: out,
                     by: l.addr,
@@ -652,6 +663,7 @@ async fn load(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response
         }
         let loaded = match svc.store.load_file(file.path()).await {
             Err(StoreError::NotLeader { leader: Some(l) }) if !p.has("redirect") => {
+                svc.store.stats().proxy.add("remote_loads", 1);
                 svc.cluster.load(&l.addr, file.path(), p.timeout()).await
             }
             other => other,
@@ -755,7 +767,10 @@ async fn backup(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
         }
     } else {
         match svc.store.leader() {
-            Some(l) if !p.has("redirect") => match svc.cluster.backup(&l.addr, opts, p.timeout()).await {
+            Some(l) if !p.has("redirect") => match {
+                svc.store.stats().proxy.add("remote_backups", 1);
+                svc.cluster.backup(&l.addr, opts, p.timeout()).await
+            } {
                 Ok(body) => (body, l.addr),
                 Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
             },
@@ -809,6 +824,7 @@ async fn remove(svc: &Arc<Service>, req: HttpRequest<Body>, p: &Params) -> Respo
     };
     let removed = match svc.store.remove(&id).await {
         Err(StoreError::NotLeader { leader: Some(l) }) if !p.has("redirect") => {
+            svc.store.stats().proxy.add("remote_remove_node", 1);
             svc.cluster.remove(&l.addr, &id, p.timeout()).await
         }
         other => other,

@@ -34,35 +34,6 @@ const IDLE_MAPS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "cluster",
-        &[
-            "num_backup_req",
-            "num_broadcast_hwm_req",
-            "num_client_execute_retries",
-            "num_client_force_new_conn",
-            "num_client_load_retries",
-            "num_client_query_retries",
-            "num_client_read_timeouts",
-            "num_client_request_retries",
-            "num_client_retries",
-            "num_client_write_timeouts",
-            "num_conn_rejected",
-            "num_execute_req",
-            "num_get_node_api_req",
-            "num_get_node_api_req_local",
-            "num_get_node_api_req_retries",
-            "num_get_node_api_resp",
-            "num_hwm_update_dropped",
-            "num_join_req",
-            "num_load_req",
-            "num_notify_req",
-            "num_query_req",
-            "num_remove_node_req",
-            "num_request_req",
-            "num_stepdown_req",
-        ],
-    ),
-    (
         "db.wal",
         &[
             "compact_frames_input",
@@ -95,21 +66,6 @@ const IDLE_MAPS: &[(&str, &[&str])] = &[
             "num_requests",
             "num_uncompressed_bytes",
             "num_uncompressed_requests",
-        ],
-    ),
-    (
-        "proxy",
-        &[
-            "remote_backups",
-            "remote_executions",
-            "remote_executions_failed",
-            "remote_loads",
-            "remote_queries",
-            "remote_queries_failed",
-            "remote_remove_node",
-            "remote_requests",
-            "remote_requests_failed",
-            "remote_stepdowns",
         ],
     ),
     (
@@ -512,6 +468,8 @@ pub(crate) fn expvar(svc: &Arc<Service>, p: &Params) -> Response {
         ("http".into(), expvar_map(&svc.stats.entries())),
         ("queue".into(), expvar_map(&stats.queue.entries())),
         ("store".into(), expvar_map(&stats.store.entries())),
+        ("cluster".into(), expvar_map(&stats.cluster.entries())),
+        ("proxy".into(), expvar_map(&stats.proxy.entries())),
     ];
     for (name, keys) in IDLE_MAPS {
         let zeros: Vec<(&str, i64)> = keys.iter().map(|k| (*k, 0)).collect();

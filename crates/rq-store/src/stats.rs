@@ -138,6 +138,48 @@ pub const DB_KEYS: &[&str] = &[
     "update_hooks_errors",
 ];
 
+/// The `cluster` map: requests served by the node-to-node API.
+pub const CLUSTER_KEYS: &[&str] = &[
+    "num_backup_req",
+    "num_broadcast_hwm_req",
+    "num_client_execute_retries",
+    "num_client_force_new_conn",
+    "num_client_load_retries",
+    "num_client_query_retries",
+    "num_client_read_timeouts",
+    "num_client_request_retries",
+    "num_client_retries",
+    "num_client_write_timeouts",
+    "num_conn_rejected",
+    "num_execute_req",
+    "num_get_node_api_req",
+    "num_get_node_api_req_local",
+    "num_get_node_api_req_retries",
+    "num_get_node_api_resp",
+    "num_hwm_update_dropped",
+    "num_join_req",
+    "num_load_req",
+    "num_notify_req",
+    "num_query_req",
+    "num_remove_node_req",
+    "num_request_req",
+    "num_stepdown_req",
+];
+
+/// The `proxy` map: requests this node passed to the leader.
+pub const PROXY_KEYS: &[&str] = &[
+    "remote_backups",
+    "remote_executions",
+    "remote_executions_failed",
+    "remote_loads",
+    "remote_queries",
+    "remote_queries_failed",
+    "remote_remove_node",
+    "remote_requests",
+    "remote_requests_failed",
+    "remote_stepdowns",
+];
+
 /// The `queue` map.
 pub const QUEUE_KEYS: &[&str] = &["num_flush", "num_timeout", "objects_rx", "objects_tx"];
 
@@ -147,6 +189,8 @@ pub struct Stats {
     pub store: ExpvarMap,
     pub db: ExpvarMap,
     pub queue: ExpvarMap,
+    pub cluster: ExpvarMap,
+    pub proxy: ExpvarMap,
 }
 
 impl Default for Stats {
@@ -155,6 +199,8 @@ impl Default for Stats {
             store: ExpvarMap::new(STORE_KEYS),
             db: ExpvarMap::new(DB_KEYS),
             queue: ExpvarMap::new(QUEUE_KEYS),
+            cluster: ExpvarMap::new(CLUSTER_KEYS),
+            proxy: ExpvarMap::new(PROXY_KEYS),
         }
     }
 }
