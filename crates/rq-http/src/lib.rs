@@ -767,13 +767,13 @@ async fn backup(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
         }
     } else {
         match svc.store.leader() {
-            Some(l) if !p.has("redirect") => match {
+            Some(l) if !p.has("redirect") => {
                 svc.store.stats().proxy.add("remote_backups", 1);
-                svc.cluster.backup(&l.addr, opts, p.timeout()).await
-            } {
-                Ok(body) => (body, l.addr),
-                Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-            },
+                match svc.cluster.backup(&l.addr, opts, p.timeout()).await {
+                    Ok(body) => (body, l.addr),
+                    Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+                }
+            }
             leader => return store_error(svc, &StoreError::NotLeader { leader }, p).await,
         }
     };
