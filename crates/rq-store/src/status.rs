@@ -84,6 +84,7 @@ impl Store {
             "last_log_index": metrics.last_log_index.unwrap_or(0),
             "last_log_term": last_log_term,
             "last_snapshot_index": snap_index,
+            "last_purged_index": metrics.purged.map(|l| l.index).unwrap_or(0),
             "last_snapshot_term": snap_term,
             "latest_configuration": latest_configuration,
             "latest_configuration_index": metrics.membership_config.log_id().map(|l| l.index).unwrap_or(0),

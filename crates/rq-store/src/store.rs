@@ -196,7 +196,9 @@ fn raft_config(cfg: &StoreConfig) -> Result<Config, StoreError> {
         // Snapshots are triggered by the store's own ticker, which honours -raft-snap-int.
         snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: trailing_logs(cfg.snapshot_threshold),
-        purge_batch_size: 256,
+        // Purging in batches saves work; small thresholds keep small batches so the log stays
+        // near its bound.
+        purge_batch_size: (cfg.snapshot_threshold / 4).clamp(1, 256),
         replication_lag_threshold: cfg.snapshot_threshold.max(1000),
         ..Default::default()
     };

@@ -103,6 +103,21 @@ impl Node {
         }
     }
 
+    /// Starts a node on a given Raft address (others must know it in advance), without waiting.
+    pub fn spawn_fixed(dir: &Path, raft: &str, extra: &[&str]) -> Node {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, http, raft) = spawn(dir, "127.0.0.1:0", raft, &extra, &[]);
+        Node {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            http,
+            raft,
+            extra,
+            env: Vec::new(),
+            client: reqwest::Client::new(),
+        }
+    }
+
     /// Waits for the process to exit by itself, up to `timeout`; returns whether it did.
     pub async fn wait_exit(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -121,12 +136,17 @@ impl Node {
     /// Kills the node (SIGKILL) and starts it again on the same directory, addresses and flags
     /// (its identity is its Raft address).
     pub async fn kill_and_restart(&mut self) {
+        self.kill_and_respawn();
+        self.wait_ready().await;
+    }
+
+    /// Kills the node and starts it again on the same addresses, without waiting for it.
+    pub fn kill_and_respawn(&mut self) {
         self.kill();
         let (child, http, raft) = spawn(&self.dir, &self.http, &self.raft, &self.extra, &self.env);
         self.child = Some(child);
         self.http = http;
         self.raft = raft;
-        self.wait_ready().await;
     }
 
     pub fn kill(&mut self) {

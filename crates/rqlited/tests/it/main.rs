@@ -5,6 +5,7 @@ mod harness;
 mod api;
 mod backup;
 mod cli;
+mod cluster;
 mod crash;
 mod durability;
 mod node_api;

@@ -1,0 +1,306 @@
+//! Clusters of real processes: forming, forwarding, failover, restart, catch-up, removal.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{DataDir, Node};
+
+/// A cluster's nodes and their directories.
+struct Cluster {
+    _dirs: Vec<DataDir>,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes: the first bootstraps, the others join it.
+    async fn by_join(n: usize, extra: &[&str]) -> Cluster {
+        let mut dirs = Vec::new();
+        let mut nodes: Vec<Node> = Vec::new();
+        for i in 0..n {
+            let d = DataDir::new();
+            let id = format!("node{i}");
+            let mut args = vec!["-node-id", id.as_str()];
+            args.extend_from_slice(extra);
+            let join;
+            if i > 0 {
+                join = nodes[0].raft.clone();
+                args.extend_from_slice(&["-join", join.as_str()]);
+            }
+            nodes.push(Node::start_in(&d.path, &args).await);
+            dirs.push(d);
+        }
+        let c = Cluster { _dirs: dirs, nodes };
+        c.wait_members(n).await;
+        c
+    }
+
+    async fn wait_members(&self, n: usize) {
+        let first = &self.nodes[0];
+        first
+            .wait_for(Duration::from_secs(20), "all members", || async {
+                let (_, body) = first.get("/nodes?nonvoters").await;
+                serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.as_object().map(|m| m.len()))
+                    == Some(n)
+            })
+            .await;
+    }
+
+    /// Index of the node that says it leads.
+    async fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if let Ok(r) = reqwest::get(n.url("/status?key=store.raft.state")).await
+                    && r.text().await.is_ok_and(|t| t == "\"Leader\"")
+                {
+                    return i;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader");
+    }
+}
+
+async fn count(n: &Node, level: &str) -> String {
+    n.query(&format!("?level={level}"), r#"["SELECT COUNT(*) FROM t"]"#)
+        .await
+}
+
+#[tokio::test]
+async fn three_nodes_by_join_forward_and_fail_over() {
+    let mut c = Cluster::by_join(3, &[]).await;
+    let l = c.leader().await;
+    let f = (l + 1) % 3;
+
+    // Phase 1: writes through a follower are forwarded; it says the leader served them.
+    let r = reqwest::Client::new()
+        .post(c.nodes[f].url("/db/execute"))
+        .body(r#"["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO t(v) VALUES('a')"]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-rqlite-served-by"], c.nodes[l].raft.as_str());
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"results":[{},{"last_insert_id":1,"rows_affected":1}]}"#
+    );
+    // Every read level answers the same from any node.
+    for n in &c.nodes {
+        for level in ["weak", "linearizable", "strong"] {
+            assert!(count(n, level).await.contains("[[1]]"), "{level}");
+        }
+        n.wait_for(Duration::from_secs(5), "replication", || async {
+            count(n, "none").await.contains("[[1]]")
+        })
+        .await;
+    }
+    // ?redirect answers 301 with the leader's API URL.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .post(c.nodes[f].url("/db/execute?redirect"))
+        .body(r#"["INSERT INTO t(v) VALUES('x')"]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        r.headers()["location"],
+        format!("http://{}/db/execute?redirect", c.nodes[l].http).as_str()
+    );
+    // /nodes lists everyone, reachable, one leader.
+    let (_, body) = c.nodes[f].get("/nodes?ver=2").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.iter().all(|n| n["reachable"] == true));
+    assert_eq!(nodes.iter().filter(|n| n["leader"] == true).count(), 1);
+
+    // Phase 2: kill the leader; another is elected and takes writes.
+    c.nodes[l].kill();
+    let started = Instant::now();
+    let survivor = &c.nodes[f];
+    survivor
+        .wait_for(Duration::from_secs(20), "a write after failover", || async {
+            // A forward to the dead leader answers 200 with an error, as rqlite does.
+            let (s, b) = survivor
+                .post("/db/execute", r#"["INSERT INTO t(v) VALUES('b')"]"#)
+                .await;
+            s == 200 && b.contains("rows_affected")
+        })
+        .await;
+    eprintln!("failover to first successful write: {:?}", started.elapsed());
+
+    // Phase 3: the old leader comes back, catches up, and the whole cluster restarts intact.
+    c.nodes[l].kill_and_restart().await;
+    let old = &c.nodes[l];
+    old.wait_for(Duration::from_secs(10), "catch-up", || async {
+        count(old, "none").await.contains("[[2]]")
+    })
+    .await;
+    for n in &mut c.nodes {
+        n.kill();
+    }
+    // None is ready until a quorum is back, so all start before any is waited for.
+    for n in &mut c.nodes {
+        n.kill_and_respawn();
+    }
+    for n in &c.nodes {
+        n.wait_ready().await;
+    }
+    let l = c.leader().await;
+    let got = count(&c.nodes[l], "strong").await;
+    assert!(got.contains("[[2]]"), "{got}");
+}
+
+#[tokio::test]
+async fn bootstrap_expect_forms_one_cluster() {
+    let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
+    // Addresses are known up front: every node names all three.
+    let ports: Vec<String> = (0..3)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let join = ports.join(",");
+    let mut nodes = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let id = format!("n{i}");
+        nodes.push(Node::spawn_fixed(
+            &d.path,
+            &ports[i],
+            &[
+                "-node-id",
+                &id,
+                "-bootstrap-expect",
+                "3",
+                "-join",
+                &join,
+                "-join-interval",
+                "200ms",
+            ],
+        ));
+    }
+    for n in &nodes {
+        n.wait_ready().await;
+    }
+    let c = Cluster { _dirs: dirs, nodes };
+    c.wait_members(3).await;
+    let l = c.leader().await;
+    c.nodes[l]
+        .execute(r#"["CREATE TABLE t(x)", "INSERT INTO t VALUES(1)"]"#)
+        .await;
+    // Exactly one cluster: every node agrees on the members and holds the row.
+    for n in &c.nodes {
+        n.wait_for(Duration::from_secs(5), "replication", || async {
+            count(n, "none").await.contains("[[1]]")
+        })
+        .await;
+        let st = n.status().await;
+        assert_eq!(st["store"]["nodes"].as_array().unwrap().len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn a_lagging_follower_catches_up_from_a_snapshot() {
+    let mut c = Cluster::by_join(3, &["-raft-snap", "20", "-raft-snap-int", "100ms"]).await;
+    let l = c.leader().await;
+    let f = (l + 1) % 3;
+    c.nodes[l]
+        .execute(r#"["CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)"]"#)
+        .await;
+    c.nodes[f].kill();
+    for i in 0..100 {
+        c.nodes[l]
+            .execute(&format!(r#"[["INSERT INTO t(v) VALUES(?)", {i}]]"#))
+            .await;
+    }
+    // The log the follower missed is compacted away behind snapshots.
+    let leader = &c.nodes[l];
+    leader
+        .wait_for(Duration::from_secs(20), "the log to be purged", || async {
+            let st = leader.status().await;
+            st["store"]["raft"]["last_purged_index"].as_u64().unwrap_or(0) > 50
+        })
+        .await;
+    c.nodes[f].kill_and_restart().await;
+    let follower = &c.nodes[f];
+    follower
+        .wait_for(Duration::from_secs(20), "catch-up by snapshot", || async {
+            count(follower, "none").await.contains("[[100]]")
+        })
+        .await;
+    assert!(follower.expvar().await["store"]["num_restores"].as_i64().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn remove_stepdown_and_read_replicas() {
+    let mut c = Cluster::by_join(3, &[]).await;
+    // A read replica joins, follows, and is hidden from /nodes unless asked for.
+    let d = DataDir::new();
+    let join = c.nodes[0].raft.clone();
+    let replica = Node::start_in(&d.path, &["-node-id", "replica", "-raft-non-voter", "-join", &join]).await;
+    let l = c.leader().await;
+    c.nodes[l]
+        .execute(r#"["CREATE TABLE t(x)", "INSERT INTO t VALUES(1)"]"#)
+        .await;
+    replica
+        .wait_for(Duration::from_secs(10), "the replica to follow", || async {
+            count(&replica, "none").await.contains("[[1]]")
+        })
+        .await;
+    assert_eq!(replica.status().await["store"]["raft"]["voter"], false);
+    let (_, body) = c.nodes[l].get("/nodes").await;
+    assert!(!body.contains("replica"));
+    let (_, body) = c.nodes[l].get("/nodes?nonvoters").await;
+    assert!(body.contains("replica"));
+    // auto reads locally on a replica.
+    assert!(count(&replica, "auto").await.contains("[[1]]"));
+
+    // Hand leadership to a named node, waiting for it.
+    let target = (l + 1) % 3;
+    let r = reqwest::Client::new()
+        .post(c.nodes[l].url("/leader?wait"))
+        .header("Content-Type", "application/json")
+        .body(format!(r#"{{"id":"node{target}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(c.leader().await, target);
+
+    // Remove a node through a follower (forwarded), then check the configuration.
+    let victim = (target + 1) % 3;
+    let via = (target + 2) % 3;
+    let r = reqwest::Client::new()
+        .delete(c.nodes[via].url("/remove"))
+        .body(format!(r#"{{"id":"node{victim}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    c.nodes[victim].kill();
+    let st = c.nodes[target].status().await;
+    let ids: Vec<String> = st["store"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!ids.contains(&format!("node{victim}")), "{ids:?}");
+    // Bad remove bodies are refused.
+    let r = reqwest::Client::new()
+        .delete(c.nodes[target].url("/remove"))
+        .body(r#"{"id":"x","extra":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // The two remaining voters still take writes.
+    c.nodes[target].execute(r#"["INSERT INTO t VALUES(2)"]"#).await;
+}
