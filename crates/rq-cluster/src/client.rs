@@ -1,6 +1,8 @@
 //! The calling side of the node-to-node API: openraft's network, over reqwest.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -32,10 +34,14 @@ fn unreachable_error(addr: &str, e: &reqwest::Error) -> StoreError {
 /// Longest a connection attempt to another node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// When each node last answered a Raft RPC from this one, by Raft id.
+type Contacts = Arc<Mutex<HashMap<u64, Instant>>>;
+
 /// Creates connections to other nodes; one HTTP client (with its pool) is shared.
 #[derive(Clone)]
 pub struct Network {
     http: reqwest::Client,
+    contacts: Contacts,
 }
 
 impl Network {
@@ -45,7 +51,15 @@ impl Network {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Network { http })
+        Ok(Network {
+            http,
+            contacts: Contacts::default(),
+        })
+    }
+
+    /// When the node with Raft id `target` last answered a Raft RPC from this node.
+    pub fn last_contact(&self, target: u64) -> Option<Instant> {
+        self.contacts.lock().unwrap().get(&target).copied()
     }
 
     /// POSTs a postcard body to another node and decodes its `Result<T, StoreError>`. Failing
@@ -188,6 +202,7 @@ impl Network {
 /// A connection to one node.
 pub struct Peer {
     http: reqwest::Client,
+    contacts: Contacts,
     target: u64,
     node: NodeInfo,
 }
@@ -198,6 +213,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Peer {
         Peer {
             http: self.http.clone(),
+            contacts: self.contacts.clone(),
             target,
             node: node.clone(),
         }
@@ -235,6 +251,7 @@ impl Peer {
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let result: Result<T, E> =
             postcard::from_bytes(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.contacts.lock().unwrap().insert(self.target, Instant::now());
         result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }
 }

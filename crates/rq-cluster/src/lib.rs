@@ -6,6 +6,7 @@
 pub mod bootstrap;
 mod client;
 pub mod messages;
+pub mod reaper;
 mod server;
 pub mod transfer;
 

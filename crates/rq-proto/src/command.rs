@@ -59,7 +59,22 @@ pub struct Request {
     pub statements: Vec<Statement>,
 }
 
-/// The payload of one Raft log entry.
+/// The payload of one Raft log entry: a command, stamped with the time the leader logged it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Logged {
+    /// Unix time in milliseconds on the leader's clock when it logged the entry; followers
+    /// compare it with their apply time for `freshness_strict`.
+    pub appended_at_ms: u64,
+    pub cmd: Command,
+}
+
+impl std::fmt::Display for Logged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.cmd, self.appended_at_ms)
+    }
+}
+
+/// What one log entry asks of the state machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Write statements (`/db/execute`, queued writes).

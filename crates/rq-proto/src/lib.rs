@@ -8,5 +8,5 @@ pub mod gofmt;
 pub mod json;
 pub mod result;
 
-pub use command::{Command, Level, LoadChunk, Param, Request, Statement, Value};
+pub use command::{Command, Level, LoadChunk, Logged, Param, Request, Statement, Value};
 pub use result::{Applied, ExecuteResult, QueryRows, StmtResult};

@@ -5,6 +5,7 @@
 //! This crate opens no sockets and knows nothing of HTTP.
 
 pub mod error;
+mod freshness;
 pub mod log_store;
 mod membership;
 mod recovery;

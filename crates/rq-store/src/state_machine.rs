@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use rq_db::{Database, Work};
-use rq_proto::{Applied, Command, LoadChunk, StmtResult};
+use rq_proto::{Applied, Command, LoadChunk, Logged, StmtResult};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -62,6 +62,9 @@ pub struct AppliedInfo {
     pub state: SmState,
     /// Wall-clock milliseconds of the last apply.
     pub last_apply_ms: u64,
+    /// When the leader logged the last applied command (its clock, Unix ms); 0 if none since
+    /// start.
+    pub last_appended_at_ms: u64,
     /// The write connection's reported pragmas, read when it was opened.
     pub rw_pragmas: BTreeMap<String, String>,
 }
@@ -129,6 +132,7 @@ impl StateMachine {
         let applied = Arc::new(Mutex::new(AppliedInfo {
             state,
             last_apply_ms: 0,
+            last_appended_at_ms: 0,
             rw_pragmas: db.pragmas(),
         }));
         let (tx, rx) = mpsc::channel(APPLY_QUEUE);
@@ -153,6 +157,13 @@ impl StateMachine {
     /// Wall-clock milliseconds of the most recent apply (0 if none since start).
     pub fn last_apply_ms(&self) -> u64 {
         self.applied.lock().unwrap().last_apply_ms
+    }
+
+    /// Local time of the most recent apply and the leader's time of logging the last applied
+    /// command, both Unix ms (0 if none since start).
+    pub fn apply_times(&self) -> (u64, u64) {
+        let a = self.applied.lock().unwrap();
+        (a.last_apply_ms, a.last_appended_at_ms)
     }
 
     /// The write connection's reported pragmas.
@@ -273,7 +284,10 @@ fn works_of(cmd: &Command) -> Vec<Work<'_>> {
 
 fn load_chunk_of(e: &Entry) -> Option<&LoadChunk> {
     match &e.payload {
-        EntryPayload::Normal(Command::LoadChunk(c)) => Some(c),
+        EntryPayload::Normal(Logged {
+            cmd: Command::LoadChunk(c),
+            ..
+        }) => Some(c),
         _ => None,
     }
 }
@@ -306,7 +320,7 @@ fn apply_batch(
                 .iter()
                 .map(|e| match &e.payload {
                     EntryPayload::Blank | EntryPayload::Membership(_) => vec![Work::Nothing],
-                    EntryPayload::Normal(cmd) => works_of(cmd),
+                    EntryPayload::Normal(l) => works_of(&l.cmd),
                 })
                 .collect();
             let base = state.clone();
@@ -328,9 +342,16 @@ fn apply_batch(
         }
         start = end + 1;
     }
+    let appended_at = entries.iter().rev().find_map(|e| match &e.payload {
+        EntryPayload::Normal(l) => Some(l.appended_at_ms),
+        _ => None,
+    });
     let mut a = applied.lock().unwrap();
     a.state = state;
     a.last_apply_ms = now_ms();
+    if let Some(at) = appended_at {
+        a.last_appended_at_ms = at;
+    }
     Ok(out)
 }
 

@@ -13,10 +13,11 @@ use rq_db::exec::{self, Mode};
 use rq_db::snapshot::BackupFormat;
 use rq_db::sql::{self, RewriteOptions};
 use rq_db::{ConnConfig, Database, ReadPool};
-use rq_proto::{Command, Level, LoadChunk, Request, StmtResult};
+use rq_proto::{Command, Level, LoadChunk, Logged, Request, StmtResult};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
+use crate::freshness::Freshness;
 use crate::log_store::LogStore;
 use crate::run_marker;
 use crate::snapshot::SnapshotStore;
@@ -71,6 +72,10 @@ pub struct StoreConfig {
     pub non_voter: bool,
     /// `-raft-log-level`, reported in `/status`.
     pub raft_log_level: String,
+    /// `-raft-reap-node-timeout` and `-raft-reap-read-only-node-timeout`, reported in
+    /// `/status` (the reaper acts on them); zero disables.
+    pub reap_timeout: Duration,
+    pub reap_read_only_timeout: Duration,
 }
 
 /// Read options from the query string.
@@ -655,11 +660,20 @@ impl Store {
     async fn check_read(&self, level: Level, read: ReadOptions) -> Result<(), StoreError> {
         match level {
             Level::None => {
-                if !read.freshness.is_zero() && !self.is_leader() {
-                    let last = self.inner.leader_contact_ms.load(Ordering::Relaxed);
-                    if last == 0 || now_ms().saturating_sub(last) > read.freshness.as_millis() as u64 {
-                        return Err(StoreError::StaleRead);
-                    }
+                // The leader is always fresh.
+                if read.freshness.is_zero() || self.is_leader() {
+                    return Ok(());
+                }
+                let (last_apply_ms, last_appended_at_ms) = self.inner.sm.apply_times();
+                let f = Freshness {
+                    leader_contact_ms: self.inner.leader_contact_ms.load(Ordering::Relaxed),
+                    last_apply_ms,
+                    last_appended_at_ms,
+                    applied_index: self.inner.sm.state().last_applied.map_or(0, |l| l.index),
+                    commit_index: self.leader_commit(),
+                };
+                if f.is_stale(now_ms(), read.freshness, read.freshness_strict) {
+                    return Err(StoreError::StaleRead);
                 }
                 Ok(())
             }
@@ -1145,7 +1159,11 @@ async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
         } else {
             Command::Batch(batch.iter().map(|p| p.cmd.clone()).collect())
         };
-        match raft.client_write(cmd).await {
+        let logged = Logged {
+            appended_at_ms: now_ms(),
+            cmd,
+        };
+        match raft.client_write(logged).await {
             Ok(resp) => {
                 let index = resp.log_id.index;
                 let mut parts = resp.data.parts.into_iter();

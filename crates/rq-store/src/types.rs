@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use rq_proto::{Applied, Command};
+use rq_proto::{Applied, Logged};
 
 /// A cluster member as the Raft membership records it.
 ///
@@ -27,7 +27,7 @@ impl fmt::Display for NodeInfo {
 
 openraft::declare_raft_types!(
     pub TypeConfig:
-        D = Command,
+        D = Logged,
         R = Applied,
         NodeId = u64,
         Node = NodeInfo,

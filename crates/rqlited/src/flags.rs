@@ -360,14 +360,14 @@ pub const FLAGS: &[FlagDef] = &[
         Duration,
         "0h",
         "Time after which a non-reachable voting node will be reaped. If not set, no reaping takes place",
-        false,
+        true,
     ),
     f(
         "raft-reap-read-only-node-timeout",
         Duration,
         "0h",
         "Time after which a non-reachable read replica (non-voting) node will be reaped. If not set, no reaping takes place",
-        false,
+        true,
     ),
     f(
         "raft-remove-shutdown",

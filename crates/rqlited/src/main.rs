@@ -192,6 +192,8 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         apply_timeout: flags.duration("raft-apply-timeout"),
         non_voter: flags.bool("raft-non-voter"),
         raft_log_level: flags.string("raft-log-level"),
+        reap_timeout: flags.duration("raft-reap-node-timeout"),
+        reap_read_only_timeout: flags.duration("raft-reap-read-only-node-timeout"),
     };
     let network = rq_cluster::Network::new().context("cannot create node-to-node client")?;
     // A node with -join (or -bootstrap-expect) becomes part of a cluster formed with others;
@@ -214,6 +216,15 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         store.shutdown().await;
         bail!("node is the only node in a single-node cluster, joining other clusters not supported");
     }
+
+    tokio::spawn(rq_cluster::reaper::run(
+        store.clone(),
+        network.clone(),
+        rq_cluster::reaper::ReapTimeouts {
+            voter: store.config().reap_timeout,
+            non_voter: store.config().reap_read_only_timeout,
+        },
+    ));
 
     let api_url = format!("http://{http_adv}");
     let node_router = rq_cluster::router(store.clone(), network.clone(), api_url, VERSION.to_string());
@@ -300,12 +311,9 @@ async fn remove_self(store: &Store, network: &rq_cluster::Network) {
     const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
     let id = store.node_id().to_string();
     let result = match store.leader() {
-        Some(l) if store.is_leader() => {
-            let _ = l;
-            tokio::time::timeout(REMOVE_TIMEOUT, store.remove(&id))
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Timeout("timeout removing this node".into())))
-        }
+        Some(_) if store.is_leader() => tokio::time::timeout(REMOVE_TIMEOUT, store.remove(&id))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Timeout("timeout removing this node".into()))),
         Some(l) => network.remove(&l.addr, &id, REMOVE_TIMEOUT).await,
         None => Err(StoreError::NotLeader { leader: None }),
     };

@@ -304,3 +304,62 @@ async fn remove_stepdown_and_read_replicas() {
     // The two remaining voters still take writes.
     c.nodes[target].execute(r#"["INSERT INTO t VALUES(2)"]"#).await;
 }
+
+#[tokio::test]
+async fn the_leader_reaps_members_that_stop_answering() {
+    let reap = [
+        "-raft-reap-node-timeout",
+        "1s",
+        "-raft-reap-read-only-node-timeout",
+        "1s",
+    ];
+    let mut c = Cluster::by_join(3, &reap).await;
+    let d = DataDir::new();
+    let join = c.nodes[0].raft.clone();
+    let mut args = vec!["-node-id", "replica", "-raft-non-voter", "-join", &join];
+    args.extend_from_slice(&reap);
+    let mut replica = Node::start_in(&d.path, &args).await;
+    c.wait_members(4).await;
+    let l = c.leader().await;
+    assert_eq!(c.nodes[l].status().await["store"]["reap_timeout"], "1s");
+    let victim = (l + 1) % 3;
+    c.nodes[victim].kill();
+    replica.kill();
+    let leader = &c.nodes[l];
+    leader
+        .wait_for(Duration::from_secs(20), "the silent members to be reaped", || async {
+            let st = leader.status().await;
+            st["store"]["nodes"].as_array().map(|n| n.len()) == Some(2)
+        })
+        .await;
+    let (_, body) = leader.get("/nodes?nonvoters").await;
+    assert!(
+        !body.contains("replica") && !body.contains(&format!("node{victim}")),
+        "{body}"
+    );
+    assert_eq!(leader.expvar().await["store"]["nodes_reaped_ok"], 2);
+    // The remaining pair is a working cluster.
+    leader.execute(r#"["CREATE TABLE t(x)"]"#).await;
+}
+
+#[tokio::test]
+async fn followers_refuse_reads_staler_than_freshness() {
+    let c = Cluster::by_join(3, &[]).await;
+    let l = c.leader().await;
+    c.nodes[l].execute(r#"["CREATE TABLE t(x)", "INSERT INTO t VALUES(1)"]"#).await;
+    let f = &c.nodes[(l + 1) % 3];
+    f.wait_for(Duration::from_secs(5), "replication", || async { count(f, "none").await.contains("[[1]]") })
+        .await;
+    for q in ["freshness=1s", "freshness=1s&freshness_strict"] {
+        assert!(count(f, &format!("none&{q}")).await.contains("[[1]]"), "{q}");
+    }
+    // A frozen leader sends nothing; past the bound the follower refuses, within it it serves.
+    c.nodes[l].pause();
+    f.wait_for(Duration::from_secs(10), "a stale read", || async {
+        count(f, "none&freshness=300ms").await == r#"{"results":[],"error":"stale read"}"#
+    })
+    .await;
+    assert!(count(f, "none&freshness=1h").await.contains("[[1]]"));
+    assert!(count(f, "none").await.contains("[[1]]"));
+    c.nodes[l].resume();
+}

@@ -163,6 +163,19 @@ impl Node {
         c.wait().ok()
     }
 
+    /// Freezes the process (SIGSTOP) until `resume`.
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), "STOP");
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), "CONT");
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
@@ -251,7 +264,11 @@ impl Drop for Node {
 
 /// Sends SIGTERM through the `kill` command (the tests keep `unsafe` out).
 fn unsafe_free_sigterm(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    signal(pid, "TERM");
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
 }
 
 /// A fresh single node, ready.
