@@ -346,10 +346,14 @@ async fn the_leader_reaps_members_that_stop_answering() {
 async fn followers_refuse_reads_staler_than_freshness() {
     let c = Cluster::by_join(3, &[]).await;
     let l = c.leader().await;
-    c.nodes[l].execute(r#"["CREATE TABLE t(x)", "INSERT INTO t VALUES(1)"]"#).await;
-    let f = &c.nodes[(l + 1) % 3];
-    f.wait_for(Duration::from_secs(5), "replication", || async { count(f, "none").await.contains("[[1]]") })
+    c.nodes[l]
+        .execute(r#"["CREATE TABLE t(x)", "INSERT INTO t VALUES(1)"]"#)
         .await;
+    let f = &c.nodes[(l + 1) % 3];
+    f.wait_for(Duration::from_secs(5), "replication", || async {
+        count(f, "none").await.contains("[[1]]")
+    })
+    .await;
     for q in ["freshness=1s", "freshness=1s&freshness_strict"] {
         assert!(count(f, &format!("none&{q}")).await.contains("[[1]]"), "{q}");
     }

@@ -268,7 +268,9 @@ fn unsafe_free_sigterm(pid: u32) {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
 }
 
 /// A fresh single node, ready.

@@ -8,5 +8,6 @@ mod cli;
 mod cluster;
 mod crash;
 mod durability;
+mod faults;
 mod node_api;
 mod queue;
