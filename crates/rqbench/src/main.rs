@@ -5,9 +5,11 @@
 //! binary, and prints requests/s, rows/s, p50 and p99 as a table. Every write figure is printed
 //! beside the raw fsync rate of the node's data directory, measured just before and just after
 //! the workload (their mean), because this disk's fsync speed varies by several times from
-//! hour to hour.
+//! hour to hour. `--cluster N` runs the workloads against the leader of an N-node cluster;
+//! `--failover N` times N leader failovers.
 
 mod client;
+mod failover;
 mod fsync;
 mod large;
 mod node;
@@ -70,6 +72,13 @@ struct Args {
     /// this many rows (about 100 bytes each); needs --spawn.
     #[arg(long, value_name = "ROWS")]
     large: Option<u64>,
+    /// With --spawn: run workloads against the leader of a cluster of this many nodes.
+    #[arg(long, default_value_t = 1, value_name = "NODES")]
+    cluster: usize,
+    /// With --spawn: kill the leader of a 3-node cluster this many times and time each
+    /// failover (kill to the first write acknowledged through a surviving node).
+    #[arg(long, value_name = "TIMES")]
+    failover: Option<usize>,
     /// The statement for the rqbench-compatible mode.
     statement: Option<String>,
 }
@@ -84,6 +93,10 @@ fn main() -> anyhow::Result<()> {
         if let Some(rows) = args.large {
             let bin = args.spawn.as_deref().context("--large needs --spawn")?;
             return large::run(bin, rows).await;
+        }
+        if let Some(times) = args.failover {
+            let bin = args.spawn.as_deref().context("--failover needs --spawn")?;
+            return failover::run(bin, times).await;
         }
         match (&args.workloads, &args.statement) {
             (Some(w), _) => run_workloads(&args, w).await,
@@ -150,17 +163,17 @@ async fn run_workloads(args: &Args, names: &str) -> anyhow::Result<()> {
     for w in list {
         let mut runs: Vec<Outcome> = Vec::new();
         for _ in 0..args.repeat.max(1) {
-            let node = match &args.spawn {
-                Some(bin) => Some(node::Node::start(bin).await?),
+            let cluster = match &args.spawn {
+                Some(bin) => Some(node::Cluster::start(bin, args.cluster.max(1)).await?),
                 None => None,
             };
-            let addr = node
-                .as_ref()
-                .map(|n| n.http_addr.clone())
-                .unwrap_or_else(|| args.addr.clone());
+            let addr = match &cluster {
+                Some(c) => c.nodes[c.leader().await?].http_addr.clone(),
+                None => args.addr.clone(),
+            };
             let out = w.run(&addr, duration).await?;
             runs.push(out);
-            drop(node);
+            drop(cluster);
         }
         runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
         let o = &runs[runs.len() / 2];

@@ -10,10 +10,11 @@ use crate::client::Client;
 
 pub struct Node {
     bin: String,
-    child: Child,
+    child: Option<Child>,
     dir: std::path::PathBuf,
     pub http_addr: String,
-    raft_addr: String,
+    pub raft_addr: String,
+    extra: Vec<String>,
 }
 
 /// A free loopback port (bound, then released for the node to take).
@@ -23,23 +24,29 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Node {
     pub async fn start(bin: &str) -> anyhow::Result<Node> {
+        Node::start_with(bin, &[]).await
+    }
+
+    /// Starts a node with extra flags (such as `-join`) and waits until it is ready.
+    pub async fn start_with(bin: &str, extra: &[String]) -> anyhow::Result<Node> {
         let dir = std::env::temp_dir().join(format!("rqbench-{}-{}", std::process::id(), free_port()?));
         std::fs::create_dir_all(&dir)?;
         let http_addr = format!("127.0.0.1:{}", free_port()?);
         let raft_addr = format!("127.0.0.1:{}", free_port()?);
-        let child = spawn(bin, &http_addr, &raft_addr, &dir)?;
+        let child = spawn(bin, &http_addr, &raft_addr, &dir, extra)?;
         let node = Node {
             bin: bin.to_string(),
-            child,
+            child: Some(child),
             dir,
             http_addr,
             raft_addr,
+            extra: extra.to_vec(),
         };
         node.wait_ready().await?;
         Ok(node)
     }
 
-    async fn wait_ready(&self) -> anyhow::Result<()> {
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
         let client = Client::new(&self.http_addr);
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
@@ -54,18 +61,71 @@ impl Node {
     /// Kills the node (SIGKILL), starts it again on the same directory and addresses, and
     /// returns how long it took to be ready.
     pub async fn restart(&mut self) -> anyhow::Result<Duration> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let t = Instant::now();
-        self.child = spawn(&self.bin, &self.http_addr, &self.raft_addr, &self.dir)?;
+        self.child = Some(spawn(
+            &self.bin,
+            &self.http_addr,
+            &self.raft_addr,
+            &self.dir,
+            &self.extra,
+        )?);
         self.wait_ready().await?;
         Ok(t.elapsed())
     }
+
+    /// Kills the node (SIGKILL) and leaves it down.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the node says it is the leader.
+    pub async fn is_leader(&self) -> bool {
+        let Ok(body) = Client::new(&self.http_addr).get("/status").await else {
+            return false;
+        };
+        serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|s| s["store"]["raft"]["state"] == "Leader")
+    }
 }
 
-fn spawn(bin: &str, http: &str, raft: &str, dir: &std::path::Path) -> anyhow::Result<Child> {
+/// Nodes of one cluster: the first forms it, the others join it.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+}
+
+impl Cluster {
+    pub async fn start(bin: &str, size: usize) -> anyhow::Result<Cluster> {
+        let first = Node::start(bin).await?;
+        let join = vec!["-join".to_string(), first.raft_addr.clone()];
+        let mut nodes = vec![first];
+        for _ in 1..size {
+            nodes.push(Node::start_with(bin, &join).await?);
+        }
+        Ok(Cluster { nodes })
+    }
+
+    /// Index of the node that leads, waiting up to 30 s for one.
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.child.is_some() && n.is_leader().await {
+                    return Ok(i);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        bail!("no leader")
+    }
+}
+
+fn spawn(bin: &str, http: &str, raft: &str, dir: &std::path::Path, extra: &[String]) -> anyhow::Result<Child> {
     Command::new(bin)
         .args(["-http-addr", http, "-raft-addr", raft])
+        .args(extra)
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -75,8 +135,7 @@ fn spawn(bin: &str, http: &str, raft: &str, dir: &std::path::Path) -> anyhow::Re
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
