@@ -31,4 +31,9 @@ pub enum StoreError {
     /// Something that is not the client's fault and not expected: storage, shutdown, internal.
     #[error("{0}")]
     Internal(String),
+    /// This node stopped being leader after logging the entry and before it committed: it may
+    /// still commit under the next leader, so the outcome is unknown (unlike `NotLeader`, which
+    /// means nothing was logged).
+    #[error("leadership lost while committing log")]
+    LeadershipLost,
 }

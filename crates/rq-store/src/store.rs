@@ -44,6 +44,9 @@ const PROPOSAL_QUEUE: usize = 4096;
 /// At most this many requests, and about this many statements, share one log entry.
 const MAX_BATCH_REQUESTS: usize = 512;
 const MAX_BATCH_STATEMENTS: usize = 20_000;
+/// Longest an entry waits for the requests it expects (see `proposer_loop`); tokio's timer
+/// works in whole milliseconds.
+const LINGER: Duration = Duration::from_millis(1);
 
 /// How a node's store is set up; built from the command line by `rqlited`.
 #[derive(Debug, Clone)]
@@ -186,16 +189,22 @@ fn internal(e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(e.to_string())
 }
 
-/// openraft's timing from rqlite's flags. A follower waits between the heartbeat and election
-/// timeouts (the larger of the two) and twice that before standing; the leader sends a
-/// heartbeat four times per minimum wait, which tolerates a busy machine without flapping.
+/// openraft's timing from rqlite's flags, with `t` the larger of the heartbeat and election
+/// timeouts (1 s by default).
+///
+/// openraft 0.9 has a follower that hears nothing from its leader wait out the leader lease
+/// (`election_timeout_max`) and then its own election timeout (fixed per process, drawn from
+/// `election_timeout_min..=election_timeout_max`) before it stands. With `t/2..=t` that is 1.5t
+/// to 2t of silence, as with rqlite's followers (a random wait of t to 2t), while the leader
+/// sends a heartbeat every t/8: a dozen heartbeats must go missing before anyone stands, which
+/// a busy 2-core machine does not cause.
 fn raft_config(cfg: &StoreConfig) -> Result<Config, StoreError> {
-    let min = cfg.heartbeat_timeout.max(cfg.election_timeout).as_millis().max(100) as u64;
+    let t = cfg.heartbeat_timeout.max(cfg.election_timeout).as_millis().max(200) as u64;
     let config = Config {
         cluster_name: "rqlite".into(),
-        election_timeout_min: min,
-        election_timeout_max: min * 2,
-        heartbeat_interval: (min / 4).max(20),
+        election_timeout_min: t / 2,
+        election_timeout_max: t,
+        heartbeat_interval: (t / 8).max(20),
         install_snapshot_timeout: 30_000,
         max_payload_entries: 512,
         // Snapshots are triggered by the store's own ticker, which honours -raft-snap-int.
@@ -570,8 +579,8 @@ impl Store {
             .map_err(|_| internal("proposer stopped"))?;
         match tokio::time::timeout(self.inner.cfg.apply_timeout, self.while_leader(rx)).await {
             Err(_) => Err(StoreError::Timeout("timeout waiting for apply".into())),
-            // The outcome of the entry is unknown: it may still commit if the quorum returns.
-            Ok(None) => Err(self.leader_error()),
+            // The outcome of the entry is unknown: it may still commit under the next leader.
+            Ok(None) => Err(StoreError::LeadershipLost),
             Ok(Some(Err(_))) => Err(internal("proposer stopped")),
             Ok(Some(r)) => r.unwrap_or_else(|_| Err(internal("proposer stopped"))),
         }
@@ -1126,10 +1135,18 @@ fn must_go_alone(cmd: &Command) -> bool {
 }
 
 /// Group commit: takes every proposal that queued up while the previous entry was being
-/// committed and logs them as one entry, so one fsync serves them all. openraft 0.9 writes one
-/// entry at a time (it waits for each append's flush), so batching must happen before it.
+/// committed and logs them as one entry, so one fsync (per node) serves them all. openraft 0.9
+/// writes one entry at a time (it waits for each append's flush), so batching must happen
+/// before it.
+///
+/// The clients an entry answers usually send their next request at once. The next entry
+/// waits briefly (at most `LINGER`) for as many requests as the last entry answered plus those
+/// that queued meanwhile, so that those clients share one entry instead of alternating between
+/// two half-full ones. A lone client never waits; when clients go quiet, the expectation
+/// shrinks to what actually arrived.
 async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
     let mut carried: Option<Proposal> = None;
+    let mut expect = 0usize;
     loop {
         let first = match carried.take() {
             Some(p) => p,
@@ -1141,18 +1158,22 @@ async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
         let mut statements = statements_in(&first.cmd);
         let alone = must_go_alone(&first.cmd);
         let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + LINGER;
         while !alone && batch.len() < MAX_BATCH_REQUESTS && statements < MAX_BATCH_STATEMENTS {
-            match rx.try_recv() {
-                Ok(p) if must_go_alone(&p.cmd) => {
-                    carried = Some(p);
-                    break;
-                }
-                Ok(p) => {
-                    statements += statements_in(&p.cmd);
-                    batch.push(p);
-                }
+            let next = match rx.try_recv() {
+                Ok(p) => p,
+                Err(_) if batch.len() < expect => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(p)) => p,
+                    _ => break,
+                },
                 Err(_) => break,
+            };
+            if must_go_alone(&next.cmd) {
+                carried = Some(next);
+                break;
             }
+            statements += statements_in(&next.cmd);
+            batch.push(next);
         }
         let cmd = if batch.len() == 1 {
             batch[0].cmd.clone()
@@ -1163,28 +1184,38 @@ async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
             appended_at_ms: now_ms(),
             cmd,
         };
-        match raft.client_write(logged).await {
-            Ok(resp) => {
-                let index = resp.log_id.index;
-                let mut parts = resp.data.parts.into_iter();
-                for p in batch {
-                    let results = parts.next().unwrap_or_default();
-                    let _ = p.reply.send(Ok(Outcome {
-                        results,
-                        raft_index: index,
-                    }));
-                }
+        let result = raft.client_write(logged).await;
+        expect = batch.len() + rx.len();
+        answer(batch, result);
+    }
+}
+
+/// Sends each proposal of a logged batch its own part of the outcome.
+fn answer(
+    batch: Vec<Proposal>,
+    result: Result<openraft::raft::ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, NodeInfo>>>,
+) {
+    match result {
+        Ok(resp) => {
+            let index = resp.log_id.index;
+            let mut parts = resp.data.parts.into_iter();
+            for p in batch {
+                let results = parts.next().unwrap_or_default();
+                let _ = p.reply.send(Ok(Outcome {
+                    results,
+                    raft_index: index,
+                }));
             }
-            Err(e) => {
-                let err = match e {
-                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                        StoreError::NotLeader { leader: f.leader_node }
-                    }
-                    other => internal(other),
-                };
-                for p in batch {
-                    let _ = p.reply.send(Err(err.clone()));
+        }
+        Err(e) => {
+            let err = match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    StoreError::NotLeader { leader: f.leader_node }
                 }
+                other => internal(other),
+            };
+            for p in batch {
+                let _ = p.reply.send(Err(err.clone()));
             }
         }
     }
