@@ -89,9 +89,18 @@ impl Node {
 
     /// Starts a node with extra environment variables, without waiting for it to be ready.
     pub fn spawn_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
+        Node::spawn_at(dir, "127.0.0.1:0", extra, env)
+    }
+
+    /// Starts a node on a given Raft address (others must know it in advance), without waiting.
+    pub fn spawn_fixed(dir: &Path, raft: &str, extra: &[&str]) -> Node {
+        Node::spawn_at(dir, raft, extra, &[])
+    }
+
+    fn spawn_at(dir: &Path, raft: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let (child, http, raft) = spawn(dir, "127.0.0.1:0", "127.0.0.1:0", &extra, &env);
+        let (child, http, raft) = spawn(dir, "127.0.0.1:0", raft, &extra, &env);
         Node {
             child: Some(child),
             dir: dir.to_path_buf(),
@@ -99,21 +108,6 @@ impl Node {
             raft,
             extra,
             env,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    /// Starts a node on a given Raft address (others must know it in advance), without waiting.
-    pub fn spawn_fixed(dir: &Path, raft: &str, extra: &[&str]) -> Node {
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, http, raft) = spawn(dir, "127.0.0.1:0", raft, &extra, &[]);
-        Node {
-            child: Some(child),
-            dir: dir.to_path_buf(),
-            http,
-            raft,
-            extra,
-            env: Vec::new(),
             client: reqwest::Client::new(),
         }
     }
