@@ -571,6 +571,7 @@ impl Store {
         if !self.is_leader() {
             return Err(self.leader_error());
         }
+        let read_only = matches!(cmd, Command::Query(_));
         let (reply, rx) = oneshot::channel();
         self.inner
             .proposals
@@ -579,6 +580,8 @@ impl Store {
             .map_err(|_| internal("proposer stopped"))?;
         match tokio::time::timeout(self.inner.cfg.apply_timeout, self.while_leader(rx)).await {
             Err(_) => Err(StoreError::Timeout("timeout waiting for apply".into())),
+            // A read through the log has no effect to be unsure about: as rqlite, "not leader".
+            Ok(None) if read_only => Err(self.leader_error()),
             // The outcome of the entry is unknown: it may still commit under the next leader.
             Ok(None) => Err(StoreError::LeadershipLost),
             Ok(Some(Err(_))) => Err(internal("proposer stopped")),
