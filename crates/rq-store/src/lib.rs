@@ -1,5 +1,5 @@
 #![recursion_limit = "256"]
-//! The replicated store: openraft's type configuration, the Raft log in redb, the SQLite state
+//! The replicated store: openraft's type configuration, the Raft log in segment files, the SQLite state
 //! machine, snapshots, read consistency, and the `Store` facade that the HTTP layer talks to.
 //!
 //! This crate opens no sockets and knows nothing of HTTP.

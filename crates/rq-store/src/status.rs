@@ -75,7 +75,7 @@ impl Store {
                 None => json!("never"),
             }
         };
-        let log_size = file_size(&self.log_path());
+        let log_size = crate::log_store::disk_size(&self.log_path());
         let mut raft = json!({
             "applied_index": metrics.last_applied.map(|l| l.index).unwrap_or(0),
             "commit_index": self.commit_index(),

@@ -27,7 +27,7 @@ use crate::types::{NodeInfo, Raft, TypeConfig, raft_id};
 
 /// File names inside the data directory.
 pub const DB_FILE: &str = "db.sqlite";
-pub const LOG_FILE: &str = "raft.redb";
+pub const LOG_DIR: &str = "raft-log";
 pub const SNAPSHOT_DIR: &str = "snapshots";
 
 /// How often a wait for a quorum checks that this node still leads.
@@ -254,7 +254,7 @@ impl Store {
         let pool = ReadPool::new(&db_path, conn_cfg, cfg.max_read_conns);
         let p = pool.clone();
         let sm = StateMachine::open(db, &db_path, snapshots.clone(), Box::new(move || p.reset())).map_err(internal)?;
-        let mut log = LogStore::open(&cfg.data_dir.join(LOG_FILE)).map_err(internal)?;
+        let mut log = LogStore::open(&cfg.data_dir.join(LOG_DIR)).map_err(internal)?;
         let mut sm = sm;
         crate::recovery::recover_if_asked(&cfg.data_dir, &db_path, &mut log, &mut sm, &snapshots, &stats).await?;
 
@@ -1001,7 +1001,7 @@ impl Store {
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.inner.cfg.data_dir.join(LOG_FILE)
+        self.inner.cfg.data_dir.join(LOG_DIR)
     }
 
     pub fn snapshot_ids(&self) -> Vec<String> {
@@ -1034,7 +1034,7 @@ impl Store {
 /// A data directory written by rqlite's Go server holds a BoltDB Raft log we cannot read; say so
 /// rather than start an empty node beside it.
 fn refuse_foreign_data(dir: &Path) -> Result<(), StoreError> {
-    if dir.join("raft.db").exists() && !dir.join(LOG_FILE).exists() {
+    if dir.join("raft.db").exists() && !dir.join(LOG_DIR).exists() {
         return Err(StoreError::Internal(format!(
             "{} holds a Raft log written by rqlite (raft.db); move the data aside, or load a backup with /db/load or /boot",
             dir.display()

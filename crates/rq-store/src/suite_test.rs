@@ -1,4 +1,4 @@
-//! openraft's storage conformance suite, run against the redb log store and the SQLite state
+//! openraft's storage conformance suite, run against the segment log store and the SQLite state
 //! machine together.
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db_path = dir.path().join("db.sqlite");
-        let log = LogStore::open(&dir.path().join("raft.redb")).expect("log store");
+        let log = LogStore::open(&dir.path().join("raft-log")).expect("log store");
         let stats = Arc::new(Stats::default());
         let snapshots = Arc::new(SnapshotStore::open(&dir.path().join("snapshots"), stats).expect("snapshots"));
         let db = Database::open(&db_path, ConnConfig::default()).expect("database");
