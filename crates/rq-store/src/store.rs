@@ -1021,6 +1021,22 @@ impl Store {
     }
 
     /// Stops Raft, checkpoints the WAL into the database file, and records a clean stop.
+    /// Resolves, with the error, when Raft stops by itself because a write it cannot go on
+    /// without failed (the disk is full, an I/O error). Never resolves otherwise.
+    pub async fn fault(&self) -> String {
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            if let Err(e) = &rx.borrow_and_update().running_state
+                && !matches!(e, openraft::error::Fatal::Stopped)
+            {
+                return e.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
         if self.checkpoint().await

@@ -292,7 +292,15 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         }
     }
 
-    http.await?.context("HTTP server failed")?;
+    tokio::select! {
+        served = http => served?.context("HTTP server failed")?,
+        e = store.fault() => {
+            // Everything acknowledged is in the log; without a clean-stop record the next start
+            // trusts the database as after a crash and replays the log's tail into it.
+            tracing::error!(error = %e, "Raft stopped on a storage error; stopping the node");
+            bail!("Raft stopped on a storage error: {e}");
+        }
+    }
     tracing::info!("shutting down");
     if flags.bool("raft-cluster-remove-shutdown") {
         remove_self(&store, &network).await;

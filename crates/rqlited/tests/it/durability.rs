@@ -162,3 +162,90 @@ async fn a_clean_stop_checkpoints_and_is_trusted() {
     n.kill_and_restart().await;
     assert_eq!(rows(&n, "SELECT x FROM c").await, vec![serde_json::json!([1])]);
 }
+
+/// A tmpfs of `mb` MiB mounted at `dir` for the life of the value (the test runs as root, as
+/// the fault tests do).
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, mb: u32) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "mounting a tmpfs at {} needs root", dir.display());
+        SmallDisk { dir: dir.to_path_buf() }
+    }
+
+    fn grow(&self, mb: u32) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={mb}m")])
+            .arg(&self.dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "resizing the tmpfs at {}", self.dir.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
+    let d = DataDir::new();
+    let disk = SmallDisk::mount(&d.path.join("disk"), 40);
+    let data = disk.dir.join("data");
+    let mut n = Node::start_in(&data, &[]).await;
+    n.execute(r#"["CREATE TABLE f(id INTEGER PRIMARY KEY, v TEXT)"]"#).await;
+    let pad = "x".repeat(2000);
+    let mut acked = Vec::new();
+    let client = reqwest::Client::new();
+    for id in 0..100_000u64 {
+        let body = format!(r#"[["INSERT INTO f(id, v) VALUES(?, ?)", {id}, "{pad}"]]"#);
+        // The node may stop while a request is in flight: no answer is no acknowledgement.
+        let Ok(r) = client.post(n.url("/db/execute")).body(body).send().await else {
+            break;
+        };
+        let code = r.status().as_u16();
+        let Ok(text) = r.text().await else { break };
+        if code != 200 || text.contains("error") {
+            break;
+        }
+        acked.push(id);
+    }
+    assert!(acked.len() > 100, "the disk filled after {} rows", acked.len());
+    // The node does not limp on without its log or database: it stops, with a failure status.
+    let status = n.wait_exit_status(Duration::from_secs(20)).await;
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the node went on running on a full disk"
+    );
+
+    // Room again: the node starts, holds every acknowledged row once, and takes writes.
+    disk.grow(200);
+    n.kill_and_restart().await;
+    let got = rows(&n, "SELECT id FROM f ORDER BY id").await;
+    let ids: Vec<u64> = got.iter().map(|r| r[0].as_u64().unwrap()).collect();
+    let have: HashSet<u64> = ids.iter().copied().collect();
+    assert_eq!(have.len(), ids.len());
+    let missing = acked.iter().filter(|id| !have.contains(id)).count();
+    assert_eq!(missing, 0, "{missing} acknowledged rows lost");
+    assert_eq!(
+        rows(&n, "PRAGMA integrity_check").await,
+        vec![serde_json::json!(["ok"])]
+    );
+    let after = n
+        .execute(r#"[["INSERT INTO f(id, v) VALUES(?, ?)", 1000000, "after"]]"#)
+        .await;
+    assert!(after.contains("rows_affected"), "{after}");
+    n.kill();
+}

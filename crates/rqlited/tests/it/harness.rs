@@ -114,17 +114,24 @@ impl Node {
 
     /// Waits for the process to exit by itself, up to `timeout`; returns whether it did.
     pub async fn wait_exit(&mut self, timeout: Duration) -> bool {
+        self.wait_exit_status(timeout).await.is_some()
+    }
+
+    /// Waits for the process to exit by itself, up to `timeout`; returns its exit status if it
+    /// did (a default status if it had already been reaped).
+    pub async fn wait_exit_status(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             match self.child.as_mut().map(|c| c.try_wait()) {
-                Some(Ok(Some(_))) | None => {
+                Some(Ok(Some(status))) => {
                     self.child = None;
-                    return true;
+                    return Some(status);
                 }
+                None => return Some(std::process::ExitStatus::default()),
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
-        false
+        None
     }
 
     /// Kills the node (SIGKILL) and starts it again on the same directory, addresses and flags
