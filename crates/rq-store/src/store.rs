@@ -34,8 +34,9 @@ pub const SNAPSHOT_DIR: &str = "snapshots";
 const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
 /// Longest wait for a requested snapshot to be taken.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(300);
-/// Bytes of a database file carried by one log entry during a load.
-const LOAD_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of a database file carried by one log entry during a load: just under 4 MiB, so that
+/// two pieces with their record headers fill one log segment (`log_store::SEGMENT_BYTES`).
+const LOAD_CHUNK_BYTES: usize = 4 * 1024 * 1024 - 4096;
 
 /// Linearizable reads waiting for one leadership confirmation; more wait in line.
 const READ_BARRIER_QUEUE: usize = 4096;
