@@ -501,7 +501,7 @@ impl LogStore {
     fn read_range(&self, start: u64, end: Option<u64>) -> io::Result<Vec<Entry>> {
         // Contiguous records of one segment are read with one pread.
         let mut runs: Vec<(Arc<File>, u64, Vec<u32>)> = Vec::new();
-        {
+        let first = {
             let ix = self.shared.index.read().unwrap();
             let lo = start.max(ix.first);
             let hi = end.unwrap_or(u64::MAX).min(ix.next());
@@ -518,17 +518,26 @@ impl LogStore {
                 run_end = Some((loc.seg, loc.offset + HEADER as u64 + loc.len as u64));
                 runs.last_mut().expect("a run").2.push(loc.len);
             }
-        }
-        let mut out = Vec::new();
+            lo
+        };
+        let mut out: Vec<Entry> = Vec::new();
+        let mut expect = first;
         for (file, offset, lens) in runs {
             let total: usize = lens.iter().map(|l| HEADER + *l as usize).sum();
             let mut buf = vec![0u8; total];
             file.read_exact_at(&mut buf, offset)?;
             let mut at = 0;
             for len in lens {
-                at += HEADER;
-                out.push(decode(&buf[at..at + len as usize])?);
-                at += len as usize;
+                // What was read must be the entry asked for: a record rewritten under the
+                // reader (a truncation racing a read) is an error, never another entry.
+                let entry: Entry = decode(&buf[at + HEADER..at + HEADER + len as usize])?;
+                let index = entry.get_log_id().index;
+                if index != expect || parse_header(&buf[at..at + HEADER]).2 != index {
+                    return Err(corrupt(format!("read entry {index} where {expect} was expected")));
+                }
+                expect += 1;
+                out.push(entry);
+                at += HEADER + len as usize;
             }
         }
         Ok(out)
