@@ -69,6 +69,9 @@ struct Index {
     last_purged: Option<LogId>,
     vote: Option<Vote>,
     segments: BTreeMap<u32, Arc<File>>,
+    /// Bumped before a truncation rewrites anything, so a reader can tell that what it read
+    /// may have changed under it.
+    epoch: u64,
 }
 
 impl Index {
@@ -91,6 +94,23 @@ struct Writer {
     tail: Option<Tail>,
     next_seq: u32,
     spare: Option<JoinHandle<io::Result<File>>>,
+    /// Set when a write failed part-way: the files may then hold records the index does not,
+    /// so nothing more is written until the log is opened again (which reads the files).
+    failed: bool,
+}
+
+impl Writer {
+    /// Runs a write, refusing it after an earlier failure and remembering a new one.
+    fn guard<T>(&mut self, f: impl FnOnce(&mut Writer) -> io::Result<T>) -> io::Result<T> {
+        if self.failed {
+            return Err(io_err("an earlier raft log write failed; the node must restart"));
+        }
+        let r = f(self);
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
 }
 
 struct Shared {
@@ -256,7 +276,7 @@ struct Scan {
 }
 
 /// Reads the records of segment `seq`, adding those past the purge point to `index`.
-fn scan_segment(seq: u32, file: &File, index: &mut Index) -> io::Result<Scan> {
+fn scan_segment(seq: u32, file: &File, index: &mut Index, may_start: bool) -> io::Result<Scan> {
     let size = file.metadata()?.len();
     let mut reader = io::BufReader::with_capacity(1 << 20, file);
     let purged = index.last_purged.map(|l| l.index);
@@ -265,6 +285,7 @@ fn scan_segment(seq: u32, file: &File, index: &mut Index) -> io::Result<Scan> {
     let mut head = [0u8; HEADER];
     let mut payload = Vec::new();
     let mut continuous = true;
+    let mut accepted = false;
     while offset + HEADER as u64 <= size {
         reader.read_exact(&mut head)?;
         let (len, stored, idx) = parse_header(&head);
@@ -277,14 +298,17 @@ fn scan_segment(seq: u32, file: &File, index: &mut Index) -> io::Result<Scan> {
             break;
         }
         if purged.is_none_or(|p| idx > p) {
-            if purged.is_none() && index.locs.is_empty() {
+            if may_start && purged.is_none() && index.locs.is_empty() {
                 // A log that was never purged starts wherever its first entry does.
                 index.first = idx;
             }
             if idx != index.next() {
-                continuous = false;
+                // Before any record of this segment was taken, the segment does not continue
+                // the log; after, this is where the log ends.
+                continuous = accepted;
                 break;
             }
+            accepted = true;
             let entry: Entry = decode(&payload)?;
             index.locs.push_back(Loc {
                 seg: seq,
@@ -321,11 +345,13 @@ impl LogStore {
             last_purged,
             vote,
             segments: BTreeMap::new(),
+            epoch: 0,
         };
         let mut tail = None;
         let mut next_seq = 0;
         let mut broken = false;
         let mut removed = false;
+        let mut scanned = 0;
         for (seq, path) in list_segments(dir)? {
             next_seq = seq + 1;
             if broken {
@@ -335,7 +361,8 @@ impl LogStore {
                 continue;
             }
             let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
-            let scan = scan_segment(seq, &file, &mut index)?;
+            let scan = scan_segment(seq, &file, &mut index, scanned == 0)?;
+            scanned += 1;
             if !scan.continuous {
                 // Its records do not follow the log's: the segment was started by a batch
                 // whose earlier records were torn, so none of it was acknowledged.
@@ -367,6 +394,7 @@ impl LogStore {
                     tail,
                     next_seq,
                     spare: None,
+                    failed: false,
                 }),
             }),
         };
@@ -423,10 +451,17 @@ impl LogStore {
 
     fn append_entries(&self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let mut w = self.shared.writer.lock().unwrap();
+        self.shared
+            .writer
+            .lock()
+            .unwrap()
+            .guard(|w| self.append_locked(w, entries))
+    }
+
+    fn append_locked(&self, w: &mut Writer, entries: Vec<Entry>) -> io::Result<()> {
         if let Some(e) = entries.first() {
             // Entries that replace part of the log replace everything after them too.
-            self.truncate_locked(&mut w, e.get_log_id().index)?;
+            self.truncate_locked(w, e.get_log_id().index)?;
         }
         let (mut next, empty, purged) = {
             let ix = self.shared.index.read().unwrap();
@@ -459,8 +494,8 @@ impl LogStore {
                 .as_ref()
                 .is_some_and(|t| t.offset + pending.len() as u64 + need <= t.size);
             if !fits {
-                write_pending(&mut w, &mut pending, &mut synced)?;
-                self.roll(&mut w, need)?;
+                write_pending(w, &mut pending, &mut synced)?;
+                self.roll(w, need)?;
             }
             let t = w.tail.as_mut().expect("a tail segment");
             let crc = chain(t.crc, id.index, &payload);
@@ -476,7 +511,7 @@ impl LogStore {
             last = Some(id);
             next += 1;
         }
-        write_pending(&mut w, &mut pending, &mut synced)?;
+        write_pending(w, &mut pending, &mut synced)?;
         for f in &synced {
             f.sync_data()?;
         }
@@ -501,7 +536,7 @@ impl LogStore {
     fn read_range(&self, start: u64, end: Option<u64>) -> io::Result<Vec<Entry>> {
         // Contiguous records of one segment are read with one pread.
         let mut runs: Vec<(Arc<File>, u64, Vec<u32>)> = Vec::new();
-        let first = {
+        let (first, epoch) = {
             let ix = self.shared.index.read().unwrap();
             let lo = start.max(ix.first);
             let hi = end.unwrap_or(u64::MAX).min(ix.next());
@@ -518,7 +553,7 @@ impl LogStore {
                 run_end = Some((loc.seg, loc.offset + HEADER as u64 + loc.len as u64));
                 runs.last_mut().expect("a run").2.push(loc.len);
             }
-            lo
+            (lo, ix.epoch)
         };
         let mut out: Vec<Entry> = Vec::new();
         let mut expect = first;
@@ -528,8 +563,8 @@ impl LogStore {
             file.read_exact_at(&mut buf, offset)?;
             let mut at = 0;
             for len in lens {
-                // What was read must be the entry asked for: a record rewritten under the
-                // reader (a truncation racing a read) is an error, never another entry.
+                // Each record must be the entry asked for; a truncation during the read is
+                // caught by the epoch check below.
                 let entry: Entry = decode(&buf[at + HEADER..at + HEADER + len as usize])?;
                 let index = entry.get_log_id().index;
                 if index != expect || parse_header(&buf[at..at + HEADER]).2 != index {
@@ -540,13 +575,19 @@ impl LogStore {
                 at += HEADER + len as usize;
             }
         }
+        if self.shared.index.read().unwrap().epoch != epoch {
+            return Err(io_err("the log was truncated while it was read"));
+        }
         Ok(out)
     }
 
     /// Removes entries from `index` on.
     fn truncate_from(&self, index: u64) -> io::Result<()> {
-        let mut w = self.shared.writer.lock().unwrap();
-        self.truncate_locked(&mut w, index)
+        self.shared
+            .writer
+            .lock()
+            .unwrap()
+            .guard(|w| self.truncate_locked(w, index))
     }
 
     fn truncate_locked(&self, w: &mut Writer, index: u64) -> io::Result<()> {
@@ -566,17 +607,8 @@ impl LogStore {
             let later: Vec<u32> = ix.segments.range(loc.seg + 1..).map(|(s, _)| *s).collect();
             (index, loc, prev, ix.first, later)
         };
+        // What can fail without changing the files comes first.
         let file = self.shared.index.read().unwrap().segments[&loc.seg].clone();
-        // The record at the cut is overwritten first, so nothing after it is read again even
-        // if the removal of later segments does not survive a crash.
-        file.write_all_at(&[0u8; HEADER], loc.offset)?;
-        file.sync_data()?;
-        for seq in &later {
-            fs::remove_file(segment_path(&self.shared.dir, *seq))?;
-        }
-        if !later.is_empty() {
-            sync_dir(&self.shared.dir)?;
-        }
         let last = match prev {
             Some(p) => {
                 let pf = self.shared.index.read().unwrap().segments[&p.seg].clone();
@@ -585,6 +617,17 @@ impl LogStore {
             None => None,
         };
         let size = file.metadata()?.len();
+        self.shared.index.write().unwrap().epoch += 1;
+        // Later segments go first, then the cut record's header. A crash in between leaves the
+        // log as it was up to the end of this segment: whole records, every one before the cut.
+        for seq in &later {
+            fs::remove_file(segment_path(&self.shared.dir, *seq))?;
+        }
+        if !later.is_empty() {
+            sync_dir(&self.shared.dir)?;
+        }
+        file.write_all_at(&[0u8; HEADER], loc.offset)?;
+        file.sync_data()?;
         w.tail = Some(Tail {
             seq: loc.seg,
             file,
@@ -603,8 +646,7 @@ impl LogStore {
 
     /// Forgets entries up to and including `log_id`, then removes segments nothing needs.
     fn purge_upto(&self, log_id: LogId) -> io::Result<()> {
-        {
-            let _w = self.shared.writer.lock().unwrap();
+        self.shared.writer.lock().unwrap().guard(|_| {
             let vote = self.shared.index.read().unwrap().vote;
             write_meta(&self.shared.dir, &vote, &Some(log_id))?;
             let mut ix = self.shared.index.write().unwrap();
@@ -615,7 +657,8 @@ impl LogStore {
                 ix.last = None;
             }
             ix.last_purged = Some(log_id);
-        }
+            Ok(())
+        })?;
         self.remove_purged_segments()
     }
 
@@ -697,12 +740,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let _w = self.shared.writer.lock().unwrap();
-        let purged = self.shared.index.read().unwrap().last_purged;
-        write_meta(&self.shared.dir, &Some(*vote), &purged)
-            .map_err(|e| store_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        self.shared.index.write().unwrap().vote = Some(*vote);
-        Ok(())
+        self.shared
+            .writer
+            .lock()
+            .unwrap()
+            .guard(|_| {
+                let purged = self.shared.index.read().unwrap().last_purged;
+                write_meta(&self.shared.dir, &Some(*vote), &purged)?;
+                self.shared.index.write().unwrap().vote = Some(*vote);
+                Ok(())
+            })
+            .map_err(|e| store_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -922,6 +970,75 @@ mod tests {
         let log = LogStore::open_with(dir, SMALL).unwrap();
         assert_eq!(ids(&log).last(), Some(&(2, 8, 208)));
         assert_eq!(ids(&log).len(), 9);
+    }
+
+    #[test]
+    fn a_truncation_cut_short_by_a_crash_leaves_a_log_that_opens() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let log = LogStore::open_with(dir, SMALL).unwrap();
+        log.append_entries((0..40).map(|i| entry(1, i, 300, i))).unwrap();
+        assert!(segment_count(dir) > 2);
+        // The first record's header zeroed, the later segments not yet removed.
+        let first = log.shared.index.read().unwrap().locs[0];
+        drop(log);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(segment_path(dir, first.seg))
+            .unwrap();
+        f.write_all_at(&[0u8; HEADER], first.offset).unwrap();
+        drop(f);
+        let mut log = LogStore::open_with(dir, SMALL).unwrap();
+        assert_eq!(state(&mut log).last_log_id, None, "no entry after the cut comes back");
+        assert!(ids(&log).is_empty());
+        log.append_entries([entry(2, 0, 10, 200)]).unwrap();
+        drop(log);
+        let log = LogStore::open_with(dir, SMALL).unwrap();
+        assert_eq!(ids(&log), vec![(2, 0, 200)]);
+    }
+
+    #[test]
+    fn a_record_that_does_not_continue_its_segment_ends_the_log_there() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let log = LogStore::open_with(dir, SEGMENT_BYTES).unwrap();
+        log.append_entries((0..6).map(|i| entry(1, i, 20, i))).unwrap();
+        // A well-formed record chained after entry 5 that claims index 3.
+        let (seq, offset, crc) = {
+            let w = log.shared.writer.lock().unwrap();
+            let t = w.tail.as_ref().unwrap();
+            (t.seq, t.offset, t.crc)
+        };
+        let payload = encode(&entry(2, 3, 20, 999)).unwrap();
+        let mut rec = header(payload.len() as u32, chain(crc, 3, &payload), 3).to_vec();
+        rec.extend_from_slice(&payload);
+        drop(log);
+        let f = OpenOptions::new().write(true).open(segment_path(dir, seq)).unwrap();
+        f.write_all_at(&rec, offset).unwrap();
+        drop(f);
+        let log = LogStore::open_with(dir, SEGMENT_BYTES).unwrap();
+        assert_eq!(ids(&log), (0..6).map(|i| (1, i, i)).collect::<Vec<_>>());
+        log.append_entries([entry(1, 6, 20, 6)]).unwrap();
+        drop(log);
+        let log = LogStore::open_with(dir, SEGMENT_BYTES).unwrap();
+        assert_eq!(ids(&log).len(), 7);
+    }
+
+    #[test]
+    fn after_a_failed_write_the_log_refuses_more() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let log = LogStore::open_with(&dir, SMALL).unwrap();
+        log.append_entries((0..3).map(|i| entry(1, i, 10, i))).unwrap();
+        // The directory is gone: the next segment cannot be made.
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(log.append_entries([entry(1, 3, 9000, 3)]).is_err());
+        assert!(
+            log.append_entries([entry(1, 3, 10, 3)]).is_err(),
+            "a write after a failure is refused"
+        );
+        assert!(log.truncate_from(1).is_err());
+        assert_eq!(ids(&log).len(), 3, "reads go on");
     }
 
     #[test]
