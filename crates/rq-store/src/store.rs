@@ -1021,7 +1021,6 @@ impl Store {
         self.inner.started.elapsed()
     }
 
-    /// Stops Raft, checkpoints the WAL into the database file, and records a clean stop.
     /// Resolves, with the error, when Raft stops by itself because a write it cannot go on
     /// without failed (the disk is full, an I/O error). Never resolves otherwise.
     pub async fn fault(&self) -> String {
@@ -1038,6 +1037,7 @@ impl Store {
         }
     }
 
+    /// Stops Raft, checkpoints the WAL into the database file, and records a clean stop.
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
         if self.checkpoint().await
