@@ -45,6 +45,7 @@ use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 const SEGMENT_BYTES: u64 = 8 << 20;
 const HEADER: usize = 16;
 const META_FILE: &str = "meta";
+const LOCK_FILE: &str = "lock";
 const SPARE_FILE: &str = "spare";
 const SEGMENT_EXT: &str = "seg";
 /// Mixed into each segment's checksum seed, so an all-zero header never checks.
@@ -114,6 +115,8 @@ impl Writer {
 }
 
 struct Shared {
+    /// Held (flock) while the log is open: one process per log.
+    _lock: File,
     dir: PathBuf,
     segment_bytes: u64,
     index: RwLock<Index>,
@@ -336,6 +339,16 @@ impl LogStore {
 
     fn open_with(dir: &Path, segment_bytes: u64) -> io::Result<LogStore> {
         fs::create_dir_all(dir)?;
+        let lock = File::create(dir.join(LOCK_FILE))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!("{} is in use by another process", dir.display()),
+                ),
+                std::fs::TryLockError::Error(e) => e,
+            });
+        }
         let _ = fs::remove_file(dir.join(SPARE_FILE));
         let (vote, last_purged) = read_meta(dir)?;
         let mut index = Index {
@@ -387,6 +400,7 @@ impl LogStore {
         }
         let store = LogStore {
             shared: Arc::new(Shared {
+                _lock: lock,
                 dir: dir.to_path_buf(),
                 segment_bytes,
                 index: RwLock::new(index),
@@ -1039,6 +1053,16 @@ mod tests {
         );
         assert!(log.truncate_from(1).is_err());
         assert_eq!(ids(&log).len(), 3, "reads go on");
+    }
+
+    #[test]
+    fn one_process_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = LogStore::open(tmp.path()).unwrap();
+        let second = LogStore::open(tmp.path()).err().expect("a second open is refused");
+        assert!(second.to_string().contains("in use by another process"), "{second}");
+        drop(log);
+        LogStore::open(tmp.path()).unwrap();
     }
 
     #[test]

@@ -235,6 +235,9 @@ impl Store {
         // `raft/` is where an operator puts `peers.json` to recover a cluster, as with rqlite.
         std::fs::create_dir_all(cfg.data_dir.join("raft")).map_err(internal)?;
         refuse_foreign_data(&cfg.data_dir)?;
+        // Opening the log takes its lock: nothing in the directory is touched before this node
+        // knows no other process is using it.
+        let mut log = LogStore::open(&cfg.data_dir.join(LOG_DIR)).map_err(internal)?;
         remove_scratch_files(&cfg.data_dir);
         let stats = Arc::new(Stats::default());
         let db_path = cfg.data_dir.join(DB_FILE);
@@ -255,7 +258,6 @@ impl Store {
         let pool = ReadPool::new(&db_path, conn_cfg, cfg.max_read_conns);
         let p = pool.clone();
         let sm = StateMachine::open(db, &db_path, snapshots.clone(), Box::new(move || p.reset())).map_err(internal)?;
-        let mut log = LogStore::open(&cfg.data_dir.join(LOG_DIR)).map_err(internal)?;
         let mut sm = sm;
         crate::recovery::recover_if_asked(&cfg.data_dir, &db_path, &mut log, &mut sm, &snapshots, &stats).await?;
 

@@ -249,3 +249,22 @@ async fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
     assert!(after.contains("rows_affected"), "{after}");
     n.kill();
 }
+
+#[tokio::test]
+async fn a_second_node_on_the_same_directory_is_refused() {
+    let (d, n) = crate::harness::single().await;
+    n.execute(r#"["CREATE TABLE one(id INTEGER PRIMARY KEY)"]"#).await;
+    let mut second = Node::spawn_in(&d.path, &[]);
+    let status = second.wait_exit_status(Duration::from_secs(20)).await;
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "a second node ran on the same directory"
+    );
+    // The first goes on serving, its data untouched.
+    assert_eq!(
+        rows(&n, "SELECT name FROM sqlite_master WHERE name = 'one'").await,
+        vec![serde_json::json!(["one"])]
+    );
+    let after = n.execute(r#"["INSERT INTO one(id) VALUES(1)"]"#).await;
+    assert!(after.contains("rows_affected"), "{after}");
+}
