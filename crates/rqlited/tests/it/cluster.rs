@@ -367,3 +367,50 @@ async fn followers_refuse_reads_staler_than_freshness() {
     assert!(count(f, "none").await.contains("[[1]]"));
     c.nodes[l].resume();
 }
+
+#[tokio::test]
+async fn a_cluster_that_lost_its_quorum_recovers_from_peers_json() {
+    let mut c = Cluster::by_join(3, &[]).await;
+    let l = c.leader().await;
+    c.nodes[l]
+        .execute(r#"["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO t(v) VALUES('kept')"]"#)
+        .await;
+    let s = (l + 1) % 3;
+    let survivor = &c.nodes[s];
+    survivor
+        .wait_for(Duration::from_secs(10), "replication", || async {
+            count(survivor, "none").await.contains("[[1]]")
+        })
+        .await;
+
+    // Two of three are gone for good: no quorum, and no way to get one back.
+    for (i, n) in c.nodes.iter_mut().enumerate() {
+        if i != s {
+            n.kill();
+        }
+    }
+    // The operator names the survivor as the whole cluster and restarts it, without -join (as
+    // with rqlite, whose node refuses to join elsewhere once it is a cluster of one).
+    c.nodes[s].kill();
+    let raft = c.nodes[s].raft.clone();
+    let peers = serde_json::json!([{ "id": format!("node{s}"), "address": raft, "non_voter": false }]);
+    let raft_dir = c.nodes[s].dir.join("raft");
+    std::fs::write(raft_dir.join("peers.json"), peers.to_string()).unwrap();
+    let id = format!("node{s}");
+    let survivor = Node::spawn_fixed(&c.nodes[s].dir, &raft, &["-node-id", id.as_str()]);
+    survivor.wait_ready().await;
+
+    survivor
+        .wait_for(Duration::from_secs(20), "the survivor to lead", || async {
+            survivor.status().await["store"]["raft"]["state"] == "Leader"
+        })
+        .await;
+    assert!(count(&survivor, "strong").await.contains("[[1]]"));
+    let r = survivor.execute(r#"["INSERT INTO t(v) VALUES('after')"]"#).await;
+    assert!(r.contains("rows_affected"), "{r}");
+    let (_, nodes) = survivor.get("/nodes").await;
+    let nodes: serde_json::Value = serde_json::from_str(&nodes).unwrap();
+    assert_eq!(nodes.as_object().map(|m| m.len()), Some(1), "{nodes}");
+    assert!(!raft_dir.join("peers.json").exists(), "peers.json is used once");
+    assert!(raft_dir.join("peers.info").exists());
+}
