@@ -540,13 +540,6 @@ impl LogStore {
         Ok(())
     }
 
-    /// Reads the payload of the record at `loc`.
-    fn read_at(&self, file: &File, loc: Loc) -> io::Result<Entry> {
-        let mut buf = vec![0u8; loc.len as usize];
-        file.read_exact_at(&mut buf, loc.offset + HEADER as u64)?;
-        decode(&buf)
-    }
-
     fn read_range(&self, start: u64, end: Option<u64>) -> io::Result<Vec<Entry>> {
         // Contiguous records of one segment are read with one pread.
         let mut runs: Vec<(Arc<File>, u64, Vec<u32>)> = Vec::new();
@@ -605,7 +598,7 @@ impl LogStore {
     }
 
     fn truncate_locked(&self, w: &mut Writer, index: u64) -> io::Result<()> {
-        let (index, loc, prev, first, later) = {
+        let (index, loc, first, later) = {
             let ix = self.shared.index.read().unwrap();
             if index >= ix.next() || ix.locs.is_empty() {
                 return Ok(());
@@ -617,18 +610,15 @@ impl LogStore {
             let index = index.max(ix.first);
             let pos = (index - ix.first) as usize;
             let loc = ix.locs[pos];
-            let prev = if pos > 0 { Some(ix.locs[pos - 1]) } else { None };
             let later: Vec<u32> = ix.segments.range(loc.seg + 1..).map(|(s, _)| *s).collect();
-            (index, loc, prev, ix.first, later)
+            (index, loc, ix.first, later)
         };
         // What can fail without changing the files comes first.
         let file = self.shared.index.read().unwrap().segments[&loc.seg].clone();
-        let last = match prev {
-            Some(p) => {
-                let pf = self.shared.index.read().unwrap().segments[&p.seg].clone();
-                Some(*self.read_at(&pf, p)?.get_log_id())
-            }
-            None => None,
+        let last = if index > first {
+            self.read_range(index - 1, Some(index))?.pop().map(|e| *e.get_log_id())
+        } else {
+            None
         };
         let size = file.metadata()?.len();
         self.shared.index.write().unwrap().epoch += 1;
