@@ -13,6 +13,11 @@ async fn rows(n: &Node, sql: &str) -> Vec<serde_json::Value> {
     v["results"][0]["values"].as_array().cloned().unwrap_or_default()
 }
 
+/// Asserts that SQLite finds the node's database intact.
+async fn assert_intact(n: &Node) {
+    assert_eq!(rows(n, "PRAGMA integrity_check").await, vec![serde_json::json!(["ok"])]);
+}
+
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9_exactly_once() {
     let d = DataDir::new();
@@ -71,10 +76,7 @@ async fn acknowledged_writes_survive_kill_9_exactly_once() {
         );
         assert!(!acked.is_empty());
     }
-    assert_eq!(
-        rows(&n, "PRAGMA integrity_check").await,
-        vec![serde_json::json!(["ok"])]
-    );
+    assert_intact(&n).await;
 }
 
 #[tokio::test]
@@ -139,10 +141,7 @@ async fn a_database_left_by_a_host_crash_is_rebuilt_from_snapshot_and_log() {
         vec![serde_json::json!([60, 60, 0, 59])]
     );
     assert_eq!(n.expvar().await["store"]["num_recoveries"], 1);
-    assert_eq!(
-        rows(&n, "PRAGMA integrity_check").await,
-        vec![serde_json::json!(["ok"])]
-    );
+    assert_intact(&n).await;
 }
 
 #[tokio::test]
@@ -239,10 +238,7 @@ async fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
     assert_eq!(have.len(), ids.len());
     let missing = acked.iter().filter(|id| !have.contains(id)).count();
     assert_eq!(missing, 0, "{missing} acknowledged rows lost");
-    assert_eq!(
-        rows(&n, "PRAGMA integrity_check").await,
-        vec![serde_json::json!(["ok"])]
-    );
+    assert_intact(&n).await;
     let after = n
         .execute(r#"[["INSERT INTO f(id, v) VALUES(?, ?)", 1000000, "after"]]"#)
         .await;
