@@ -4,6 +4,7 @@
 //!
 //! This crate opens no sockets and knows nothing of HTTP.
 
+mod commit_gate;
 pub mod error;
 mod freshness;
 pub mod log_store;

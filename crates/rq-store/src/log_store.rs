@@ -15,17 +15,34 @@
 //! match: a torn write, or bytes left over behind a truncation point, cannot pass for a record,
 //! because they were chained to a different predecessor.
 //!
-//! Writes run in-line, in the calling task: openraft 0.9's core waits for each append to be
-//! flushed before it does anything else, so handing the write to another thread would only add
-//! two thread switches to every entry. Many client writes still share one fsync: the store's
-//! proposer batches them into one entry before they reach Raft (see `store.rs`).
+//! Writes run in-line, in the calling task. openraft 0.9's core waits for each append to be
+//! reported flushed before it does anything else, replication to followers included. A
+//! follower's append, and any entry that changes membership, is therefore flushed in-line too.
+//! A leader's own entries are different: the core may send them to followers while they are
+//! still being flushed, as the Raft paper allows (the leader then counts in a quorum only once
+//! its flush is done). So, once `flush_own_entries_in_background` names this node, an append
+//! of entries this node logs as leader of its current term is reported flushed as soon as it
+//! is written, and a background thread fdatasyncs it while the followers write their copies.
+//! The log's durable end (`durable()`) then trails what openraft believes, and two things wait
+//! for it:
+//!
+//! - the state machine applies an entry only once it is durable here, so no client sees a
+//!   result, and no read sees a write, before the entry is on disk on this node as well as on
+//!   the follower whose acknowledgement committed it;
+//! - the commit index sent to followers (`DurableCommit`) is never past the durable end, so a
+//!   follower applies nothing that a majority does not hold on disk.
+//!
+//! A failed background flush marks the log failed: nothing more is written or applied, and the
+//! node stops. Many client writes still share one fsync: the store's proposer batches them into
+//! one entry before they reach Raft (see `store.rs`).
 //!
 //! The committed index is not stored: the state machine records its applied index in the
 //! database itself, and a new leader re-establishes the commit index with its first entry.
 //!
-//! Architecture invariant: `LogFlushed::log_io_completed(Ok)` is called only after every
-//! segment holding those entries was fdatasynced, and a segment file's name was made durable
-//! (directory fsync) before any record in it is acknowledged.
+//! Architecture invariant: `durable()` advances to an entry only after every segment holding it
+//! was fdatasynced, and a segment file's name was made durable (directory fsync) before any
+//! record in it is written. `LogFlushed::log_io_completed(Ok)` waits for the same, except for a
+//! leader's own non-membership entries, as above.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -33,11 +50,13 @@ use std::io::{self, Read, Write};
 use std::ops::{Bound, RangeBounds};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak, mpsc as std_mpsc};
 use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, OptionalSend, RaftLogId, RaftLogReader};
+use tokio::sync::watch;
 
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -114,6 +133,35 @@ impl Writer {
     }
 }
 
+/// How far the log is on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Durable {
+    /// The last entry known to be on disk (with every entry before it).
+    pub last: Option<LogId>,
+    /// A flush failed: nothing past `last` will ever be durable in this process.
+    pub failed: bool,
+}
+
+impl Durable {
+    /// Whether the entry at `index` is on disk; an error once the log has failed.
+    pub fn holds(&self, index: u64) -> io::Result<bool> {
+        if self.last.is_some_and(|l| l.index >= index) {
+            Ok(true)
+        } else if self.failed {
+            Err(io_err("a raft log flush failed; the node must restart"))
+        } else {
+            Ok(false)
+        }
+    }
+}
+
+/// Writes not yet fdatasynced.
+#[derive(Default)]
+struct Unsynced {
+    files: Vec<Arc<File>>,
+    upto: Option<LogId>,
+}
+
 struct Shared {
     /// Held (flock) while the log is open: one process per log.
     _lock: File,
@@ -121,6 +169,67 @@ struct Shared {
     segment_bytes: u64,
     index: RwLock<Index>,
     writer: Mutex<Writer>,
+    unsynced: Mutex<Unsynced>,
+    /// Held while flushing, so that `durable` advances only over data synced in order.
+    flushing: Mutex<()>,
+    durable: watch::Sender<Durable>,
+    /// This node's Raft id once its own entries may be flushed in the background (0: never).
+    own_id: AtomicU64,
+    /// Wakes the background flusher; it ends when the log is dropped.
+    wake: Mutex<Option<std_mpsc::SyncSender<()>>>,
+}
+
+impl Shared {
+    /// Fdatasyncs everything written so far and advances the durable end over it.
+    fn flush(&self) -> io::Result<()> {
+        let _turn = self.flushing.lock().unwrap();
+        let work = std::mem::take(&mut *self.unsynced.lock().unwrap());
+        let mut done: Vec<&Arc<File>> = Vec::new();
+        for f in &work.files {
+            if done.iter().any(|d| Arc::ptr_eq(d, f)) {
+                continue;
+            }
+            if let Err(e) = self.sync(f) {
+                tracing::error!(error = %e, "raft log flush failed");
+                self.durable.send_modify(|d| d.failed = true);
+                return Err(e);
+            }
+            done.push(f);
+        }
+        if let Some(upto) = work.upto {
+            self.durable.send_if_modified(|d| {
+                let advance = d.last.is_none_or(|l| l.index < upto.index);
+                if advance {
+                    d.last = Some(upto);
+                }
+                advance
+            });
+        }
+        Ok(())
+    }
+
+    fn sync(&self, f: &File) -> io::Result<()> {
+        // The failpoint names the log directory whose flushes fail.
+        if let Some(Some(dir)) = fail::eval("log-flush", |arg| arg)
+            && Path::new(&dir) == self.dir
+        {
+            return Err(io::Error::other("log-flush failpoint"));
+        }
+        f.sync_data()
+    }
+
+    fn failed(&self) -> bool {
+        self.durable.borrow().failed
+    }
+}
+
+/// The background flusher: flushes whenever woken, until the log is dropped.
+fn flusher(shared: Weak<Shared>, wake: std_mpsc::Receiver<()>) {
+    while wake.recv().is_ok() {
+        let Some(s) = shared.upgrade() else { return };
+        // A failure is recorded in `durable`, which everything waiting on the flush watches.
+        let _ = s.flush();
+    }
 }
 
 /// The Raft log store. Cheap to clone; clones share the files.
@@ -398,6 +507,12 @@ impl LogStore {
         if removed {
             sync_dir(dir)?;
         }
+        // What the scan read is on disk: either this process's predecessor flushed it, or it
+        // sat in the page cache of a host that did not restart (see `run_marker`).
+        let (durable, _) = watch::channel(Durable {
+            last: index.last.or(index.last_purged),
+            failed: false,
+        });
         let store = LogStore {
             shared: Arc::new(Shared {
                 _lock: lock,
@@ -410,6 +525,11 @@ impl LogStore {
                     spare: None,
                     failed: false,
                 }),
+                unsynced: Mutex::default(),
+                flushing: Mutex::new(()),
+                durable,
+                own_id: AtomicU64::new(0),
+                wake: Mutex::new(None),
             }),
         };
         store.remove_purged_segments()?;
@@ -463,13 +583,69 @@ impl LogStore {
         Ok(())
     }
 
+    /// Lets entries this node (Raft id `id`) logs as leader be flushed in the background, and
+    /// starts the thread that flushes them; `None` stops it (a sole voter has no followers to
+    /// overlap its flush with, and is quicker flushing in-line).
+    pub fn flush_own_entries_in_background(&self, id: Option<u64>) {
+        let mut wake = self.shared.wake.lock().unwrap();
+        if wake.is_none() && id.is_some() {
+            let (tx, rx) = std_mpsc::sync_channel(1);
+            let shared = Arc::downgrade(&self.shared);
+            std::thread::Builder::new()
+                .name("raft-log-flush".into())
+                .spawn(move || flusher(shared, rx))
+                .expect("spawn the raft log flusher");
+            *wake = Some(tx);
+        }
+        self.shared.own_id.store(id.unwrap_or(0), Ordering::Release);
+    }
+
+    /// How far the log is on disk; see the module documentation.
+    pub fn durable(&self) -> watch::Receiver<Durable> {
+        self.shared.durable.subscribe()
+    }
+
+    /// Whether `entries` are this node's own, logged as leader of its current term, with no
+    /// membership change among them: those may be flushed in the background.
+    fn own_entries(&self, entries: &[Entry]) -> bool {
+        let me = self.shared.own_id.load(Ordering::Acquire);
+        let Some(vote) = self.shared.index.read().unwrap().vote else {
+            return false;
+        };
+        me != 0
+            && vote.is_committed()
+            && vote.leader_id().voted_for() == Some(me)
+            && entries.iter().all(|e| {
+                e.get_log_id().leader_id == *vote.leader_id()
+                    && !matches!(e.payload, openraft::EntryPayload::Membership(_))
+            })
+    }
+
+    /// Writes `entries`; returns once they are on disk, or, for `own_entries`, once they are
+    /// written and the background flusher has been woken.
     fn append_entries(&self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        self.shared
-            .writer
-            .lock()
-            .unwrap()
-            .guard(|w| self.append_locked(w, entries))
+        let background = self.own_entries(&entries);
+        {
+            let mut w = self.shared.writer.lock().unwrap();
+            if self.shared.failed() {
+                return Err(io_err("a raft log flush failed; the node must restart"));
+            }
+            w.guard(|w| self.append_locked(w, entries))?;
+        }
+        let wake = if background {
+            self.shared.wake.lock().unwrap().clone()
+        } else {
+            None
+        };
+        match wake {
+            // A full channel means a wake-up is already pending; it will take these too.
+            Some(tx) => {
+                let _ = tx.try_send(());
+                Ok(())
+            }
+            None => self.shared.flush(),
+        }
     }
 
     fn append_locked(&self, w: &mut Writer, entries: Vec<Entry>) -> io::Result<()> {
@@ -526,8 +702,12 @@ impl LogStore {
             next += 1;
         }
         write_pending(w, &mut pending, &mut synced)?;
-        for f in &synced {
-            f.sync_data()?;
+        {
+            let mut u = self.shared.unsynced.lock().unwrap();
+            u.files.extend(synced);
+            if last.is_some() {
+                u.upto = last;
+            }
         }
         let mut ix = self.shared.index.write().unwrap();
         if let Some(first) = first {
@@ -613,6 +793,9 @@ impl LogStore {
             let later: Vec<u32> = ix.segments.range(loc.seg + 1..).map(|(s, _)| *s).collect();
             (index, loc, ix.first, later)
         };
+        // Whatever waits to be flushed goes to disk first, so that the durable end can simply
+        // move back to the cut.
+        self.shared.flush()?;
         // What can fail without changing the files comes first.
         let file = self.shared.index.read().unwrap().segments[&loc.seg].clone();
         let last = if index > first {
@@ -645,6 +828,8 @@ impl LogStore {
         for seq in later {
             ix.segments.remove(&seq);
         }
+        let end = last.or(ix.last_purged);
+        self.shared.durable.send_modify(|d| d.last = end);
         Ok(())
     }
 
@@ -661,6 +846,14 @@ impl LogStore {
                 ix.last = None;
             }
             ix.last_purged = Some(log_id);
+            // Purged entries are in a snapshot on disk: the durable end is never behind them.
+            self.shared.durable.send_if_modified(|d| {
+                let behind = d.last.is_none_or(|l| l.index < log_id.index);
+                if behind {
+                    d.last = Some(log_id);
+                }
+                behind
+            });
             Ok(())
         })?;
         self.remove_purged_segments()
@@ -846,6 +1039,110 @@ mod tests {
         let mut b = [0u8; 1];
         f.read_exact_at(&mut b, at).unwrap();
         f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
+    }
+
+    /// Waits, a bounded time, until the durable end holds `index` or the log failed.
+    fn wait_durable(log: &LogStore, index: u64) -> Durable {
+        let rx = log.durable();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let d = *rx.borrow();
+            if d.failed || d.last.is_some_and(|l| l.index >= index) {
+                return d;
+            }
+            assert!(std::time::Instant::now() < deadline, "durable end stuck at {d:?}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    fn durable_index(log: &LogStore) -> Option<u64> {
+        log.durable().borrow().last.map(|l| l.index)
+    }
+
+    fn membership_entry(term: u64, index: u64) -> Entry {
+        let m = openraft::Membership::new(vec![std::collections::BTreeSet::from([1u64])], None);
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Membership(m),
+        }
+    }
+
+    #[test]
+    fn a_leaders_own_entries_are_flushed_in_the_background_and_all_others_in_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open_with(tmp.path(), SMALL).unwrap();
+        futures::executor::block_on(log.save_vote(&Vote::new_committed(1, 1))).unwrap();
+        // Until background flushing is turned on, every append returns durable.
+        log.append_entries((0..3).map(|i| entry(1, i, 10, i))).unwrap();
+        assert_eq!(durable_index(&log), Some(2));
+
+        log.flush_own_entries_in_background(Some(1));
+        log.append_entries((3..40).map(|i| entry(1, i, 300, i))).unwrap();
+        // Readable at once, durable soon after.
+        assert_eq!(ids(&log).len(), 40);
+        assert!(!wait_durable(&log, 39).failed);
+
+        // A membership change is flushed before the append returns, own or not.
+        log.append_entries([membership_entry(1, 40)]).unwrap();
+        assert_eq!(durable_index(&log), Some(40));
+
+        // Entries of another leader: this node follows, and acknowledges only what is on disk.
+        futures::executor::block_on(log.save_vote(&Vote::new_committed(2, 2))).unwrap();
+        let theirs = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 2), 41),
+            payload: EntryPayload::Blank,
+        };
+        log.append_entries([theirs]).unwrap();
+        assert_eq!(durable_index(&log), Some(41));
+
+        // This node's own entries of an earlier term, sent back by a later leader: in line too.
+        log.append_entries([entry(1, 42, 10, 42)]).unwrap();
+        assert_eq!(durable_index(&log), Some(42));
+        drop(log);
+        let log = LogStore::open_with(tmp.path(), SMALL).unwrap();
+        assert_eq!(log.read_range(0, None).unwrap().len(), 43);
+    }
+
+    #[test]
+    fn truncation_waits_for_background_flushes_and_moves_the_durable_end_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open_with(tmp.path(), SMALL).unwrap();
+        futures::executor::block_on(log.save_vote(&Vote::new_committed(1, 1))).unwrap();
+        log.flush_own_entries_in_background(Some(1));
+        for i in 0..30 {
+            log.append_entries([entry(1, i, 200, i)]).unwrap();
+        }
+        log.truncate_from(20).unwrap();
+        assert_eq!(durable_index(&log), Some(19));
+        log.append_entries([entry(1, 20, 10, 120)]).unwrap();
+        assert!(!wait_durable(&log, 20).failed);
+        drop(log);
+        let log = LogStore::open_with(tmp.path(), SMALL).unwrap();
+        assert_eq!(ids(&log).last(), Some(&(1, 20, 120)));
+    }
+
+    #[test]
+    fn a_failed_background_flush_fails_the_log_for_good() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft-log");
+        let mut log = LogStore::open_with(&dir, SMALL).unwrap();
+        futures::executor::block_on(log.save_vote(&Vote::new_committed(1, 1))).unwrap();
+        log.flush_own_entries_in_background(Some(1));
+        log.append_entries((0..5).map(|i| entry(1, i, 10, i))).unwrap();
+        assert!(!wait_durable(&log, 4).failed);
+
+        fail::cfg("log-flush", &format!("return({})", dir.display())).unwrap();
+        log.append_entries([entry(1, 5, 10, 5)]).unwrap();
+        let d = wait_durable(&log, 5);
+        fail::remove("log-flush");
+        assert!(d.failed, "the flush failed");
+        assert_eq!(d.last.map(|l| l.index), Some(4), "nothing unflushed counts as durable");
+        assert!(d.holds(5).is_err());
+        assert!(d.holds(4).unwrap());
+        assert!(
+            log.append_entries([entry(1, 6, 10, 6)]).is_err(),
+            "no write after a failed flush"
+        );
     }
 
     #[test]

@@ -20,13 +20,19 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshot
 use rq_db::{Database, Work};
 use rq_proto::{Applied, Command, LoadChunk, Logged, StmtResult};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::log_store::Durable;
 use crate::snapshot::SnapshotStore;
 use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// Batches queued for the writer thread before `apply` waits.
 const APPLY_QUEUE: usize = 64;
+
+/// Entries with at most this many statements in all are applied on the calling task rather
+/// than handed to the writer thread: a few small inserts take less time than the two thread
+/// switches of the hand-off.
+const INLINE_STATEMENTS: usize = 64;
 
 /// What the database records about itself, in the same transaction as the data.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -93,13 +99,26 @@ enum Op {
     },
 }
 
+/// The write connection and what goes with it; the writer thread holds it for each operation,
+/// and a small apply takes it on the calling task.
+struct Writer {
+    db: Database,
+    path: PathBuf,
+    applied: Arc<Mutex<AppliedInfo>>,
+    on_replaced: Box<dyn Fn() + Send>,
+}
+
 /// The state machine handle openraft drives. Cheap to clone.
 #[derive(Clone)]
 pub struct StateMachine {
     tx: mpsc::Sender<Op>,
+    writer: Arc<Mutex<Writer>>,
     applied: Arc<Mutex<AppliedInfo>>,
     snapshots: Arc<SnapshotStore>,
     db_path: PathBuf,
+    /// The Raft log's durable end, when entries may be committed before they are on disk
+    /// here (a leader's own, flushed in the background): nothing is applied before it.
+    log_durable: Option<watch::Receiver<Durable>>,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -136,17 +155,29 @@ impl StateMachine {
             rw_pragmas: db.pragmas(),
         }));
         let (tx, rx) = mpsc::channel(APPLY_QUEUE);
-        let a = applied.clone();
-        let path = db_path.to_path_buf();
+        let writer = Arc::new(Mutex::new(Writer {
+            db,
+            path: db_path.to_path_buf(),
+            applied: applied.clone(),
+            on_replaced,
+        }));
+        let w = writer.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(db, path, rx, a, on_replaced))?;
+            .spawn(move || writer_loop(w, rx))?;
         Ok(StateMachine {
             tx,
+            writer,
             applied,
             snapshots,
             db_path: db_path.to_path_buf(),
+            log_durable: None,
         })
+    }
+
+    /// Applies entries only once the Raft log has them on disk (`durable`).
+    pub fn wait_for_log(&mut self, durable: watch::Receiver<Durable>) {
+        self.log_durable = Some(durable);
     }
 
     /// The last applied log id and membership, as last committed to the database.
@@ -207,17 +238,19 @@ impl StateMachine {
     }
 }
 
-fn writer_loop(
-    mut db: Database,
-    path: PathBuf,
-    mut rx: mpsc::Receiver<Op>,
-    applied: Arc<Mutex<AppliedInfo>>,
-    on_replaced: Box<dyn Fn() + Send>,
-) {
+fn writer_loop(writer: Arc<Mutex<Writer>>, mut rx: mpsc::Receiver<Op>) {
     while let Some(op) = rx.blocking_recv() {
+        let mut w = writer.lock().unwrap();
+        let Writer {
+            db,
+            path,
+            applied,
+            on_replaced,
+        } = &mut *w;
+        let path = &*path;
         match op {
             Op::Apply { entries, reply } => {
-                let r = apply_batch(&mut db, &path, &applied, entries, on_replaced.as_ref());
+                let r = apply_batch(db, path, applied, entries, on_replaced.as_ref());
                 let _ = reply.send(r);
             }
             Op::Checkpoint { reply } => {
@@ -236,13 +269,13 @@ fn writer_loop(
             Op::Boot { path: src, reply } => {
                 let state = applied.lock().unwrap().state.clone();
                 let r = db
-                    .replace_with(&path, &src, Some(&state.encode()))
+                    .replace_with(path, &src, Some(&state.encode()))
                     .map_err(io::Error::other);
                 on_replaced();
                 let _ = reply.send(r);
             }
             Op::Install { path: snap, reply } => {
-                let r = install(&mut db, &path, &snap, &applied);
+                let r = install(db, path, &snap, applied);
                 on_replaced();
                 let _ = reply.send(r);
             }
@@ -280,6 +313,24 @@ fn works_of(cmd: &Command) -> Vec<Work<'_>> {
             })
             .collect(),
     }
+}
+
+/// Statements in `entries`, in all.
+fn statements(entries: &[Entry]) -> usize {
+    fn of(cmd: &Command) -> usize {
+        match cmd {
+            Command::Execute(r) | Command::Query(r) | Command::ExecuteQuery(r) => r.statements.len(),
+            Command::Noop | Command::LoadChunk(_) => 0,
+            Command::Batch(c) => c.iter().map(of).sum(),
+        }
+    }
+    entries
+        .iter()
+        .map(|e| match &e.payload {
+            EntryPayload::Normal(l) => of(&l.cmd),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn load_chunk_of(e: &Entry) -> Option<&LoadChunk> {
@@ -459,6 +510,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         if entries.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(durable) = self.log_durable.as_mut() {
+            let last = entries.last().map(|e| e.log_id.index).unwrap_or_default();
+            let mut held = Ok(());
+            durable
+                .wait_for(|d| match d.holds(last) {
+                    Ok(done) => done,
+                    Err(e) => {
+                        held = Err(e);
+                        true
+                    }
+                })
+                .await
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            held.map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        }
+        if statements(&entries) <= INLINE_STATEMENTS && !entries.iter().any(|e| load_chunk_of(e).is_some()) {
+            // Busy only while the writer thread checkpoints or replaces the database.
+            if let Ok(mut w) = self.writer.try_lock() {
+                let Writer {
+                    db,
+                    path,
+                    applied,
+                    on_replaced,
+                } = &mut *w;
+                return apply_batch(db, path, applied, entries, on_replaced.as_ref())
+                    .map_err(|e| sm_err(ErrorVerb::Write, e));
+            }
         }
         let (reply, rx) = oneshot::channel();
         self.call(Op::Apply { entries, reply }, rx)

@@ -16,9 +16,10 @@ use rq_db::{ConnConfig, Database, ReadPool};
 use rq_proto::{Command, Level, LoadChunk, Logged, Request, StmtResult};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::commit_gate::CommitGate;
 use crate::error::StoreError;
 use crate::freshness::Freshness;
-use crate::log_store::LogStore;
+use crate::log_store::{Durable, LogStore};
 use crate::run_marker;
 use crate::snapshot::SnapshotStore;
 use crate::state_machine::StateMachine;
@@ -32,6 +33,8 @@ pub const SNAPSHOT_DIR: &str = "snapshots";
 
 /// How often a wait for a quorum checks that this node still leads.
 const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
+/// How often `fault` looks for a storage failure.
+const FAULT_CHECK: Duration = Duration::from_millis(50);
 /// Longest wait for a requested snapshot to be taken.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(300);
 /// Bytes of a database file carried by one log entry during a load: just under 4 MiB, so that
@@ -155,6 +158,8 @@ struct Inner {
     raft_id: u64,
     raft: Raft,
     sm: StateMachine,
+    /// The Raft log's durable end.
+    durable: tokio::sync::watch::Receiver<Durable>,
     pool: Arc<ReadPool>,
     snapshots: Arc<SnapshotStore>,
     barrier: mpsc::Sender<oneshot::Sender<Result<(), StoreError>>>,
@@ -262,6 +267,10 @@ impl Store {
         crate::recovery::recover_if_asked(&cfg.data_dir, &db_path, &mut log, &mut sm, &snapshots, &stats).await?;
 
         let id = raft_id(&cfg.node_id);
+        let durable = log.durable();
+        let flush_switch = log.clone();
+        sm.wait_for_log(durable.clone());
+        let network = CommitGate::new(network, durable.clone());
         let config = Arc::new(raft_config(&cfg)?);
         let raft = Raft::new(id, config, network, log, sm.clone())
             .await
@@ -275,6 +284,7 @@ impl Store {
                 raft_id: id,
                 raft,
                 sm,
+                durable,
                 pool,
                 snapshots,
                 barrier,
@@ -291,6 +301,7 @@ impl Store {
         tokio::spawn(read_barrier_loop(store.inner.raft.clone(), barrier_rx));
         tokio::spawn(proposer_loop(store.inner.raft.clone(), proposals_rx));
         tokio::spawn(snapshot_ticker(store.clone()));
+        tokio::spawn(background_flush_switch(store.inner.raft.clone(), flush_switch, id));
 
         if bootstrap && !store.inner.raft.is_initialized().await.map_err(internal)? {
             let me = NodeInfo {
@@ -1025,16 +1036,21 @@ impl Store {
 
     /// Resolves, with the error, when Raft stops by itself because a write it cannot go on
     /// without failed (the disk is full, an I/O error). Never resolves otherwise.
+    ///
+    /// It looks every `FAULT_CHECK` rather than watching: Raft's metrics and the log's durable
+    /// end change with every write, and waking a watcher on each would cost every write a
+    /// thread switch.
     pub async fn fault(&self) -> String {
-        let mut rx = self.inner.raft.metrics();
+        let mut tick = tokio::time::interval(FAULT_CHECK);
         loop {
-            if let Err(e) = &rx.borrow_and_update().running_state
+            tick.tick().await;
+            if let Err(e) = &self.inner.raft.metrics().borrow().running_state
                 && !matches!(e, openraft::error::Fatal::Stopped)
             {
                 return e.to_string();
             }
-            if rx.changed().await.is_err() {
-                return std::future::pending().await;
+            if self.inner.durable.borrow().failed {
+                return "a raft log flush failed".to_string();
             }
         }
     }
@@ -1158,8 +1174,8 @@ fn must_go_alone(cmd: &Command) -> bool {
 
 /// Group commit: takes every proposal that queued up while the previous entry was being
 /// committed and logs them as one entry, so one fsync (per node) serves them all. openraft 0.9
-/// writes one entry at a time (it waits for each append's flush), so batching must happen
-/// before it.
+/// writes one entry at a time (its core waits for each append), so batching must happen before
+/// it.
 ///
 /// The clients an entry answers usually send their next request at once. The next entry
 /// waits briefly (at most `LINGER`) for as many requests as the last entry answered plus those
@@ -1209,6 +1225,24 @@ async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
         let result = raft.client_write(logged).await;
         expect = batch.len() + rx.len();
         answer(batch, result);
+    }
+}
+
+/// Flushes this node's own entries in the background while it has other voters to replicate
+/// to (see `log_store`).
+async fn background_flush_switch(raft: Raft, log: LogStore, id: u64) {
+    let mut rx = raft.server_metrics();
+    loop {
+        let others = rx
+            .borrow_and_update()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v != id);
+        log.flush_own_entries_in_background(others.then_some(id));
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 
