@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::NodeMeta;
+use crate::conn::{Conn, ConnError};
 use crate::messages::{JoinRequest, NotifyRequest, RemoveRequest, StepdownRequest};
 use crate::paths;
 use rq_store::{BackupOptions, Forward, Outcome, StoreError};
@@ -199,9 +200,9 @@ impl Network {
     }
 }
 
-/// A connection to one node.
+/// Raft's connection to one node.
 pub struct Peer {
-    http: reqwest::Client,
+    conn: Conn,
     contacts: Contacts,
     target: u64,
     node: NodeInfo,
@@ -212,7 +213,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Peer {
         Peer {
-            http: self.http.clone(),
+            conn: Conn::new(&node.addr, CONNECT_TIMEOUT),
             contacts: self.contacts.clone(),
             target,
             node: node.clone(),
@@ -224,31 +225,26 @@ type RpcResult<T, E> = Result<T, RPCError<u64, NodeInfo, E>>;
 
 impl Peer {
     /// Posts `req` to `path` and decodes the remote's `Result<T, E>`.
-    async fn call<Q, T, E>(&self, path: &str, req: &Q, ttl: Duration) -> RpcResult<T, E>
+    async fn call<Q, T, E>(&mut self, path: &str, req: &Q, ttl: Duration) -> RpcResult<T, E>
     where
         Q: Serialize,
         T: DeserializeOwned,
         E: DeserializeOwned + std::error::Error,
     {
         let body = postcard::to_stdvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let url = format!("http://{}{}", self.node.addr, path);
-        let resp = self.http.post(&url).timeout(ttl).body(body).send().await.map_err(|e| {
-            if e.is_connect() {
-                RPCError::Unreachable(Unreachable::new(&e))
-            } else {
-                RPCError::Network(NetworkError::new(&e))
-            }
-        })?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            let e = std::io::Error::other(format!("{url}: {status}: {text}"));
+        let (status, bytes) = self
+            .conn
+            .post(path, "application/octet-stream", body.into(), ttl)
+            .await
+            .map_err(|e| match e {
+                ConnError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                ConnError::Io(_) => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes);
+            let e = std::io::Error::other(format!("{}{path}: {status}: {text}", self.node.addr));
             return Err(RPCError::Network(NetworkError::new(&e)));
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let result: Result<T, E> =
             postcard::from_bytes(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.contacts.lock().unwrap().insert(self.target, Instant::now());

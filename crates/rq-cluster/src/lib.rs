@@ -5,6 +5,7 @@
 
 pub mod bootstrap;
 mod client;
+pub mod conn;
 pub mod messages;
 pub mod reaper;
 mod server;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::client::Client;
+use crate::client::{Client, Connection};
 
 /// When a run ends.
 #[derive(Clone, Copy)]
@@ -46,7 +46,7 @@ where
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients.max(1) {
-        let client = Client::new(addr);
+        let mut conn = Connection::new(addr);
         let make = make.clone();
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
@@ -60,7 +60,7 @@ where
                 }
                 let (path, body) = make(c, seq);
                 let t = Instant::now();
-                client.post_json(&path, body).await?;
+                conn.post_json(&path, body).await?;
                 lat.push(t.elapsed());
                 seq += 1;
             }

@@ -1,0 +1,169 @@
+//! One keep-alive HTTP/1.1 connection to a node, driven by the task that uses it.
+//!
+//! Raft sends to each node one request at a time, from one task. A pooled client hands every
+//! request to a connection task and takes the answer back from it: two task switches, often
+//! two thread wake-ups, on each of the thousands of requests a second that replication makes.
+//! Here the calling task polls the connection itself while it waits for its answer. (The
+//! bench tool's clients, one request at a time each, use it too.)
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper::{Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Why a request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// No connection could be made: the node is down or unreachable.
+    #[error("connecting to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    /// The connection failed or timed out during the request.
+    #[error("{0}")]
+    Io(String),
+}
+
+struct Live {
+    sender: SendRequest<Full<Bytes>>,
+    conn: Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+}
+
+/// A connection to `addr`, opened when first needed and again after a failure.
+pub struct Conn {
+    addr: String,
+    connect_timeout: Duration,
+    live: Option<Live>,
+}
+
+impl Conn {
+    pub fn new(addr: &str, connect_timeout: Duration) -> Conn {
+        Conn {
+            addr: addr.to_string(),
+            connect_timeout,
+            live: None,
+        }
+    }
+
+    /// POSTs `body` (of `content_type`) to `path` and returns the status and body of the
+    /// answer, all within `ttl`. After a failure the next request opens a new connection.
+    pub async fn post(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+        ttl: Duration,
+    ) -> Result<(StatusCode, Bytes), ConnError> {
+        let r = match tokio::time::timeout(ttl, self.try_post(path, content_type, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnError::Io(format!(
+                "timeout after {ttl:?} waiting for {}",
+                self.addr
+            ))),
+        };
+        if r.is_err() {
+            // What state the connection is in is unknown: never reuse it.
+            self.live = None;
+        }
+        r
+    }
+
+    async fn try_post(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ConnError> {
+        if self.live.is_none() {
+            self.live = Some(self.connect().await?);
+        }
+        let live = self.live.as_mut().expect("connected");
+        let req = Request::post(path)
+            .header(header::HOST, &self.addr)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Full::new(body))
+            .map_err(|e| ConnError::Io(e.to_string()))?;
+        let r = async {
+            drive(&mut live.conn, live.sender.ready())
+                .await?
+                .map_err(Ended::Failed)?;
+            let resp = drive(&mut live.conn, live.sender.send_request(req))
+                .await?
+                .map_err(Ended::Failed)?;
+            let (parts, body) = resp.into_parts();
+            let bytes = drive(&mut live.conn, body.collect())
+                .await?
+                .map_err(Ended::Failed)?
+                .to_bytes();
+            Ok((parts.status, bytes))
+        }
+        .await;
+        r.map_err(|e: Ended| {
+            self.live = None;
+            match e {
+                Ended::Closed => ConnError::Io(format!("{}: connection closed", self.addr)),
+                Ended::Failed(e) => ConnError::Io(format!("{}: {e}", self.addr)),
+            }
+        })
+    }
+
+    async fn connect(&self) -> Result<Live, ConnError> {
+        let failed = |reason: String| ConnError::Connect {
+            addr: self.addr.clone(),
+            reason,
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| failed("timed out".into()))?
+            .map_err(|e| failed(e.to_string()))?;
+        stream.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Live {
+            sender,
+            conn: Box::pin(conn),
+        })
+    }
+}
+
+/// How a connection ended before the answer came.
+enum Ended {
+    Closed,
+    Failed(hyper::Error),
+}
+
+/// Polls `fut` to completion while driving the connection it needs. An error if the
+/// connection ends first.
+async fn drive<F: Future>(
+    conn: &mut Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+    fut: F,
+) -> Result<F::Output, Ended> {
+    let mut fut = std::pin::pin!(fut);
+    let mut ended: Option<Result<(), hyper::Error>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        if ended.is_none()
+            && let Poll::Ready(r) = conn.as_mut().poll(cx)
+        {
+            // The connection is done; what it finished may have completed `fut`.
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(v));
+            }
+            ended = Some(r);
+        }
+        match ended.take() {
+            Some(Err(e)) => Poll::Ready(Err(Ended::Failed(e))),
+            Some(Ok(())) => Poll::Ready(Err(Ended::Closed)),
+            None => Poll::Pending,
+        }
+    })
+    .await
+}
