@@ -414,3 +414,92 @@ async fn a_cluster_that_lost_its_quorum_recovers_from_peers_json() {
     assert!(!raft_dir.join("peers.json").exists(), "peers.json is used once");
     assert!(raft_dir.join("peers.info").exists());
 }
+
+#[tokio::test]
+async fn a_leader_whose_background_flush_fails_stops_and_loses_nothing_acknowledged() {
+    // The leader's own entries are flushed in the background; after the first 40 flushes,
+    // every flush of its log fails.
+    let d0 = DataDir::new();
+    let failpoint = format!("log-flush=40*off->return({})", d0.path.join("raft-log").display());
+    let first = Node::spawn_env(&d0.path, &["-node-id", "node0"], &[("FAILPOINTS", failpoint.as_str())]);
+    first.wait_ready().await;
+    let mut dirs = vec![d0];
+    let mut nodes = vec![first];
+    for i in 1..3 {
+        let d = DataDir::new();
+        let id = format!("node{i}");
+        let join = nodes[0].raft.clone();
+        nodes.push(Node::start_in(&d.path, &["-node-id", id.as_str(), "-join", join.as_str()]).await);
+        dirs.push(d);
+    }
+    let mut c = Cluster { _dirs: dirs, nodes };
+    c.wait_members(3).await;
+    assert_eq!(c.leader().await, 0);
+    c.nodes[0]
+        .execute(r#"["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]"#)
+        .await;
+
+    let client = reqwest::Client::new();
+    let mut acked = Vec::new();
+    for id in 0..10_000u64 {
+        let body = format!(r#"[["INSERT INTO t(id, v) VALUES(?, 'v')", {id}]]"#);
+        // No answer, or an error, is no acknowledgement.
+        let Ok(r) = client
+            .post(c.nodes[0].url("/db/execute"))
+            .timeout(Duration::from_secs(5))
+            .body(body)
+            .send()
+            .await
+        else {
+            break;
+        };
+        let code = r.status().as_u16();
+        let Ok(text) = r.text().await else { break };
+        if code != 200 || text.contains("error") {
+            break;
+        }
+        acked.push(id);
+    }
+    assert!(
+        !acked.is_empty() && acked.len() < 10_000,
+        "{} writes acknowledged",
+        acked.len()
+    );
+    let status = c.nodes[0].wait_exit_status(Duration::from_secs(20)).await;
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the leader went on running after its log flush failed"
+    );
+
+    // The others elect a leader that holds every acknowledged row, once.
+    eprintln!("{} writes acknowledged before the leader's flush failed", acked.len());
+    let l = c.leader().await;
+    assert_ne!(l, 0);
+    let ids = |body: String| -> Vec<u64> {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["results"][0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_u64().unwrap())
+            .collect()
+    };
+    let got = ids(c.nodes[l]
+        .query("?level=strong", r#"["SELECT id FROM t ORDER BY id"]"#)
+        .await);
+    let missing: Vec<&u64> = acked.iter().filter(|id| !got.contains(id)).collect();
+    assert!(missing.is_empty(), "acknowledged rows lost: {missing:?}");
+    assert!(got.windows(2).all(|w| w[0] < w[1]));
+
+    // Restarted without the fault, the old leader catches up with the same rows.
+    c.nodes[0].env.clear();
+    c.nodes[0].kill_and_restart().await;
+    let n = got.len();
+    let old = &c.nodes[0];
+    old.wait_for(Duration::from_secs(20), "the old leader to catch up", || async {
+        count(old, "none").await.contains(&format!("[[{n}]]"))
+    })
+    .await;
+    let integrity = old.query("?level=none", r#"["PRAGMA integrity_check"]"#).await;
+    assert!(integrity.contains(r#"[["ok"]]"#), "{integrity}");
+}
