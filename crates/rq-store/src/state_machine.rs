@@ -238,45 +238,50 @@ impl StateMachine {
     }
 }
 
+impl Writer {
+    fn apply(&mut self, entries: Vec<Entry>) -> io::Result<Vec<Applied>> {
+        apply_batch(
+            &mut self.db,
+            &self.path,
+            &self.applied,
+            entries,
+            self.on_replaced.as_ref(),
+        )
+    }
+}
+
 fn writer_loop(writer: Arc<Mutex<Writer>>, mut rx: mpsc::Receiver<Op>) {
     while let Some(op) = rx.blocking_recv() {
-        let mut w = writer.lock().unwrap();
-        let Writer {
-            db,
-            path,
-            applied,
-            on_replaced,
-        } = &mut *w;
-        let path = &*path;
+        let mut guard = writer.lock().unwrap();
+        let w = &mut *guard;
         match op {
             Op::Apply { entries, reply } => {
-                let r = apply_batch(db, path, applied, entries, on_replaced.as_ref());
-                let _ = reply.send(r);
+                let _ = reply.send(w.apply(entries));
             }
             Op::Checkpoint { reply } => {
-                let _ = reply.send(db.checkpoint().map_err(io::Error::other));
+                let _ = reply.send(w.db.checkpoint().map_err(io::Error::other));
             }
             Op::ForceState { state, reply } => {
-                let r = db
-                    .apply(&[vec![Work::Nothing]], |_| state.encode())
-                    .map(|_| ())
-                    .map_err(io::Error::other);
+                let r =
+                    w.db.apply(&[vec![Work::Nothing]], |_| state.encode())
+                        .map(|_| ())
+                        .map_err(io::Error::other);
                 if r.is_ok() {
-                    applied.lock().unwrap().state = state;
+                    w.applied.lock().unwrap().state = state;
                 }
                 let _ = reply.send(r);
             }
             Op::Boot { path: src, reply } => {
-                let state = applied.lock().unwrap().state.clone();
-                let r = db
-                    .replace_with(path, &src, Some(&state.encode()))
-                    .map_err(io::Error::other);
-                on_replaced();
+                let state = w.applied.lock().unwrap().state.clone();
+                let r =
+                    w.db.replace_with(&w.path, &src, Some(&state.encode()))
+                        .map_err(io::Error::other);
+                (w.on_replaced)();
                 let _ = reply.send(r);
             }
             Op::Install { path: snap, reply } => {
-                let r = install(db, path, &snap, applied);
-                on_replaced();
+                let r = install(&mut w.db, &w.path, &snap, &w.applied);
+                (w.on_replaced)();
                 let _ = reply.send(r);
             }
         }
@@ -529,14 +534,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if statements(&entries) <= INLINE_STATEMENTS && !entries.iter().any(|e| load_chunk_of(e).is_some()) {
             // Busy only while the writer thread checkpoints or replaces the database.
             if let Ok(mut w) = self.writer.try_lock() {
-                let Writer {
-                    db,
-                    path,
-                    applied,
-                    on_replaced,
-                } = &mut *w;
-                return apply_batch(db, path, applied, entries, on_replaced.as_ref())
-                    .map_err(|e| sm_err(ErrorVerb::Write, e));
+                return w.apply(entries).map_err(|e| sm_err(ErrorVerb::Write, e));
             }
         }
         let (reply, rx) = oneshot::channel();

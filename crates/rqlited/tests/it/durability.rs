@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{DataDir, Node};
+use crate::harness::{DataDir, Node, acknowledged};
 
 /// Rows of a query as JSON arrays.
 async fn rows(n: &Node, sql: &str) -> Vec<serde_json::Value> {
@@ -210,13 +210,7 @@ async fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
     let client = reqwest::Client::new();
     for id in 0..100_000u64 {
         let body = format!(r#"[["INSERT INTO f(id, v) VALUES(?, ?)", {id}, "{pad}"]]"#);
-        // The node may stop while a request is in flight: no answer is no acknowledgement.
-        let Ok(r) = client.post(n.url("/db/execute")).body(body).send().await else {
-            break;
-        };
-        let code = r.status().as_u16();
-        let Ok(text) = r.text().await else { break };
-        if code != 200 || text.contains("error") {
+        if !acknowledged(&client, &n.url("/db/execute"), body).await {
             break;
         }
         acked.push(id);

@@ -280,3 +280,19 @@ pub async fn single() -> (DataDir, Node) {
     let n = Node::start_in(&d.path, &[]).await;
     (d, n)
 }
+
+/// Posts a write to `url`; whether it was acknowledged (answered 200 with no error). A node that
+/// stops while the request is in flight gives no answer, which is no acknowledgement.
+pub async fn acknowledged(client: &reqwest::Client, url: &str, body: String) -> bool {
+    let Ok(r) = client
+        .post(url)
+        .timeout(Duration::from_secs(10))
+        .body(body)
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let code = r.status().as_u16();
+    r.text().await.is_ok_and(|text| code == 200 && !text.contains("error"))
+}
