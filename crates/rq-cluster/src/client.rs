@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::NodeMeta;
-use crate::conn::{Conn, ConnError};
+use crate::conn::{Conn, ConnError, Idle};
 use crate::messages::{JoinRequest, NotifyRequest, RemoveRequest, StepdownRequest};
 use crate::paths;
 use rq_store::{BackupOptions, Forward, Outcome, StoreError};
@@ -43,6 +43,8 @@ type Contacts = Arc<Mutex<HashMap<u64, Instant>>>;
 pub struct Network {
     http: reqwest::Client,
     contacts: Contacts,
+    /// Raft connections not in use, for openraft's short-lived clients.
+    idle: Idle,
 }
 
 impl Network {
@@ -55,6 +57,7 @@ impl Network {
         Ok(Network {
             http,
             contacts: Contacts::default(),
+            idle: Idle::default(),
         })
     }
 
@@ -213,7 +216,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Peer {
         Peer {
-            conn: Conn::new(&node.addr, CONNECT_TIMEOUT),
+            conn: Conn::pooled(&node.addr, CONNECT_TIMEOUT, self.idle.clone()),
             contacts: self.contacts.clone(),
             target,
             node: node.clone(),

@@ -5,9 +5,15 @@
 //! two thread wake-ups, on each of the thousands of requests a second that replication makes.
 //! Here the calling task polls the connection itself while it waits for its answer. (The
 //! bench tool's clients, one request at a time each, use it too.)
+//!
+//! openraft also makes a short-lived client for each leadership check (a round of heartbeats
+//! for a linearizable read) and each vote. Those take an idle connection from a shared `Idle`
+//! pool and put it back when dropped, so no request waits for a new TCP connection.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -34,11 +40,42 @@ struct Live {
     conn: Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
 }
 
+/// Idle connections kept per address.
+const IDLE_PER_ADDR: usize = 4;
+
+/// Idle connections by address, shared by the `Conn`s made from it.
+#[derive(Clone, Default)]
+pub struct Idle(Arc<Mutex<HashMap<String, Vec<Live>>>>);
+
+impl Idle {
+    fn take(&self, addr: &str) -> Option<Live> {
+        self.0.lock().unwrap().get_mut(addr).and_then(Vec::pop)
+    }
+
+    fn put(&self, addr: &str, live: Live) {
+        let mut idle = self.0.lock().unwrap();
+        let list = idle.entry(addr.to_string()).or_default();
+        if list.len() < IDLE_PER_ADDR {
+            list.push(live);
+        }
+    }
+}
+
 /// A connection to `addr`, opened when first needed and again after a failure.
 pub struct Conn {
     addr: String,
     connect_timeout: Duration,
     live: Option<Live>,
+    idle: Option<Idle>,
+    in_flight: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let (Some(idle), Some(live), false) = (&self.idle, self.live.take(), self.in_flight) {
+            idle.put(&self.addr, live);
+        }
+    }
 }
 
 impl Conn {
@@ -47,7 +84,19 @@ impl Conn {
             addr: addr.to_string(),
             connect_timeout,
             live: None,
+            idle: None,
+            in_flight: false,
         }
+    }
+
+    /// A connection that starts from an idle one in `idle`, if any, and goes back there when
+    /// dropped. Its requests must be ones that may be sent twice: one that fails on a
+    /// connection taken from the pool (the other side may have closed it meanwhile) is sent
+    /// again on a new one.
+    pub fn pooled(addr: &str, connect_timeout: Duration, idle: Idle) -> Conn {
+        let mut conn = Conn::new(addr, connect_timeout);
+        conn.idle = Some(idle);
+        conn
     }
 
     /// POSTs `body` (of `content_type`) to `path` and returns the status and body of the
@@ -59,7 +108,23 @@ impl Conn {
         body: Bytes,
         ttl: Duration,
     ) -> Result<(StatusCode, Bytes), ConnError> {
-        let r = match tokio::time::timeout(ttl, self.try_post(path, content_type, body)).await {
+        // Set until the exchange is complete: a request abandoned half-way leaves its
+        // connection in an unknown state, and such a connection never goes back to the pool.
+        self.in_flight = true;
+        let attempt = async {
+            let mut from_pool = false;
+            if self.live.is_none()
+                && let Some(live) = self.idle.as_ref().and_then(|i| i.take(&self.addr))
+            {
+                self.live = Some(live);
+                from_pool = true;
+            }
+            match self.try_post(path, content_type, body.clone()).await {
+                Err(ConnError::Io(_)) if from_pool => self.try_post(path, content_type, body).await,
+                r => r,
+            }
+        };
+        let r = match tokio::time::timeout(ttl, attempt).await {
             Ok(r) => r,
             Err(_) => Err(ConnError::Io(format!(
                 "timeout after {ttl:?} waiting for {}",
@@ -70,6 +135,7 @@ impl Conn {
             // What state the connection is in is unknown: never reuse it.
             self.live = None;
         }
+        self.in_flight = false;
         r
     }
 
