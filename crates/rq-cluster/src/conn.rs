@@ -233,3 +233,106 @@ async fn drive<F: Future>(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use hyper::Response;
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    const T: Duration = Duration::from_secs(5);
+
+    /// An HTTP/1.1 server on loopback that echoes request bodies, after `delay` for a body of
+    /// "slow"; it counts the connections it accepted, and closes each after `per_conn` requests.
+    async fn server(per_conn: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let served = Arc::new(AtomicUsize::new(0));
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+                        let served = served.clone();
+                        async move {
+                            let body = req.into_body().collect().await?.to_bytes();
+                            if &body[..] == b"slow" {
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                            }
+                            let mut resp = Response::new(Full::new(body));
+                            if served.fetch_add(1, Ordering::SeqCst) + 1 >= per_conn {
+                                resp.headers_mut()
+                                    .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+                            }
+                            Ok::<_, hyper::Error>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn echo(conn: &mut Conn, body: &'static str) -> Bytes {
+        let (status, got) = conn
+            .post("/", "text/plain", Bytes::from_static(body.as_bytes()), T)
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        got
+    }
+
+    #[tokio::test]
+    async fn pooled_connections_are_reused_across_clients() {
+        let (addr, accepted) = server(usize::MAX).await;
+        let idle = Idle::default();
+        for i in 0..5 {
+            let mut c = Conn::pooled(&addr, T, idle.clone());
+            assert_eq!(echo(&mut c, "a").await, "a");
+            assert_eq!(echo(&mut c, "b").await, "b", "round {i}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // Without a pool, each client has its own connection.
+        for _ in 0..2 {
+            echo(&mut Conn::new(&addr, T), "c").await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_abandoned_mid_request_is_not_reused() {
+        let (addr, accepted) = server(usize::MAX).await;
+        let idle = Idle::default();
+        let mut c = Conn::pooled(&addr, T, idle.clone());
+        echo(&mut c, "warm").await;
+        let abandoned = tokio::time::timeout(Duration::from_millis(50), c.post("/", "text/plain", "slow".into(), T));
+        assert!(abandoned.await.is_err(), "the slow request was cut off");
+        drop(c);
+        // The next client must not read the abandoned request's answer.
+        let mut next = Conn::pooled(&addr, T, idle.clone());
+        assert_eq!(echo(&mut next, "fresh").await, "fresh");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_server_closed_is_replaced() {
+        // The server closes every connection after one request.
+        let (addr, accepted) = server(1).await;
+        let idle = Idle::default();
+        for body in ["a", "b", "c"] {
+            let mut c = Conn::pooled(&addr, T, idle.clone());
+            assert_eq!(echo(&mut c, body).await, body);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+}
