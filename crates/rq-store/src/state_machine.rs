@@ -534,7 +534,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if statements(&entries) <= INLINE_STATEMENTS && !entries.iter().any(|e| load_chunk_of(e).is_some()) {
             // Busy only while the writer thread checkpoints or replaces the database.
             if let Ok(mut w) = self.writer.try_lock() {
-                return w.apply(entries).map_err(|e| sm_err(ErrorVerb::Write, e));
+                // A statement may still run long: the runtime moves this thread's other tasks
+                // elsewhere meanwhile.
+                let apply = || w.apply(entries);
+                let r = match tokio::runtime::Handle::current().runtime_flavor() {
+                    tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(apply),
+                    _ => apply(),
+                };
+                return r.map_err(|e| sm_err(ErrorVerb::Write, e));
             }
         }
         let (reply, rx) = oneshot::channel();

@@ -13,6 +13,11 @@ struct Cluster {
 impl Cluster {
     /// Starts `n` nodes: the first bootstraps, the others join it.
     async fn by_join(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::by_join_env(n, extra, &[]).await
+    }
+
+    /// As `by_join`, with extra environment variables for every node.
+    async fn by_join_env(n: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         let mut dirs = Vec::new();
         let mut nodes: Vec<Node> = Vec::new();
         for i in 0..n {
@@ -25,7 +30,9 @@ impl Cluster {
                 join = nodes[0].raft.clone();
                 args.extend_from_slice(&["-join", join.as_str()]);
             }
-            nodes.push(Node::start_in(&d.path, &args).await);
+            let node = Node::spawn_env(&d.path, &args, env);
+            node.wait_ready().await;
+            nodes.push(node);
             dirs.push(d);
         }
         let c = Cluster { _dirs: dirs, nodes };
@@ -496,4 +503,31 @@ async fn a_leader_whose_background_flush_fails_stops_and_loses_nothing_acknowled
     .await;
     let integrity = old.query("?level=none", r#"["PRAGMA integrity_check"]"#).await;
     assert!(integrity.contains(r#"[["ok"]]"#), "{integrity}");
+}
+
+#[tokio::test]
+async fn a_long_statement_does_not_cost_the_leader_its_leadership() {
+    // One runtime worker per node, as on a one-core machine: a statement that held up the
+    // worker would stop the leader's heartbeats.
+    let c = Cluster::by_join_env(3, &[], &[("TOKIO_WORKER_THREADS", "1")]).await;
+    let l = c.leader().await;
+    let leader = &c.nodes[l];
+    let term = |st: serde_json::Value| st["store"]["raft"]["term"].as_u64().unwrap();
+    let before = term(leader.status().await);
+    leader.execute(r#"["CREATE TABLE t(v INTEGER)"]"#).await;
+    // A single small entry whose one statement runs for seconds.
+    let started = Instant::now();
+    let r = leader
+        .execute(
+            r#"["INSERT INTO t(v) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000000) SELECT sum(x) FROM c"]"#,
+        )
+        .await;
+    let took = started.elapsed();
+    assert!(r.contains("rows_affected"), "{r}");
+    assert!(took > Duration::from_secs(1), "the statement took only {took:?}");
+    // Heartbeats went on meanwhile: nobody stood for election.
+    assert_eq!(c.leader().await, l);
+    for n in &c.nodes {
+        assert_eq!(term(n.status().await), before, "a new term after a {took:?} statement");
+    }
 }
