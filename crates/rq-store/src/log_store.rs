@@ -29,7 +29,7 @@
 //! - the state machine applies an entry only once it is durable here, so no client sees a
 //!   result, and no read sees a write, before the entry is on disk on this node as well as on
 //!   the follower whose acknowledgement committed it;
-//! - the commit index sent to followers (`DurableCommit`) is never past the durable end, so a
+//! - the commit index sent to followers (`CommitGate`) is never past the durable end, so a
 //!   follower applies nothing that a majority does not hold on disk.
 //!
 //! A failed background flush marks the log failed: nothing more is written or applied, and the
