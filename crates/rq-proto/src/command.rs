@@ -105,6 +105,15 @@ impl Command {
             Command::Batch(_) => "batch",
         }
     }
+
+    /// SQL statements carried, in all.
+    pub fn statements(&self) -> usize {
+        match self {
+            Command::Execute(r) | Command::Query(r) | Command::ExecuteQuery(r) => r.statements.len(),
+            Command::Noop | Command::LoadChunk(_) => 0,
+            Command::Batch(c) => c.iter().map(Command::statements).sum(),
+        }
+    }
 }
 
 impl std::fmt::Display for Command {

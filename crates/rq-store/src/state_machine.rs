@@ -322,17 +322,10 @@ fn works_of(cmd: &Command) -> Vec<Work<'_>> {
 
 /// Statements in `entries`, in all.
 fn statements(entries: &[Entry]) -> usize {
-    fn of(cmd: &Command) -> usize {
-        match cmd {
-            Command::Execute(r) | Command::Query(r) | Command::ExecuteQuery(r) => r.statements.len(),
-            Command::Noop | Command::LoadChunk(_) => 0,
-            Command::Batch(c) => c.iter().map(of).sum(),
-        }
-    }
     entries
         .iter()
         .map(|e| match &e.payload {
-            EntryPayload::Normal(l) => of(&l.cmd),
+            EntryPayload::Normal(l) => l.cmd.statements(),
             _ => 0,
         })
         .sum()
@@ -518,18 +511,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         if let Some(durable) = self.log_durable.as_mut() {
             let last = entries.last().map(|e| e.log_id.index).unwrap_or_default();
-            let mut held = Ok(());
-            durable
-                .wait_for(|d| match d.holds(last) {
-                    Ok(done) => done,
-                    Err(e) => {
-                        held = Err(e);
-                        true
-                    }
-                })
+            // Waits until the entries are on disk, or the log failed (then `holds` says why).
+            let end = *durable
+                .wait_for(|d| d.holds(last).unwrap_or(true))
                 .await
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            held.map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            end.holds(last).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
         if statements(&entries) <= INLINE_STATEMENTS && !entries.iter().any(|e| load_chunk_of(e).is_some()) {
             // Busy only while the writer thread checkpoints or replaces the database.

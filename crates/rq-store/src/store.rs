@@ -1153,14 +1153,6 @@ struct Proposal {
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
-fn statements_in(cmd: &Command) -> usize {
-    match cmd {
-        Command::Execute(r) | Command::Query(r) | Command::ExecuteQuery(r) => r.statements.len(),
-        Command::Noop | Command::LoadChunk(_) => 0,
-        Command::Batch(c) => c.iter().map(statements_in).sum(),
-    }
-}
-
 /// Whether a command must be logged alone: a load piece, or a request with a statement that
 /// runs outside a transaction, which its entry must not share.
 fn must_go_alone(cmd: &Command) -> bool {
@@ -1193,7 +1185,7 @@ async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
                 None => return,
             },
         };
-        let mut statements = statements_in(&first.cmd);
+        let mut statements = first.cmd.statements();
         let alone = must_go_alone(&first.cmd);
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + LINGER;
@@ -1210,7 +1202,7 @@ async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
                 carried = Some(next);
                 break;
             }
-            statements += statements_in(&next.cmd);
+            statements += next.cmd.statements();
             batch.push(next);
         }
         let cmd = if batch.len() == 1 {
