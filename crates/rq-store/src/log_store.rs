@@ -64,6 +64,7 @@ use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 const SEGMENT_BYTES: u64 = 8 << 20;
 const HEADER: usize = 16;
 const META_FILE: &str = "meta";
+const COMMITTED_FILE: &str = "committed";
 const LOCK_FILE: &str = "lock";
 const SPARE_FILE: &str = "spare";
 const SEGMENT_EXT: &str = "seg";
@@ -177,6 +178,8 @@ struct Shared {
     own_id: AtomicU64,
     /// Wakes the background flusher; it ends when the log is dropped.
     wake: Mutex<Option<std_mpsc::SyncSender<()>>>,
+    /// The last committed log id openraft reported, and the file it is kept in.
+    committed: Mutex<(Option<LogId>, File)>,
 }
 
 impl Shared {
@@ -378,6 +381,26 @@ fn write_meta(dir: &Path, vote: &Option<Vote>, last_purged: &Option<LogId>) -> i
     sync_dir(dir)
 }
 
+/// The committed log id as last saved: `len | crc | postcard(Option<LogId>)`, or `None` if the
+/// file is missing or does not check.
+fn read_committed_file(f: &File) -> io::Result<Option<LogId>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 64];
+    let n = f.read_at(&mut buf, 0)?;
+    if n < 8 {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+    let sum = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    let Some(body) = buf.get(8..8 + len).filter(|_| 8 + len <= n) else {
+        return Ok(None);
+    };
+    if crc32fast::hash(body) != sum {
+        return Ok(None);
+    }
+    Ok(decode::<Option<LogId>>(body).ok().flatten())
+}
+
 /// What reading one segment found.
 struct Scan {
     /// Offset just past the last good record, and that record's checksum.
@@ -460,6 +483,13 @@ impl LogStore {
         }
         let _ = fs::remove_file(dir.join(SPARE_FILE));
         let (vote, last_purged) = read_meta(dir)?;
+        let committed_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(COMMITTED_FILE))?;
+        let committed = read_committed_file(&committed_file)?;
         let mut index = Index {
             first: last_purged.map(|l| l.index + 1).unwrap_or(0),
             locs: VecDeque::new(),
@@ -530,9 +560,11 @@ impl LogStore {
                 durable,
                 own_id: AtomicU64::new(0),
                 wake: Mutex::new(None),
+                committed: Mutex::new((None, committed_file)),
             }),
         };
         store.remove_purged_segments()?;
+        store.shared.committed.lock().unwrap().0 = store.checked_committed(committed);
         {
             let mut w = store.shared.writer.lock().unwrap();
             if w.tail.is_some() {
@@ -540,6 +572,25 @@ impl LogStore {
             }
         }
         Ok(store)
+    }
+
+    /// `committed` if this log holds it: an id at or before the purge point (the snapshot holds
+    /// it), or one whose entry is in the log with that very term, so that every entry up to it
+    /// is the committed one. A saved id is not synced, so after a host crash the log may lack
+    /// it; then nothing is claimed, and the entries are applied once a leader commits them.
+    fn checked_committed(&self, committed: Option<LogId>) -> Option<LogId> {
+        let c = committed?;
+        let purged = self.shared.index.read().unwrap().last_purged;
+        if purged.is_some_and(|p| c.index <= p.index) {
+            return Some(c);
+        }
+        match self.read_range(c.index, Some(c.index + 1)) {
+            Ok(e) if e.first().is_some_and(|e| e.log_id == c) => Some(c),
+            _ => {
+                tracing::warn!(committed = %c, "the raft log does not hold the saved committed entry; ignoring it");
+                None
+            }
+        }
     }
 
     /// Starts zeroing the next segment in the background.
@@ -952,6 +1003,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
         Ok(self.shared.index.read().unwrap().vote)
+    }
+
+    /// Keeps the committed log id in a small file, written in place and not synced: it
+    /// survives the process dying (the kernel still has it), which is what it is for. At start
+    /// openraft applies the log up to it before the node serves, so a node restarted after a
+    /// crash serves what it had applied, not the older state its database file was recorded at.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        use std::os::unix::fs::FileExt;
+        let body = encode(&committed).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        let mut buf = Vec::with_capacity(8 + body.len());
+        buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        buf.extend_from_slice(&body);
+        let mut c = self.shared.committed.lock().unwrap();
+        c.1.write_all_at(&buf, 0).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        c.0 = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.shared.committed.lock().unwrap().0)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
