@@ -15,7 +15,6 @@ use rusqlite::limits::Limit;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::Error;
-use crate::database::STATE_TABLE;
 
 /// SQLite's virtual-machine steps between two deadline checks.
 const PROGRESS_STEPS: i32 = 1000;
@@ -112,6 +111,9 @@ impl Conn {
     }
 
     fn finish(mut conn: Connection, cfg: ConnConfig) -> Result<Conn, Error> {
+        // Only the writer's own checkpoints may change the database file (see `file_state`),
+        // never a connection that happens to close last.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
         conn.pragma_update(None, "foreign_keys", cfg.foreign_keys)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH)?;
@@ -161,15 +163,6 @@ pub(crate) const RESERVED_PRAGMAS: [&str; 5] = [
 
 fn authorize(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
-        // The state table is the node's record of what it applied; users may read it only.
-        // (VACUUM copies it into its temporary database, which is not `main`.)
-        AuthAction::Insert { table_name }
-        | AuthAction::Update { table_name, .. }
-        | AuthAction::Delete { table_name }
-            if table_name.eq_ignore_ascii_case(STATE_TABLE) && ctx.database_name == Some("main") =>
-        {
-            Authorization::Deny
-        }
         // Attaching opens arbitrary files; the database is the one file a node serves. VACUUM
         // attaches a nameless temporary database, which stays allowed (a user's own ATTACH is
         // refused before it gets here, see `sql::attaches`); VACUUM INTO names a file and is

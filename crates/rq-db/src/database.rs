@@ -1,9 +1,10 @@
 //! The write side of the database: applying batches of committed work in one transaction,
-//! together with the state blob that says which work the database holds.
+//! checkpoints, and replacing the file; and, beside the file, the record of which work it
+//! holds (`file_state`).
 //!
-//! Architecture invariant: the state blob (`sqlite_rqlite`) is updated in the same SQLite
-//! transaction as the statements of the work it describes; nothing commits user changes without
-//! also committing the state they belong to.
+//! Architecture invariant: the database file changes only through `checkpoint` and
+//! `replace_with`, each of which clears the state record before the file changes and writes
+//! it again once the new file is synced. Commits in between reach only the WAL.
 
 use std::path::{Path, PathBuf};
 
@@ -14,10 +15,10 @@ use rusqlite::config::DbConfig;
 use crate::Error;
 use crate::conn::{Conn, ConnConfig};
 use crate::exec::{self, Mode, Outcome};
+use crate::file_state::{self, sibling};
 
-/// Table holding the state blob. The `sqlite_` prefix keeps it out of dumps and stops users
-/// from dropping it; the authorizer stops them from writing it.
-pub(crate) const STATE_TABLE: &str = "sqlite_rqlite";
+/// The table in which databases written by earlier versions kept their state blob.
+const LEGACY_STATE_TABLE: &str = "sqlite_rqlite";
 
 /// One committed log entry's work.
 #[derive(Debug, Clone, Copy)]
@@ -37,123 +38,143 @@ pub struct Database {
     conn: Conn,
     cfg: ConnConfig,
     path: PathBuf,
+    /// Whether a valid state record describes the file now.
+    recorded: bool,
 }
 
-/// Bytes reserved for the state blob. It is rewritten in place with SQLite's incremental blob
-/// I/O, which, unlike an UPDATE, leaves `changes()` and `last_insert_rowid()` as the user's last
-/// statement set them (rqlite reports both per connection).
-const STATE_CAPACITY: usize = 64 * 1024;
-
-fn ensure_state_table(conn: &Conn) -> Result<(), Error> {
-    let exists: bool = conn.conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        [STATE_TABLE],
-        |r| r.get(0),
-    )?;
-    if !exists {
-        // Names starting with `sqlite_` are reserved; writable_schema lifts that for this one
-        // statement.
-        conn.trusted(|c| {
-            c.set_db_config(DbConfig::SQLITE_DBCONFIG_WRITABLE_SCHEMA, true)?;
-            let r = c.execute_batch(&format!(
-                "CREATE TABLE {STATE_TABLE}(id INTEGER PRIMARY KEY, state BLOB NOT NULL);
-                 INSERT INTO {STATE_TABLE}(id, state) VALUES(1, zeroblob({STATE_CAPACITY}));"
-            ));
-            c.set_db_config(DbConfig::SQLITE_DBCONFIG_WRITABLE_SCHEMA, false)?;
-            r
-        })?;
-    }
-    Ok(())
-}
-
-/// Opens the writer on a file that has the state table. The table is created through a separate,
-/// short-lived connection, so the writer starts with `last_insert_rowid()` and `changes()` at 0,
-/// as a fresh rqlite connection does.
-fn open_prepared(path: &Path, cfg: ConnConfig) -> Result<Conn, Error> {
-    ensure_state_table(&Conn::open_writer(path, cfg)?)?;
-    Conn::open_writer(path, cfg)
-}
-
-/// Reads the state blob through `conn`, if the database has one.
-pub(crate) fn read_state(conn: &rusqlite::Connection) -> Result<Option<Vec<u8>>, Error> {
+/// Reads the state blob of a database written by an earlier version, if it has one.
+fn read_legacy_state(conn: &rusqlite::Connection) -> Result<Option<Vec<u8>>, Error> {
     let exists: bool = conn.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        [STATE_TABLE],
+        [LEGACY_STATE_TABLE],
         |r| r.get(0),
     )?;
     if !exists {
         return Ok(None);
     }
     let blob: Option<Vec<u8>> = conn
-        .query_row(&format!("SELECT state FROM {STATE_TABLE} WHERE id = 1"), [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            &format!("SELECT state FROM {LEGACY_STATE_TABLE} WHERE id = 1"),
+            [],
+            |r| r.get(0),
+        )
         .optional()?;
-    let Some(blob) = blob else { return Ok(None) };
+    let Some(blob) = blob else { return Ok(Some(Vec::new())) };
     if blob.len() < 4 {
         return Err(Error::Corrupt("state record is truncated".into()));
     }
     let n = u32::from_le_bytes([blob[0], blob[1], blob[2], blob[3]]) as usize;
-    if n == 0 {
-        return Ok(None);
-    }
     blob.get(4..4 + n)
         .map(|b| Some(b.to_vec()))
         .ok_or_else(|| Error::Corrupt("state record length exceeds its blob".into()))
 }
 
+/// Removes the legacy state table from the database `conn` is open on and returns the state it
+/// held. SQLite refuses to drop a table whose name starts with `sqlite_`, so the table is first
+/// renamed in the schema (the documented writable-schema procedure, with the schema version
+/// bumped) to a `sqlite_stat` name, which it does let go; all in one transaction, with
+/// `secure_delete` so that no byte of it is left in the freed pages.
+fn take_legacy_state(conn: &rusqlite::Connection) -> Result<Option<Vec<u8>>, Error> {
+    const DOOMED: &str = "sqlite_stat_rqlite_legacy";
+    let Some(state) = read_legacy_state(conn)? else {
+        return Ok(None);
+    };
+    conn.execute_batch("PRAGMA secure_delete=ON; BEGIN")?;
+    let r = (|| -> rusqlite::Result<()> {
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_WRITABLE_SCHEMA, true)?;
+        conn.execute(
+            "UPDATE sqlite_master SET name = ?1, tbl_name = ?1, sql = ?2 WHERE name = ?3",
+            [
+                DOOMED,
+                &format!("CREATE TABLE {DOOMED}(id INTEGER PRIMARY KEY, state BLOB NOT NULL)"),
+                LEGACY_STATE_TABLE,
+            ],
+        )?;
+        let version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        conn.execute_batch(&format!("PRAGMA schema_version={}", version + 1))?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_WRITABLE_SCHEMA, false)?;
+        conn.execute_batch(&format!("DROP TABLE {DOOMED}; COMMIT"))
+    })();
+    if r.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_WRITABLE_SCHEMA, false);
+    conn.execute_batch("PRAGMA secure_delete=OFF")?;
+    r?;
+    Ok(Some(state))
+}
+
 impl Database {
-    /// Opens (creating if needed) the database file at `path` for writing.
-    pub fn open(path: &Path, cfg: ConnConfig) -> Result<Database, Error> {
-        let conn = open_prepared(path, cfg)?;
-        Ok(Database {
-            conn,
+    /// Opens (creating if needed) the database file at `path` for writing, with the state blob
+    /// the file holds, or `None` when the file cannot be trusted to hold any particular state
+    /// (then the caller replaces it, see `replace_with` and `recreate`).
+    ///
+    /// A file with a valid state record holds exactly that state: its WAL is discarded. A new
+    /// file holds the empty state. A file written by an earlier version is migrated: its state
+    /// table is removed and its state recorded beside it.
+    pub fn open(path: &Path, cfg: ConnConfig) -> Result<(Database, Option<Vec<u8>>), Error> {
+        let mut db = Database {
+            conn: Conn::open_memory(cfg)?,
             cfg,
             path: path.to_path_buf(),
-        })
+            recorded: false,
+        };
+        if let Some(state) = file_state::read(path)? {
+            file_state::discard_wal(path)?;
+            db.conn = Conn::open_writer(path, cfg)?;
+            db.recorded = true;
+            return Ok((db, Some(state)));
+        }
+        if !path.exists() {
+            // A WAL without its database belongs to nothing.
+            file_state::discard_wal(path)?;
+            db.conn = Conn::open_writer(path, cfg)?;
+            db.record_checkpoint(&[])?;
+            return Ok((db, Some(Vec::new())));
+        }
+        db.conn = Conn::open_writer(path, cfg)?;
+        let legacy = db.conn.trusted(|c| Ok(take_legacy_state(c)))?;
+        match legacy? {
+            Some(state) => {
+                db.record_checkpoint(&state)?;
+                // A fresh connection, so the user's first statement sees `last_insert_rowid()`
+                // and `changes()` at 0, as on a new rqlite connection.
+                db.conn = Conn::open_writer(path, cfg)?;
+                tracing::info!(path = %path.display(), "moved the database's state out of the file");
+                Ok((db, Some(state)))
+            }
+            None => Ok((db, None)),
+        }
+    }
+
+    /// Replaces the file with an empty database, recorded as holding the empty state.
+    pub fn recreate(&mut self) -> Result<(), Error> {
+        self.recorded = false;
+        self.conn = Conn::open_memory(self.cfg)?;
+        file_state::remove_all(&self.path)?;
+        self.conn = Conn::open_writer(&self.path, self.cfg)?;
+        self.record_checkpoint(&[])
+    }
+
+    /// Checkpoints and records `state`; at start, with no readers, the checkpoint completes.
+    fn record_checkpoint(&mut self, state: &[u8]) -> Result<(), Error> {
+        if self.checkpoint(state)? {
+            Ok(())
+        } else {
+            Err(Error::Storage("the database could not be checkpointed".into()))
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The state blob last committed with the data.
-    pub fn load_state(&self) -> Result<Option<Vec<u8>>, Error> {
-        read_state(&self.conn.conn)
-    }
-
-    fn write_state(&self, state: &[u8]) -> Result<(), Error> {
-        let mut buf = Vec::with_capacity(state.len() + 4);
-        buf.extend_from_slice(&(state.len() as u32).to_le_bytes());
-        buf.extend_from_slice(state);
-        self.conn.trusted(|c| {
-            let mut blob = c.blob_open(rusqlite::MAIN_DB, STATE_TABLE, "state", 1, false)?;
-            if buf.len() > blob.len() {
-                drop(blob);
-                // Grow the reserved space; rare (a very large membership).
-                let cap = buf.len().next_power_of_two();
-                c.execute(
-                    &format!("UPDATE {STATE_TABLE} SET state = zeroblob(?1) WHERE id = 1"),
-                    [cap as i64],
-                )?;
-                blob = c.blob_open(rusqlite::MAIN_DB, STATE_TABLE, "state", 1, false)?;
-            }
-            blob.write_at(&buf, 0)
-        })?;
-        Ok(())
-    }
-
-    /// Applies committed log entries in one transaction, each entry a list of work items,
-    /// and records `state_after(i)` for the last entry, all atomically. Returns, per entry, the
-    /// results of each work item.
+    /// Applies committed log entries in one transaction, each entry a list of work items.
+    /// Returns, per entry, the results of each work item.
     ///
     /// SQL errors are results. `Err` means the database could not be written (I/O, full disk,
     /// corruption): the batch left no trace and the caller must stop applying.
-    pub fn apply(
-        &mut self,
-        entries: &[Vec<Work<'_>>],
-        state_after: impl Fn(usize) -> Vec<u8>,
-    ) -> Result<Vec<Vec<Vec<StmtResult>>>, Error> {
+    pub fn apply(&mut self, entries: &[Vec<Work<'_>>]) -> Result<Vec<Vec<Vec<StmtResult>>>, Error> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
@@ -177,14 +198,8 @@ impl Database {
                     && let Some((req, mode)) = request_of(*work)
                     && exec::needs_autocommit_request(req, mode)
                 {
-                    if i > 0 {
-                        self.write_state(&state_after(i - 1))?;
-                    }
                     self.conn.conn.execute_batch("COMMIT")?;
                     let res = exec::run_autocommit(&self.conn, req, mode)?;
-                    self.conn.conn.execute_batch("BEGIN")?;
-                    self.write_state(&state_after(i))?;
-                    self.conn.conn.execute_batch("COMMIT")?;
                     out.push(vec![res]);
                     done = i + 1;
                     if done == entries.len() {
@@ -222,69 +237,79 @@ impl Database {
                 out.push(entry_results);
                 i += 1;
             }
-            self.write_state(&state_after(entries.len() - 1))?;
             self.conn.conn.execute_batch("COMMIT")?;
             return Ok(out);
         }
     }
 
     /// Copies the WAL into the database file and empties it, with a full sync, so the main file
-    /// holds every committed transaction. Readers holding old pages can keep the WAL from being
-    /// emptied; then as much as possible is copied and `Ok(false)` says to try again later. The
-    /// wait for readers is bounded, so writes pause only briefly.
-    pub fn checkpoint(&self) -> Result<bool, Error> {
-        self.conn
-            .trusted(|c| {
-                c.busy_timeout(CHECKPOINT_WAIT)?;
-                c.execute_batch("PRAGMA synchronous=FULL")?;
-                let r = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
-                let restore = c
-                    .execute_batch("PRAGMA synchronous=OFF")
-                    .and_then(|_| c.busy_timeout(BUSY_TIMEOUT));
-                let busy = r?;
-                restore?;
-                Ok(busy == 0)
-            })
-            .map_err(Error::from)
+    /// holds every committed transaction, and records `state` (which must be the state applied
+    /// so far) as what the file holds. Readers holding old pages can keep the WAL from being
+    /// emptied; then as much as possible is copied, the file has no record until a later
+    /// checkpoint completes, and `Ok(false)` says to try again later. The wait for readers is
+    /// bounded, so writes pause only briefly.
+    pub fn checkpoint(&mut self, state: &[u8]) -> Result<bool, Error> {
+        if self.recorded {
+            file_state::clear(&self.path)?;
+            self.recorded = false;
+        }
+        fail::fail_point!("checkpoint-start");
+        let done = self.conn.trusted(|c| {
+            c.busy_timeout(CHECKPOINT_WAIT)?;
+            c.execute_batch("PRAGMA synchronous=FULL")?;
+            let r = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+            let restore = c
+                .execute_batch("PRAGMA synchronous=OFF")
+                .and_then(|_| c.busy_timeout(BUSY_TIMEOUT));
+            let busy = r?;
+            restore?;
+            Ok(busy == 0)
+        })?;
+        if done {
+            fail::fail_point!("checkpoint-before-record");
+            file_state::write(&self.path, state)?;
+            self.recorded = true;
+        }
+        Ok(done)
     }
 
     /// Size of the WAL file in bytes.
     pub fn wal_size(&self) -> u64 {
-        std::fs::metadata(self.path.with_extension("sqlite-wal"))
+        std::fs::metadata(sibling(&self.path, "-wal"))
             .map(|m| m.len())
             .unwrap_or(0)
     }
 
-    /// Replaces the database file with the SQLite file at `src`, then reopens it. With
-    /// `state`, that state blob is written into the new file first (otherwise the file carries
-    /// its own, as a snapshot does). The copy goes through a temporary file and a rename, so a
-    /// crash leaves either the old database or the new one with its state.
-    pub fn replace_with(&mut self, path: &Path, src: &Path, state: Option<&[u8]>) -> Result<(), Error> {
-        let tmp = path.with_extension("sqlite.replacing");
-        for ext in ["sqlite.replacing-wal", "sqlite.replacing-shm"] {
-            let _ = std::fs::remove_file(path.with_extension(ext));
+    /// Replaces the database file with the SQLite file at `src`, then reopens it, recorded as
+    /// holding `state`. A state table that a file from an earlier version carries is removed
+    /// first. The copy goes through a temporary file and a rename, so a crash leaves either the
+    /// old file or the new one, and the new one has no record until it is complete and synced.
+    pub fn replace_with(&mut self, src: &Path, state: &[u8]) -> Result<(), Error> {
+        let path = self.path.clone();
+        let tmp = sibling(&path, ".replacing");
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(sibling(&tmp, suffix));
         }
         std::fs::copy(src, &tmp)?;
-        if let Some(state) = state {
-            let db = Database::open(&tmp, self.cfg)?;
-            db.write_state(state)?;
-            // Closing the last connection folds its WAL back into the file.
-            drop(db);
+        {
+            // Closing this connection folds any WAL of its own back into the file.
+            let c = rusqlite::Connection::open(&tmp)?;
+            take_legacy_state(&c)?;
         }
         std::fs::File::open(&tmp)?.sync_all()?;
         fail::fail_point!("replace-before-rename");
+        file_state::clear(&path)?;
+        self.recorded = false;
         // Close the writer before the file changes under it.
-        let old = std::mem::replace(&mut self.conn, Conn::open_memory(self.cfg)?);
-        drop(old);
-        for ext in ["sqlite-wal", "sqlite-shm"] {
-            let _ = std::fs::remove_file(path.with_extension(ext));
-        }
-        std::fs::rename(&tmp, path)?;
+        self.conn = Conn::open_memory(self.cfg)?;
+        file_state::discard_wal(&path)?;
+        std::fs::rename(&tmp, &path)?;
         if let Some(dir) = path.parent() {
             std::fs::File::open(dir)?.sync_all()?;
         }
-        self.conn = open_prepared(path, self.cfg)?;
-        self.path = path.to_path_buf();
+        self.conn = Conn::open_writer(&path, self.cfg)?;
+        file_state::write(&path, state)?;
+        self.recorded = true;
         Ok(())
     }
 

@@ -7,6 +7,7 @@ pub mod conn;
 mod database;
 pub mod dump;
 pub mod exec;
+mod file_state;
 mod gotime;
 mod lex;
 pub mod pool;
@@ -16,6 +17,7 @@ pub mod stats;
 
 pub use conn::{Conn, ConnConfig};
 pub use database::{Database, Work};
+pub use file_state::remove_all as remove_database;
 pub use pool::{PooledConn, ReadPool};
 
 /// A failure of the database itself, as opposed to a SQL error in a statement (those are

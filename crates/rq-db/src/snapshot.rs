@@ -7,7 +7,6 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::Error;
-use crate::database::read_state;
 
 /// Pages copied between two flushes of a copy to disk (8 MiB at 4 KiB pages).
 const COPY_STEP_PAGES: std::os::raw::c_int = 2 * 1024;
@@ -18,12 +17,30 @@ const MAX_COPY_WAITS: u32 = 1000;
 /// The 16 bytes every SQLite database file starts with.
 pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
-/// Copies the database at `src` into a new file `dst` and returns the state blob that the copy
-/// holds. The state is read and the pages copied inside one read transaction, so the two agree
-/// exactly, while the writer goes on committing beside it (WAL mode). The copy is a single
-/// self-contained file in rollback-journal mode.
-pub fn copy_consistent(src: &Path, dst: &Path) -> Result<Option<Vec<u8>>, Error> {
-    copy(src, dst, true)
+/// A read transaction on the live database, begun at a moment the caller chose (on the write
+/// side, between two applies, so the caller knows exactly which work it sees), from which a
+/// consistent copy is written later, on any thread, while the writer goes on committing.
+pub struct PinnedRead {
+    conn: Connection,
+}
+
+impl PinnedRead {
+    /// Begins a read transaction on the database at `src`.
+    pub fn begin(src: &Path) -> Result<PinnedRead, Error> {
+        let conn = open_source(src)?;
+        conn.execute_batch("BEGIN")?;
+        // The first read starts the read transaction: everything after sees this one version.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
+        Ok(PinnedRead { conn })
+    }
+
+    /// Writes the pinned version into the new file `dst`, a single self-contained file in
+    /// rollback-journal mode.
+    pub fn copy_to(self, dst: &Path) -> Result<(), Error> {
+        copy_from(&self.conn, dst, true)?;
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
 }
 
 /// Output forms of `backup`.
@@ -62,45 +79,50 @@ pub fn backup(src: &Path, dst: &Path, format: BackupFormat, vacuum: bool, tables
 
 fn open_source(src: &Path) -> Result<Connection, Error> {
     let c = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    // Only the writer's own checkpoints may change the live file.
+    c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
     c.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(c)
 }
 
-fn copy(src: &Path, dst: &Path, to_delete_mode: bool) -> Result<Option<Vec<u8>>, Error> {
-    let _ = std::fs::remove_file(dst);
+fn copy(src: &Path, dst: &Path, to_delete_mode: bool) -> Result<(), Error> {
     let source = open_source(src)?;
     source.execute_batch("BEGIN")?;
-    // The first read starts the read transaction: everything below sees this one version.
-    let state = read_state(&source)?;
-    {
-        let mut dest = Connection::open(dst)?;
-        let backup = Backup::new(&source, &mut dest)?;
-        // Copy in steps, flushing the copy to disk after each: one large flush at the end
-        // would saturate the disk and stall the log's fsyncs behind it. The read transaction
-        // opened above holds across steps, so the copy is still of one version.
-        let flusher = std::fs::OpenOptions::new().write(true).open(dst)?;
-        let mut waits = 0;
-        loop {
-            match backup.step(COPY_STEP_PAGES)? {
-                StepResult::Done => break,
-                StepResult::More => flusher.sync_data()?,
-                _ => {
-                    waits += 1;
-                    if waits > MAX_COPY_WAITS {
-                        return Err(Error::Storage("database copy kept finding the database locked".into()));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+    copy_from(&source, dst, to_delete_mode)?;
+    source.execute_batch("COMMIT")?;
+    Ok(())
+}
+
+/// Copies the database `source` is open on into the new file `dst`. Called inside a read
+/// transaction, the copy is of that transaction's one version.
+fn copy_from(source: &Connection, dst: &Path, to_delete_mode: bool) -> Result<(), Error> {
+    let _ = std::fs::remove_file(dst);
+    let mut dest = Connection::open(dst)?;
+    let backup = Backup::new(source, &mut dest)?;
+    // Copy in steps, flushing the copy to disk after each: one large flush at the end would
+    // saturate the disk and stall the log's fsyncs behind it. An enclosing read transaction
+    // holds across steps, so the copy is still of one version.
+    let flusher = std::fs::OpenOptions::new().write(true).open(dst)?;
+    let mut waits = 0;
+    loop {
+        match backup.step(COPY_STEP_PAGES)? {
+            StepResult::Done => break,
+            StepResult::More => flusher.sync_data()?,
+            _ => {
+                waits += 1;
+                if waits > MAX_COPY_WAITS {
+                    return Err(Error::Storage("database copy kept finding the database locked".into()));
                 }
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
-        drop(backup);
-        // The copy of a WAL database is itself in WAL mode.
-        if to_delete_mode {
-            dest.pragma_update(None, "journal_mode", "DELETE")?;
-        }
     }
-    source.execute_batch("COMMIT")?;
-    Ok(state)
+    drop(backup);
+    // The copy of a WAL database is itself in WAL mode.
+    if to_delete_mode {
+        dest.pragma_update(None, "journal_mode", "DELETE")?;
+    }
+    Ok(())
 }
 
 /// Checks that `path` is an intact SQLite database: its header, then `PRAGMA quick_check`.

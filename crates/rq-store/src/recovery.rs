@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
 
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{Membership, RaftLogReader};
@@ -17,7 +16,6 @@ use serde::Deserialize;
 
 use crate::error::StoreError;
 use crate::log_store::LogStore;
-use crate::snapshot::SnapshotStore;
 use crate::state_machine::StateMachine;
 use crate::stats::Stats;
 use crate::types::{NodeInfo, raft_id};
@@ -37,10 +35,8 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 /// Recovers from `raft/peers.json` if the operator put one there. Returns whether it did.
 pub(crate) async fn recover_if_asked(
     data_dir: &Path,
-    db_path: &Path,
     log: &mut LogStore,
     sm: &mut StateMachine,
-    snapshots: &Arc<SnapshotStore>,
     stats: &Stats,
 ) -> Result<bool, StoreError> {
     let path = data_dir.join("raft").join("peers.json");
@@ -74,7 +70,7 @@ pub(crate) async fn recover_if_asked(
     }
     let last = log.get_log_state().await.map_err(err)?.last_log_id;
     sm.force_membership(last, membership).await.map_err(err)?;
-    snapshots.build(db_path).await.map_err(err)?;
+    sm.build_snapshot().await.map_err(err)?;
     if let Some(last) = last {
         log.purge(last).await.map_err(err)?;
     }

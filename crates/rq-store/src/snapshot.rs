@@ -222,27 +222,27 @@ impl SnapshotStore {
         })
     }
 
-    /// Copies the live database at `db_path` into a new snapshot.
-    pub async fn build(self: &Arc<Self>, db_path: &Path) -> io::Result<Snapshot> {
+    /// Copies the live database into a new snapshot. `pin` (run on a blocking thread, while
+    /// no install can run) begins the read transaction to copy from and says which state it
+    /// sees.
+    pub async fn build<P>(self: &Arc<Self>, pin: P) -> io::Result<Snapshot>
+    where
+        P: FnOnce() -> io::Result<(rq_db::snapshot::PinnedRead, SmState)> + Send + 'static,
+    {
         let _busy = self.busy.lock().await;
         let started = std::time::Instant::now();
         let tmp = self.dir.join(BUILDING);
-        let db_path = db_path.to_path_buf();
         let t = tmp.clone();
-        let state_bytes = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+        let state = tokio::task::spawn_blocking(move || -> io::Result<SmState> {
             fail::fail_point!("snapshot-start");
-            let state = rq_db::snapshot::copy_consistent(&db_path, &t).map_err(io::Error::other)?;
+            let (pinned, state) = pin()?;
+            pinned.copy_to(&t).map_err(io::Error::other)?;
             fail::fail_point!("snapshot-before-fsync");
             fs::File::open(&t)?.sync_all()?;
-            Ok(state.unwrap_or_default())
+            Ok(state)
         })
         .await
         .map_err(io::Error::other)??;
-        let state = if state_bytes.is_empty() {
-            SmState::default()
-        } else {
-            SmState::decode(&state_bytes)?
-        };
         let id = match state.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, now_ms()),
             None => format!("0-0-{}", now_ms()),

@@ -1,13 +1,15 @@
 //! The SQLite state machine: one writer thread applies committed entries; snapshots are
 //! consistent copies of the database file.
 //!
-//! Architecture invariant: the last applied log id and the membership are written in the same
-//! SQLite transaction as the statements of the entries they describe (`SmState`, stored by
-//! rq-db next to the data). After any crash the database therefore says exactly which entries
-//! it holds, and openraft replays only the ones after it.
+//! Architecture invariant: the state (`SmState`: last applied log id, membership, load progress)
+//! is recorded beside the database file each time the file is made to hold exactly the entries
+//! applied so far: at a completed checkpoint, and when the file is replaced (see rq-db's
+//! `file_state`). After any crash the file holds exactly the recorded state, its WAL is
+//! discarded, and openraft replays only the entries after it.
 //!
-//! Architecture invariant: a snapshot's metadata is read inside the same read transaction that
-//! copies the database, so the copy holds exactly the entries up to `meta.last_log_id`.
+//! Architecture invariant: a snapshot's read transaction is begun on the write side, between
+//! two applies, and its metadata is the state applied at that moment, so the copy holds exactly
+//! the entries up to `meta.last_log_id`.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -34,7 +36,7 @@ const APPLY_QUEUE: usize = 64;
 /// switches of the hand-off.
 const INLINE_STATEMENTS: usize = 64;
 
-/// What the database records about itself, in the same transaction as the data.
+/// What the database holds: recorded beside the file at each checkpoint, kept in memory between.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SmState {
     pub last_applied: Option<LogId>,
@@ -58,7 +60,19 @@ impl SmState {
     }
 
     pub fn decode(b: &[u8]) -> io::Result<SmState> {
+        if b.is_empty() {
+            return Ok(SmState::default());
+        }
         postcard::from_bytes(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    }
+
+    /// The state a snapshot's database holds.
+    pub fn of_snapshot(meta: &SnapshotMeta) -> SmState {
+        SmState {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            load: None,
+        }
     }
 }
 
@@ -82,7 +96,7 @@ enum Op {
     },
     /// Copy the WAL into the database file (see `Database::checkpoint`).
     Checkpoint { reply: oneshot::Sender<io::Result<bool>> },
-    /// Record `state` with no entries applied (recovery).
+    /// Take `state` with no entries applied, and record it (recovery).
     ForceState {
         state: SmState,
         reply: oneshot::Sender<io::Result<()>>,
@@ -92,10 +106,11 @@ enum Op {
         path: PathBuf,
         reply: oneshot::Sender<io::Result<()>>,
     },
-    /// Replace the database with a snapshot file and take its state.
+    /// Replace the database with a snapshot file holding `state`.
     Install {
         path: PathBuf,
-        reply: oneshot::Sender<io::Result<SmState>>,
+        state: SmState,
+        reply: oneshot::Sender<io::Result<()>>,
     },
 }
 
@@ -133,18 +148,16 @@ fn now_ms() -> u64 {
 }
 
 impl StateMachine {
-    /// Opens the database at `db_path` and starts the writer thread. `on_replaced` runs on the
-    /// writer thread each time the database file is swapped for a snapshot (to reset readers).
+    /// Starts the writer thread on the database at `db_path`, which holds `state`.
+    /// `on_replaced` runs on the writer thread each time the database file is swapped for a
+    /// snapshot (to reset readers).
     pub fn open(
         db: Database,
+        state: SmState,
         db_path: &Path,
         snapshots: Arc<SnapshotStore>,
         on_replaced: Box<dyn Fn() + Send>,
     ) -> io::Result<StateMachine> {
-        let state = match db.load_state().map_err(io::Error::other)? {
-            Some(b) => SmState::decode(&b)?,
-            None => SmState::default(),
-        };
         if state.load.is_none() {
             let _ = std::fs::remove_file(staging_path(db_path));
         }
@@ -180,7 +193,7 @@ impl StateMachine {
         self.log_durable = Some(durable);
     }
 
-    /// The last applied log id and membership, as last committed to the database.
+    /// The last applied log id and membership.
     pub fn state(&self) -> SmState {
         self.applied.lock().unwrap().state.clone()
     }
@@ -229,6 +242,28 @@ impl StateMachine {
         self.call(Op::Checkpoint { reply }, rx).await
     }
 
+    /// Builds a snapshot of the database as applied now.
+    pub async fn build_snapshot(&self) -> io::Result<Snapshot> {
+        let this = self.clone();
+        self.snapshots.build(move || this.pin_for_snapshot()).await
+    }
+
+    /// Begins the read transaction a snapshot is copied from, between two applies, and returns
+    /// it with the state it sees. A checkpoint first makes the file hold everything applied,
+    /// so the log can be purged up to the snapshot and a restart still finds the entries after
+    /// the file's recorded state. (Blocks: call on a blocking thread.)
+    fn pin_for_snapshot(&self) -> io::Result<(rq_db::snapshot::PinnedRead, SmState)> {
+        let mut w = self.writer.lock().unwrap();
+        let state = w.applied.lock().unwrap().state.clone();
+        match w.db.checkpoint(&state.encode()) {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("readers kept the checkpoint before a snapshot from finishing"),
+            Err(e) => tracing::warn!(error = %e, "checkpoint before a snapshot failed"),
+        }
+        let pinned = rq_db::snapshot::PinnedRead::begin(&self.db_path).map_err(io::Error::other)?;
+        Ok((pinned, state))
+    }
+
     async fn call<T>(&self, op: Op, rx: oneshot::Receiver<io::Result<T>>) -> io::Result<T> {
         self.tx
             .send(op)
@@ -259,28 +294,26 @@ fn writer_loop(writer: Arc<Mutex<Writer>>, mut rx: mpsc::Receiver<Op>) {
                 let _ = reply.send(w.apply(entries));
             }
             Op::Checkpoint { reply } => {
-                let _ = reply.send(w.db.checkpoint().map_err(io::Error::other));
+                let state = w.applied.lock().unwrap().state.encode();
+                let _ = reply.send(w.db.checkpoint(&state).map_err(io::Error::other));
             }
             Op::ForceState { state, reply } => {
-                let r =
-                    w.db.apply(&[vec![Work::Nothing]], |_| state.encode())
-                        .map(|_| ())
-                        .map_err(io::Error::other);
-                if r.is_ok() {
-                    w.applied.lock().unwrap().state = state;
-                }
+                w.applied.lock().unwrap().state = state.clone();
+                let r = w.db.checkpoint(&state.encode()).map(|_| ()).map_err(io::Error::other);
                 let _ = reply.send(r);
             }
             Op::Boot { path: src, reply } => {
                 let state = w.applied.lock().unwrap().state.clone();
-                let r =
-                    w.db.replace_with(&w.path, &src, Some(&state.encode()))
-                        .map_err(io::Error::other);
+                let r = w.db.replace_with(&src, &state.encode()).map_err(io::Error::other);
                 (w.on_replaced)();
                 let _ = reply.send(r);
             }
-            Op::Install { path: snap, reply } => {
-                let r = install(&mut w.db, &w.path, &snap, &w.applied);
+            Op::Install {
+                path: snap,
+                state,
+                reply,
+            } => {
+                let r = install(&mut w.db, &snap, state, &w.applied);
                 (w.on_replaced)();
                 let _ = reply.send(r);
             }
@@ -372,11 +405,8 @@ fn apply_batch(
                     EntryPayload::Normal(l) => works_of(&l.cmd),
                 })
                 .collect();
-            let base = state.clone();
-            let results = db
-                .apply(&works, |i| state_after(&base, run, i).encode())
-                .map_err(io::Error::other)?;
-            state = state_after(&base, run, run.len() - 1);
+            let results = db.apply(&works).map_err(io::Error::other)?;
+            state = state_after(&state, run, run.len() - 1);
             out.extend(results.into_iter().map(|parts| Applied { parts }));
         }
         if let Some(chunk) = entries.get(end).and_then(load_chunk_of) {
@@ -404,9 +434,9 @@ fn apply_batch(
     Ok(out)
 }
 
-/// Applies one piece of a load: appends it to the staging file (fsynced) and records the
+/// Applies one piece of a load: appends it to the staging file (fsynced) and notes the
 /// progress with the applied index; the last piece, once the file checks out as an intact
-/// SQLite database, replaces the database, the new file carrying the new state.
+/// SQLite database, replaces the database, recorded with the new state.
 ///
 /// Replaying a piece after a crash is harmless: the staging file is first cut back to the
 /// length the recorded progress says it had.
@@ -425,13 +455,7 @@ fn apply_load_chunk(
         Some(p) => chunk.seq == p.next_seq,
         None => chunk.seq == 0,
     };
-    let record = |db: &mut Database, st: &SmState| -> io::Result<()> {
-        db.apply(&[vec![Work::Nothing]], |_| st.encode())
-            .map(|_| ())
-            .map_err(io::Error::other)
-    };
     if !in_order {
-        record(db, &next)?;
         *state = next;
         return Ok(Applied {
             parts: vec![vec![StmtResult::Error("load piece out of order".into())]],
@@ -458,38 +482,29 @@ fn apply_load_chunk(
             next_seq: chunk.seq + 1,
             bytes: before + chunk.data.len() as u64,
         });
-        record(db, &next)?;
         *state = next;
         return Ok(Applied { parts: vec![vec![]] });
     }
     next.load = None;
     let result = match rq_db::snapshot::validate(&staging) {
         Ok(()) => {
-            db.replace_with(db_path, &staging, Some(&next.encode()))
-                .map_err(io::Error::other)?;
+            db.replace_with(&staging, &next.encode()).map_err(io::Error::other)?;
             on_replaced();
             vec![]
         }
-        Err(e) => {
-            record(db, &next)?;
-            vec![StmtResult::Error(e.to_string())]
-        }
+        Err(e) => vec![StmtResult::Error(e.to_string())],
     };
     let _ = std::fs::remove_file(&staging);
     *state = next;
     Ok(Applied { parts: vec![result] })
 }
 
-fn install(db: &mut Database, db_path: &Path, snap: &Path, applied: &Mutex<AppliedInfo>) -> io::Result<SmState> {
-    db.replace_with(db_path, snap, None).map_err(io::Error::other)?;
-    let state = match db.load_state().map_err(io::Error::other)? {
-        Some(b) => SmState::decode(&b)?,
-        None => SmState::default(),
-    };
+fn install(db: &mut Database, snap: &Path, state: SmState, applied: &Mutex<AppliedInfo>) -> io::Result<()> {
+    db.replace_with(snap, &state.encode()).map_err(io::Error::other)?;
     let mut a = applied.lock().unwrap();
-    a.state = state.clone();
+    a.state = state;
     a.rw_pragmas = db.pragmas();
-    Ok(state)
+    Ok(())
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -538,10 +553,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder {
-            db_path: self.db_path.clone(),
-            snapshots: self.snapshots.clone(),
-        }
+        SnapshotBuilder { sm: self.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
@@ -564,20 +576,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let (reply, rx) = oneshot::channel();
-        let state = self
-            .call(Op::Install { path, reply }, rx)
+        let state = SmState::of_snapshot(meta);
+        self.call(Op::Install { path, state, reply }, rx)
             .await
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        if state.last_applied != meta.last_log_id {
-            return Err(sm_err(
-                ErrorVerb::Read,
-                format!(
-                    "snapshot {} holds state up to {:?}, not {:?}",
-                    meta.snapshot_id, state.last_applied, meta.last_log_id
-                ),
-            ));
-        }
-        Ok(())
+            .map_err(|e| sm_err(ErrorVerb::Write, e))
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
@@ -587,15 +589,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 /// Builds a snapshot from a consistent copy of the live database, off the writer thread.
 pub struct SnapshotBuilder {
-    db_path: PathBuf,
-    snapshots: Arc<SnapshotStore>,
+    sm: StateMachine,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        self.snapshots
-            .build(&self.db_path)
-            .await
-            .map_err(|e| sm_err(ErrorVerb::Write, e))
+        self.sm.build_snapshot().await.map_err(|e| sm_err(ErrorVerb::Write, e))
     }
 }

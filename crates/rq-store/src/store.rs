@@ -22,7 +22,7 @@ use crate::freshness::Freshness;
 use crate::log_store::{Durable, LogStore};
 use crate::run_marker;
 use crate::snapshot::SnapshotStore;
-use crate::state_machine::StateMachine;
+use crate::state_machine::{SmState, StateMachine};
 use crate::stats::Stats;
 use crate::types::{NodeInfo, Raft, TypeConfig, raft_id};
 
@@ -254,17 +254,17 @@ impl Store {
         if !run_marker::trusted(&cfg.data_dir).map_err(internal)? {
             // The machine restarted while this node was running: the database may be torn.
             tracing::warn!("the host restarted since this node last stopped cleanly; rebuilding the database");
-            remove_database(&db_path).map_err(internal)?;
+            rq_db::remove_database(&db_path).map_err(internal)?;
             stats.store.add("num_recoveries", 1);
         }
-        restore_if_behind(&db_path, &snapshots, conn_cfg, &stats)?;
+        let (mut db, state) = Database::open(&db_path, conn_cfg).map_err(internal)?;
+        let state = restore_if_behind(&mut db, state, &snapshots, &stats)?;
         run_marker::begin(&cfg.data_dir).map_err(internal)?;
-        let db = Database::open(&db_path, conn_cfg).map_err(internal)?;
         let pool = ReadPool::new(&db_path, conn_cfg, cfg.max_read_conns);
         let p = pool.clone();
-        let sm = StateMachine::open(db, &db_path, snapshots.clone(), Box::new(move || p.reset())).map_err(internal)?;
-        let mut sm = sm;
-        crate::recovery::recover_if_asked(&cfg.data_dir, &db_path, &mut log, &mut sm, &snapshots, &stats).await?;
+        let mut sm = StateMachine::open(db, state, &db_path, snapshots.clone(), Box::new(move || p.reset()))
+            .map_err(internal)?;
+        crate::recovery::recover_if_asked(&cfg.data_dir, &mut log, &mut sm, &stats).await?;
 
         let id = raft_id(&cfg.node_id);
         let durable = log.durable();
@@ -1096,55 +1096,54 @@ fn remove_scratch_files(dir: &Path) {
     }
 }
 
-/// Removes the database file and its WAL and shared-memory files.
-fn remove_database(db_path: &Path) -> std::io::Result<()> {
-    for p in [
-        db_path.to_path_buf(),
-        db_path.with_extension("sqlite-wal"),
-        db_path.with_extension("sqlite-shm"),
-    ] {
-        match std::fs::remove_file(&p) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// On start, a database behind the newest snapshot (missing, replaced, or lost its tail) is
-/// rebuilt from that snapshot; Raft then replays the log after it. A database at or past the
-/// snapshot is kept as it is and only the log after its own applied index is replayed.
+/// Brings the database to a state Raft can replay the log onto, and returns that state. A
+/// file that holds a recorded state at or past the newest snapshot is kept as it is, and only
+/// the log after its state is replayed. A file behind the snapshot, or one whose state is not
+/// known (not recorded, or the host restarted under it), is rebuilt from the snapshot (its
+/// checksum verified first), or, with no snapshot, started afresh: the log is never purged
+/// without one, so replaying all of it rebuilds the database.
 fn restore_if_behind(
-    db_path: &Path,
+    db: &mut Database,
+    recorded: Option<Vec<u8>>,
     snapshots: &SnapshotStore,
-    cfg: ConnConfig,
     stats: &Stats,
-) -> Result<(), StoreError> {
+) -> Result<SmState, StoreError> {
+    let state = recorded.and_then(|b| match SmState::decode(&b) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable database state; rebuilding the database");
+            None
+        }
+    });
     let Some(meta) = snapshots.current_meta() else {
-        return Ok(());
+        return match state {
+            Some(s) => Ok(s),
+            None => {
+                tracing::warn!("the database's state is unknown and there is no snapshot; replaying the whole log");
+                db.recreate().map_err(internal)?;
+                Ok(SmState::default())
+            }
+        };
     };
     let snap_index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
-    let db_index = match Database::open(db_path, cfg).and_then(|db| db.load_state()) {
-        Ok(Some(b)) => crate::state_machine::SmState::decode(&b)
-            .ok()
-            .and_then(|s| s.last_applied)
-            .map(|l| l.index),
-        _ => None,
-    };
-    if db_index.is_some_and(|i| i >= snap_index) {
+    let db_index = state.as_ref().map(|s| s.last_applied.map_or(0, |l| l.index));
+    if let Some(s) = state
+        && db_index.is_some_and(|i| i >= snap_index)
+    {
         stats.store.add("num_restores_start_skipped", 1);
-        return Ok(());
+        return Ok(s);
     }
     tracing::info!(
         ?db_index,
         snap_index,
         "database is behind the latest snapshot; restoring it"
     );
-    let mut db = Database::open(db_path, cfg).map_err(internal)?;
-    db.replace_with(db_path, &snapshots.data_path(&meta.snapshot_id), None)
+    snapshots.verify_current().map_err(internal)?;
+    let state = SmState::of_snapshot(&meta);
+    db.replace_with(&snapshots.data_path(&meta.snapshot_id), &state.encode())
         .map_err(internal)?;
     stats.store.add("num_restores_start", 1);
-    Ok(())
+    Ok(state)
 }
 
 /// A request waiting to be logged.

@@ -8,7 +8,7 @@ use rq_db::{ConnConfig, Database};
 
 use crate::log_store::LogStore;
 use crate::snapshot::SnapshotStore;
-use crate::state_machine::StateMachine;
+use crate::state_machine::{SmState, StateMachine};
 use crate::stats::Stats;
 use crate::types::{StorageError, TypeConfig};
 
@@ -21,8 +21,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let log = LogStore::open(&dir.path().join("raft-log")).expect("log store");
         let stats = Arc::new(Stats::default());
         let snapshots = Arc::new(SnapshotStore::open(&dir.path().join("snapshots"), stats).expect("snapshots"));
-        let db = Database::open(&db_path, ConnConfig::default()).expect("database");
-        let sm = StateMachine::open(db, &db_path, snapshots, Box::new(|| {})).expect("state machine");
+        let (db, _) = Database::open(&db_path, ConnConfig::default()).expect("database");
+        let sm =
+            StateMachine::open(db, SmState::default(), &db_path, snapshots, Box::new(|| {})).expect("state machine");
         Ok((dir, log, sm))
     }
 }

@@ -11,3 +11,4 @@ mod durability;
 mod faults;
 mod node_api;
 mod queue;
+mod user_database;
