@@ -447,7 +447,8 @@ fn request_of(statements: Vec<Statement>, p: &Params) -> Request {
 }
 
 /// The response to a store error. Most are reported inside a 200 JSON envelope, as rqlite
-/// does; a missing leader and a failed rewrite are HTTP errors.
+/// does; a missing leader and a failed rewrite are HTTP errors. Nothing a client sends gets a
+/// 5xx other than 503.
 async fn store_error(svc: &Service, e: &StoreError, p: &Params) -> Response {
     match e {
         StoreError::NotLeader { leader: Some(l) } if p.has("redirect") => {
@@ -468,7 +469,9 @@ async fn store_error(svc: &Service, e: &StoreError, p: &Params) -> Response {
             svc.stats.add("leader_not_found", 1);
             text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found")
         }
-        StoreError::Rewrite(_) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        // A statement that cannot be made deterministic is the client's to change: 400 where
+        // rqlite answers 500.
+        StoreError::Rewrite(_) => text_error(StatusCode::BAD_REQUEST, &e.to_string()),
         _ => {
             let msg = e.to_string();
             let env = Envelope {
@@ -721,8 +724,10 @@ async fn load_answer(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> R
         Err(e) => return text_error(StatusCode::BAD_REQUEST, &e),
     };
     if file.is_sqlite() {
-        if let Err(e) = Store::check_database_file(file.path()).await {
-            return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e);
+        // A file that claims to be SQLite but does not hold a sound database is the client's
+        // error; rqlite's word for it is the one `/boot` uses.
+        if Store::check_database_file(file.path()).await.is_err() {
+            return text_error(StatusCode::BAD_REQUEST, "invalid SQLite data");
         }
         let loaded = match svc.store.load_file(file.path()).await {
             Err(StoreError::NotLeader { leader: Some(l) }) if !p.has("redirect") => {
@@ -787,8 +792,8 @@ async fn boot(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
     if !file.is_sqlite() {
         return text_error(StatusCode::BAD_REQUEST, "invalid SQLite data");
     }
-    if let Err(e) = Store::check_database_file(file.path()).await {
-        return text_error(StatusCode::BAD_REQUEST, &e);
+    if Store::check_database_file(file.path()).await.is_err() {
+        return text_error(StatusCode::BAD_REQUEST, "invalid SQLite data");
     }
     match svc.store.boot(file.path()).await {
         Ok(()) => empty(StatusCode::OK),
@@ -807,8 +812,9 @@ async fn backup(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
         Some("delete") => BackupFormat::Delete,
         _ => BackupFormat::Binary,
     };
+    // rqlite answers 500 here; a request the client can correct is a 400.
     if p.has("vacuum") && format != BackupFormat::Binary {
-        return text_error(StatusCode::INTERNAL_SERVER_ERROR, "invalid backup format");
+        return text_error(StatusCode::BAD_REQUEST, "invalid backup format");
     }
     let opts = BackupOptions {
         format,
@@ -893,6 +899,10 @@ async fn remove(svc: &Arc<Service>, req: HttpRequest<Body>, p: &Params) -> Respo
         },
         _ => return empty(StatusCode::BAD_REQUEST),
     };
+    // Removing a node that is not a member changes nothing, and rqlite's Raft accepts it.
+    if !svc.store.nodes().iter().any(|(n, _)| n.id == id) {
+        return served_by(empty(StatusCode::OK), &svc.cfg.adv_addr);
+    }
     let removed = match svc.store.remove(&id).await {
         Err(StoreError::NotLeader { leader: Some(l) }) if !p.has("redirect") => {
             svc.store.stats().proxy.add("remote_remove_node", 1);

@@ -372,6 +372,19 @@ async fn stepdown(svc: &Arc<Service>, req: axum::http::Request<axum::body::Body>
             Err(e) => return text_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
         }
     }
+    // A target that is not a voter, or already leads, is the client's error: checked here
+    // against this node's view of the cluster, so the answer is a 400 wherever it is asked.
+    if let Some(id) = &to {
+        if svc.store.leader().is_some_and(|l| &l.id == id) {
+            return text_error(
+                StatusCode::BAD_REQUEST,
+                "stepdown: cannot step down to the current Leader",
+            );
+        }
+        if !svc.store.nodes().iter().any(|(n, voter)| *voter && &n.id == id) {
+            return text_error(StatusCode::BAD_REQUEST, "stepdown: node not found in cluster");
+        }
+    }
     let wait = p.has("wait");
     let result = if svc.store.is_leader() {
         let by = svc.cfg.adv_addr.clone();
