@@ -531,3 +531,29 @@ async fn a_long_statement_does_not_cost_the_leader_its_leadership() {
         assert_eq!(term(n.status().await), before, "a new term after a {took:?} statement");
     }
 }
+
+#[tokio::test]
+async fn a_pooled_connection_to_a_restarted_leader_is_replaced_and_counted() {
+    let mut c = Cluster::by_join(1, &[]).await;
+    let d = DataDir::new();
+    let join = c.nodes[0].raft.clone();
+    let replica = Node::start_in(&d.path, &["-node-id", "replica", "-raft-non-voter", "-join", &join]).await;
+    let one = r#"{"results":[{"columns":["1"],"types":["integer"],"values":[[1]]}]}"#;
+
+    // Phase 1: a strong read through the replica is forwarded to the leader, which leaves a
+    // connection to it in the replica's pool.
+    assert_eq!(replica.query("?level=strong", r#"["SELECT 1"]"#).await, one);
+    assert_eq!(replica.expvar().await["cluster"]["num_client_force_new_conn"], 0);
+
+    // Phase 2: the leader restarts on the same addresses (the sole voter leads again at
+    // once); the pooled connection is now closed on its side.
+    c.nodes[0].kill_and_restart().await;
+    replica.wait_ready().await;
+
+    // Phase 3: the next forwarded read finds the connection closed, sends on a new one, and
+    // counts the replacement once.
+    assert_eq!(replica.query("?level=strong", r#"["SELECT 1"]"#).await, one);
+    assert_eq!(replica.expvar().await["cluster"]["num_client_force_new_conn"], 1);
+    assert_eq!(replica.query("?level=strong", r#"["SELECT 1"]"#).await, one);
+    assert_eq!(replica.expvar().await["cluster"]["num_client_force_new_conn"], 1);
+}
