@@ -78,7 +78,12 @@ pub async fn join(store: &Store, net: &Network, plan: &JoinPlan) -> Result<(), S
 /// Forms a cluster with the `plan.expect` nodes named in `plan.targets`: each round tries to
 /// join (the cluster may already exist), then tells every target this node is here. The node
 /// with the smallest id, once it has heard from enough nodes, initializes the cluster with all
-/// of them; the others are then joined by it. A node that already has Raft state does nothing.
+/// of them; the others are then joined by it. Done once this node hears from a leader or leads.
+///
+/// A node that already has Raft state never forms a cluster again, but it still asks to join
+/// until it hears from a leader: it may have been removed from its cluster (as
+/// `-raft-cluster-remove-shutdown` does at a clean stop), and then no leader will ever contact it
+/// unless it is added again. A member's join changes nothing.
 pub async fn form(store: &Store, net: &Network, plan: &JoinPlan) -> Result<(), String> {
     let deadline = Instant::now() + plan.expect_timeout;
     let note = NotifyRequest {
@@ -86,20 +91,24 @@ pub async fn form(store: &Store, net: &Network, plan: &JoinPlan) -> Result<(), S
         addr: store.config().raft_addr.clone(),
     };
     loop {
-        if store.is_initialized().await {
+        // Heard from a leader since this start, or leads: the leader a restarted node recalls
+        // from its saved vote may no longer count it as a member.
+        if store.is_leader() || store.leader_contact_age().is_some() {
             return Ok(());
         }
         if try_join(store, net, plan).await.is_ok() {
             return Ok(());
         }
-        store.notify(&note.id, &note.addr);
-        for target in plan.targets.iter().filter(|t| **t != note.addr) {
-            if let Err(e) = net.notify(target, &note, NOTIFY_TIMEOUT).await {
-                tracing::debug!(to = %target, error = %e, "notify failed");
+        if !store.is_initialized().await {
+            store.notify(&note.id, &note.addr);
+            for target in plan.targets.iter().filter(|t| **t != note.addr) {
+                if let Err(e) = net.notify(target, &note, NOTIFY_TIMEOUT).await {
+                    tracing::debug!(to = %target, error = %e, "notify failed");
+                }
             }
-        }
-        if store.bootstrap_if_ready(plan.expect).await.map_err(|e| e.to_string())? {
-            return Ok(());
+            if store.bootstrap_if_ready(plan.expect).await.map_err(|e| e.to_string())? {
+                return Ok(());
+            }
         }
         if Instant::now() > deadline {
             return Err(format!(

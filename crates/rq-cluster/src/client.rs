@@ -1,7 +1,8 @@
-//! The calling side of the node-to-node API: openraft's network, over reqwest.
+//! The calling side of the node-to-node API: openraft's network and what nodes ask of each
+//! other, over pooled connections (`conn.rs`); backups, loads and node metadata over reqwest.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -11,6 +12,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use rq_store::NodeInfo;
+use rq_store::stats::Stats;
 use rq_store::types::TypeConfig;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -45,6 +47,11 @@ pub struct Network {
     contacts: Contacts,
     /// Raft connections not in use, for openraft's short-lived clients.
     idle: Idle,
+    /// Connections not in use for what nodes ask of each other outside Raft.
+    service: Idle,
+    /// Where `cluster.num_client_force_new_conn` is reported; the network is made before the
+    /// store that holds the counters.
+    stats: Arc<OnceLock<Arc<Stats>>>,
 }
 
 impl Network {
@@ -58,7 +65,14 @@ impl Network {
             http,
             contacts: Contacts::default(),
             idle: Idle::default(),
+            service: Idle::default(),
+            stats: Arc::default(),
         })
+    }
+
+    /// Reports replaced service connections in `stats` from now on.
+    pub fn report_to(&self, stats: Arc<Stats>) {
+        let _ = self.stats.set(stats);
     }
 
     /// When the node with Raft id `target` last answered a Raft RPC from this node.
@@ -76,21 +90,21 @@ impl Network {
         timeout: Duration,
     ) -> Result<T, StoreError> {
         let body = postcard::to_stdvec(req).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let url = format!("http://{addr}{path}");
-        let resp = self
-            .http
-            .post(&url)
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| unreachable_error(addr, &e))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
+        let mut conn = Conn::pooled(addr, CONNECT_TIMEOUT, self.service.clone());
+        let sent = conn.post(path, "application/octet-stream", body.into(), timeout).await;
+        if let Some(stats) = self.stats.get()
+            && conn.replaced() > 0
+        {
+            stats.cluster.add("num_client_force_new_conn", conn.replaced() as i64);
+        }
+        let (status, bytes) = sent.map_err(|e| match e {
+            ConnError::Timeout(_) => StoreError::Timeout(format!("timeout waiting for node {addr} to respond")),
+            e => StoreError::Internal(format!("node {addr} unreachable: {e}")),
+        })?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes);
             return Err(StoreError::Internal(format!("{addr}: {status}: {text}")));
         }
-        let bytes = resp.bytes().await.map_err(|e| unreachable_error(addr, &e))?;
         postcard::from_bytes::<Result<T, StoreError>>(&bytes).map_err(|e| StoreError::Internal(e.to_string()))?
     }
 
@@ -241,7 +255,7 @@ impl Peer {
             .await
             .map_err(|e| match e {
                 ConnError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                ConnError::Io(_) => RPCError::Network(NetworkError::new(&e)),
+                ConnError::Io(_) | ConnError::Timeout(_) => RPCError::Network(NetworkError::new(&e)),
             })?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes);

@@ -8,7 +8,12 @@
 //!
 //! openraft also makes a short-lived client for each leadership check (a round of heartbeats
 //! for a linearizable read) and each vote. Those take an idle connection from a shared `Idle`
-//! pool and put it back when dropped, so no request waits for a new TCP connection.
+//! pool and put it back when dropped, so no request waits for a new TCP connection. What nodes
+//! ask of each other outside Raft (forwarded requests, joins, elections) uses a pool of its own.
+//!
+//! A pooled connection may have been closed by the other side while it sat idle (that node
+//! restarted, say). The request it was to carry is then sent on a new connection, and the pool
+//! counts the replacement.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,9 +35,18 @@ pub enum ConnError {
     /// No connection could be made: the node is down or unreachable.
     #[error("connecting to {addr}: {reason}")]
     Connect { addr: String, reason: String },
-    /// The connection failed or timed out during the request.
+    /// The connection failed during the request.
     #[error("{0}")]
     Io(String),
+    /// No answer came within the time allowed.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+/// A failed attempt, and whether the request may have reached the other side.
+struct Failed {
+    error: ConnError,
+    unsent: bool,
 }
 
 struct Live {
@@ -45,15 +59,17 @@ const IDLE_PER_ADDR: usize = 4;
 
 /// Idle connections by address, shared by the `Conn`s made from it.
 #[derive(Clone, Default)]
-pub struct Idle(Arc<Mutex<HashMap<String, Vec<Live>>>>);
+pub struct Idle {
+    conns: Arc<Mutex<HashMap<String, Vec<Live>>>>,
+}
 
 impl Idle {
     fn take(&self, addr: &str) -> Option<Live> {
-        self.0.lock().unwrap().get_mut(addr).and_then(Vec::pop)
+        self.conns.lock().unwrap().get_mut(addr).and_then(Vec::pop)
     }
 
     fn put(&self, addr: &str, live: Live) {
-        let mut idle = self.0.lock().unwrap();
+        let mut idle = self.conns.lock().unwrap();
         let list = idle.entry(addr.to_string()).or_default();
         if list.len() < IDLE_PER_ADDR {
             list.push(live);
@@ -68,6 +84,7 @@ pub struct Conn {
     live: Option<Live>,
     idle: Option<Idle>,
     in_flight: bool,
+    replaced: u64,
 }
 
 impl Drop for Conn {
@@ -86,17 +103,24 @@ impl Conn {
             live: None,
             idle: None,
             in_flight: false,
+            replaced: 0,
         }
     }
 
     /// A connection that starts from an idle one in `idle`, if any, and goes back there when
-    /// dropped. Its requests must be ones that may be sent twice: one that fails on a
-    /// connection taken from the pool (the other side may have closed it meanwhile) is sent
-    /// again on a new one.
+    /// dropped. A request that a connection taken from the pool failed to send, because the
+    /// other side had closed it meanwhile, is sent on a new one; a request that may have gone
+    /// out is never sent twice.
     pub fn pooled(addr: &str, connect_timeout: Duration, idle: Idle) -> Conn {
         let mut conn = Conn::new(addr, connect_timeout);
         conn.idle = Some(idle);
         conn
+    }
+
+    /// How many connections taken from the pool this connection found closed by the other side
+    /// and replaced with new ones.
+    pub fn replaced(&self) -> u64 {
+        self.replaced
     }
 
     /// POSTs `body` (of `content_type`) to `path` and returns the status and body of the
@@ -120,13 +144,17 @@ impl Conn {
                 from_pool = true;
             }
             match self.try_post(path, content_type, body.clone()).await {
-                Err(ConnError::Io(_)) if from_pool => self.try_post(path, content_type, body).await,
+                Err(Failed { unsent: true, .. }) if from_pool => {
+                    self.replaced += 1;
+                    self.try_post(path, content_type, body).await
+                }
                 r => r,
             }
+            .map_err(|f| f.error)
         };
         let r = match tokio::time::timeout(ttl, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(ConnError::Io(format!(
+            Err(_) => Err(ConnError::Timeout(format!(
                 "timeout after {ttl:?} waiting for {}",
                 self.addr
             ))),
@@ -139,28 +167,29 @@ impl Conn {
         r
     }
 
-    async fn try_post(
-        &mut self,
-        path: &str,
-        content_type: &str,
-        body: Bytes,
-    ) -> Result<(StatusCode, Bytes), ConnError> {
+    async fn try_post(&mut self, path: &str, content_type: &str, body: Bytes) -> Result<(StatusCode, Bytes), Failed> {
         if self.live.is_none() {
-            self.live = Some(self.connect().await?);
+            self.live = Some(self.connect().await.map_err(|error| Failed { error, unsent: true })?);
         }
         let live = self.live.as_mut().expect("connected");
         let req = Request::post(path)
             .header(header::HOST, &self.addr)
             .header(header::CONTENT_TYPE, content_type)
             .body(Full::new(body))
-            .map_err(|e| ConnError::Io(e.to_string()))?;
+            .map_err(|e| Failed {
+                error: ConnError::Io(e.to_string()),
+                unsent: true,
+            })?;
+        let mut phase = Phase::Ready;
         let r = async {
             drive(&mut live.conn, live.sender.ready())
                 .await?
                 .map_err(Ended::Failed)?;
+            phase = Phase::Sending;
             let resp = drive(&mut live.conn, live.sender.send_request(req))
                 .await?
                 .map_err(Ended::Failed)?;
+            phase = Phase::Answered;
             let (parts, body) = resp.into_parts();
             let bytes = drive(&mut live.conn, body.collect())
                 .await?
@@ -171,10 +200,19 @@ impl Conn {
         .await;
         r.map_err(|e: Ended| {
             self.live = None;
-            match e {
+            // Whether the request surely never went out: the connection was found closed
+            // before it was handed over, or while it still waited to be written (hyper ends
+            // cleanly, or cancels it, only then; a request written and cut off is an error).
+            let unsent = match (&phase, &e) {
+                (Phase::Ready, _) | (Phase::Sending, Ended::Closed) => true,
+                (Phase::Sending, Ended::Failed(e)) => e.is_canceled(),
+                (Phase::Answered, _) => false,
+            };
+            let error = match e {
                 Ended::Closed => ConnError::Io(format!("{}: connection closed", self.addr)),
                 Ended::Failed(e) => ConnError::Io(format!("{}: {e}", self.addr)),
-            }
+            };
+            Failed { error, unsent }
         })
     }
 
@@ -196,6 +234,13 @@ impl Conn {
             conn: Box::pin(conn),
         })
     }
+}
+
+/// How far a request got on its connection.
+enum Phase {
+    Ready,
+    Sending,
+    Answered,
 }
 
 /// How a connection ended before the answer came.
@@ -329,9 +374,14 @@ mod tests {
         // The server closes every connection after one request.
         let (addr, accepted) = server(1).await;
         let idle = Idle::default();
-        for body in ["a", "b", "c"] {
+        let mut c = Conn::pooled(&addr, T, idle.clone());
+        assert_eq!(echo(&mut c, "a").await, "a");
+        assert_eq!(c.replaced(), 0, "a new connection replaces nothing");
+        drop(c);
+        for body in ["b", "c"] {
             let mut c = Conn::pooled(&addr, T, idle.clone());
             assert_eq!(echo(&mut c, body).await, body);
+            assert_eq!(c.replaced(), 1, "the pooled connection was closed");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }

@@ -1,7 +1,8 @@
 //! Node-to-node service on `-raft-addr`: Raft RPCs, and what nodes ask of one another.
 //!
-//! It is HTTP, with `postcard` bodies, served by axum and called with reqwest. This crate never
-//! touches SQLite; it reaches the database only through the store.
+//! It is HTTP, with `postcard` bodies, served by axum and called over hyper connections of its
+//! own (`conn.rs`), or reqwest for streams and metadata. This crate never touches SQLite; it
+//! reaches the database only through the store.
 
 pub mod bootstrap;
 mod client;

@@ -260,9 +260,34 @@ fn empty(status: StatusCode) -> Response {
 }
 
 async fn handle(State(svc): State<Arc<Service>>, req: HttpRequest<Body>) -> Response {
+    let json_first = req.method() != Method::OPTIONS && declares_json_first(req.uri().path());
     let mut resp = route(&svc, req).await;
+    // rqlite's handlers for these paths set the JSON content type before anything else, so
+    // every answer that does not replace it (a bare 405, a 301, an empty 200) carries it.
+    if json_first && !resp.headers().contains_key(header::CONTENT_TYPE) {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
     svc.headers(resp.headers_mut());
     resp
+}
+
+/// Paths whose every answer is JSON unless it is an error text.
+fn declares_json_first(path: &str) -> bool {
+    [
+        "/db/execute",
+        "/db/query",
+        "/db/request",
+        "/db/sql",
+        "/status",
+        "/nodes",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
+        || path == "/leader"
+        || path == "/debug/vars"
 }
 
 async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
@@ -271,10 +296,10 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
     }
     let path = req.uri().path().to_string();
     if path == "/" || path.is_empty() {
-        return redirect(StatusCode::FOUND, "/console/");
+        return console_redirect(StatusCode::FOUND, req.method());
     }
     if path == "/console" {
-        return redirect(StatusCode::MOVED_PERMANENTLY, "/console/");
+        return console_redirect(StatusCode::MOVED_PERMANENTLY, req.method());
     }
     let params = match Params::parse(&path, req.uri().query()) {
         Ok(p) => p,
@@ -339,6 +364,27 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
     empty(StatusCode::NOT_FOUND)
 }
 
+/// A redirect to the console as Go's `http.Redirect` writes it when no content type was set:
+/// a GET gets a short HTML body, a HEAD its content type only.
+fn console_redirect(status: StatusCode, method: &Method) -> Response {
+    const TO: &str = "/console/";
+    let mut r = match *method {
+        Method::GET => {
+            let text = status.canonical_reason().unwrap_or_default();
+            (status, format!("<a href=\"{TO}\">{text}</a>.\n\n")).into_response()
+        }
+        _ => empty(status),
+    };
+    if *method == Method::GET || *method == Method::HEAD {
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+    }
+    r.headers_mut().insert(header::LOCATION, HeaderValue::from_static(TO));
+    r
+}
+
 fn redirect(status: StatusCode, to: &str) -> Response {
     let mut r = empty(status);
     if let Ok(v) = HeaderValue::from_str(to) {
@@ -401,7 +447,8 @@ fn request_of(statements: Vec<Statement>, p: &Params) -> Request {
 }
 
 /// The response to a store error. Most are reported inside a 200 JSON envelope, as rqlite
-/// does; a missing leader and a failed rewrite are HTTP errors.
+/// does; a missing leader and a failed rewrite are HTTP errors. Nothing a client sends gets a
+/// 5xx other than 503.
 async fn store_error(svc: &Service, e: &StoreError, p: &Params) -> Response {
     match e {
         StoreError::NotLeader { leader: Some(l) } if p.has("redirect") => {
@@ -422,7 +469,9 @@ async fn store_error(svc: &Service, e: &StoreError, p: &Params) -> Response {
             svc.stats.add("leader_not_found", 1);
             text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found")
         }
-        StoreError::Rewrite(_) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        // A statement that cannot be made deterministic is the client's to change: 400 where
+        // rqlite answers 500.
+        StoreError::Rewrite(_) => text_error(StatusCode::BAD_REQUEST, &e.to_string()),
         _ => {
             let msg = e.to_string();
             let env = Envelope {
@@ -432,6 +481,14 @@ async fn store_error(svc: &Service, e: &StoreError, p: &Params) -> Response {
             json_response(encode::envelope(&env, Shape::Execute, format_of(p)))
         }
     }
+}
+
+/// Names the node that served a request in X-RQLITE-SERVED-BY.
+pub(crate) fn served_by(mut r: Response, by: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(by) {
+        r.headers_mut().insert("X-RQLITE-SERVED-BY", v);
+    }
+    r
 }
 
 fn respond(served: &Served, shape: Shape, p: &Params, started: Instant) -> Response {
@@ -446,11 +503,7 @@ fn respond(served: &Served, shape: Shape, p: &Params, started: Instant) -> Respo
         raft_index: if p.has("raft_index") { out.raft_index } else { 0 },
         ..Default::default()
     };
-    let mut r = json_response(encode::envelope(&env, shape, format_of(p)));
-    if let Ok(v) = HeaderValue::from_str(&served.by) {
-        r.headers_mut().insert("X-RQLITE-SERVED-BY", v);
-    }
-    r
+    served_by(json_response(encode::envelope(&env, shape, format_of(p))), &served.by)
 }
 
 async fn execute(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response {
@@ -649,6 +702,19 @@ async fn reap(svc: &Arc<Service>, method: &Method) -> Response {
 /// `/db/load`: a SQLite file replaces the database on every node; anything else is a SQL dump,
 /// run as one statement that stops and rolls back at its first error.
 async fn load(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response {
+    let mut r = load_answer(svc, req, p).await;
+    // rqlite writes these JSON answers without naming a content type, and Go's sniffing calls
+    // them plain text.
+    if r.headers().get(header::CONTENT_TYPE) == Some(&HeaderValue::from_static("application/json; charset=utf-8")) {
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    r
+}
+
+async fn load_answer(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response {
     if req.method() != Method::POST {
         return empty(StatusCode::METHOD_NOT_ALLOWED);
     }
@@ -658,24 +724,28 @@ async fn load(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response
         Err(e) => return text_error(StatusCode::BAD_REQUEST, &e),
     };
     if file.is_sqlite() {
-        if let Err(e) = Store::check_database_file(file.path()).await {
-            return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e);
+        // A file that claims to be SQLite but does not hold a sound database is the client's
+        // error; rqlite's word for it is the one `/boot` uses.
+        if Store::check_database_file(file.path()).await.is_err() {
+            return text_error(StatusCode::BAD_REQUEST, "invalid SQLite data");
         }
         let loaded = match svc.store.load_file(file.path()).await {
             Err(StoreError::NotLeader { leader: Some(l) }) if !p.has("redirect") => {
                 svc.store.stats().proxy.add("remote_loads", 1);
-                svc.cluster.load(&l.addr, file.path(), p.timeout()).await
+                svc.cluster
+                    .load(&l.addr, file.path(), p.timeout())
+                    .await
+                    .map(|()| l.addr)
             }
-            other => other,
+            other => other.map(|()| svc.cfg.adv_addr.clone()),
         };
         return match loaded {
-            Ok(()) => {
+            Ok(by) => {
                 let env = Envelope::default();
-                let mut r = json_response(encode::envelope(&env, Shape::Execute, format_of(&p)));
-                if let Ok(v) = HeaderValue::from_str(&svc.cfg.adv_addr) {
-                    r.headers_mut().insert("X-RQLITE-SERVED-BY", v);
-                }
-                r
+                served_by(
+                    json_response(encode::envelope(&env, Shape::Execute, format_of(&p))),
+                    &by,
+                )
             }
             Err(e @ StoreError::NotLeader { .. }) => store_error(svc, &e, &p).await,
             Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -722,8 +792,8 @@ async fn boot(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
     if !file.is_sqlite() {
         return text_error(StatusCode::BAD_REQUEST, "invalid SQLite data");
     }
-    if let Err(e) = Store::check_database_file(file.path()).await {
-        return text_error(StatusCode::BAD_REQUEST, &e);
+    if Store::check_database_file(file.path()).await.is_err() {
+        return text_error(StatusCode::BAD_REQUEST, "invalid SQLite data");
     }
     match svc.store.boot(file.path()).await {
         Ok(()) => empty(StatusCode::OK),
@@ -742,8 +812,9 @@ async fn backup(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
         Some("delete") => BackupFormat::Delete,
         _ => BackupFormat::Binary,
     };
+    // rqlite answers 500 here; a request the client can correct is a 400.
     if p.has("vacuum") && format != BackupFormat::Binary {
-        return text_error(StatusCode::INTERNAL_SERVER_ERROR, "invalid backup format");
+        return text_error(StatusCode::BAD_REQUEST, "invalid backup format");
     }
     let opts = BackupOptions {
         format,
@@ -760,9 +831,16 @@ async fn backup(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
             })
             .unwrap_or_default(),
     };
-    let (body, served_by) = if p.has("noleader") || svc.store.is_leader() {
+    let content_type = HeaderValue::from_static(if format == BackupFormat::Sql {
+        "application/sql"
+    } else {
+        "application/octet-stream"
+    });
+    // No X-RQLITE-SERVED-BY here: rqlite names the server only after the body has gone out,
+    // too late for the header to be sent.
+    let body = if p.has("noleader") || svc.store.is_leader() {
         match svc.store.backup(opts).await {
-            Ok(f) => (Body::from_stream(file_stream(f)), svc.cfg.adv_addr.clone()),
+            Ok(f) => Body::from_stream(file_stream(f)),
             Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         }
     } else {
@@ -770,24 +848,22 @@ async fn backup(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
             Some(l) if !p.has("redirect") => {
                 svc.store.stats().proxy.add("remote_backups", 1);
                 match svc.cluster.backup(&l.addr, opts, p.timeout()).await {
-                    Ok(body) => (body, l.addr),
+                    Ok(body) => body,
                     Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
                 }
             }
-            leader => return store_error(svc, &StoreError::NotLeader { leader }, p).await,
+            leader => {
+                // The content type is set before the redirect, which keeps it.
+                let mut r = store_error(svc, &StoreError::NotLeader { leader }, p).await;
+                if !r.headers().contains_key(header::CONTENT_TYPE) {
+                    r.headers_mut().insert(header::CONTENT_TYPE, content_type);
+                }
+                return r;
+            }
         }
     };
-    let content_type = if format == BackupFormat::Sql {
-        "application/sql"
-    } else {
-        "application/octet-stream"
-    };
     let mut r = (StatusCode::OK, body).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&served_by) {
-        r.headers_mut().insert("X-RQLITE-SERVED-BY", v);
-    }
+    r.headers_mut().insert(header::CONTENT_TYPE, content_type);
     r
 }
 
@@ -815,22 +891,27 @@ async fn remove(svc: &Arc<Service>, req: HttpRequest<Body>, p: &Params) -> Respo
         Ok(b) => b,
         Err(r) => return r,
     };
+    // rqlite answers a body that is not exactly `{"id": "..."}` with a bare 400.
     let id = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(m)) if m.len() == 1 => match m.get("id") {
             Some(serde_json::Value::String(id)) => id.clone(),
-            _ => return text_error(StatusCode::BAD_REQUEST, "invalid remove request"),
+            _ => return empty(StatusCode::BAD_REQUEST),
         },
-        _ => return text_error(StatusCode::BAD_REQUEST, "invalid remove request"),
+        _ => return empty(StatusCode::BAD_REQUEST),
     };
+    // Removing a node that is not a member changes nothing, and rqlite's Raft accepts it.
+    if !svc.store.nodes().iter().any(|(n, _)| n.id == id) {
+        return served_by(empty(StatusCode::OK), &svc.cfg.adv_addr);
+    }
     let removed = match svc.store.remove(&id).await {
         Err(StoreError::NotLeader { leader: Some(l) }) if !p.has("redirect") => {
             svc.store.stats().proxy.add("remote_remove_node", 1);
-            svc.cluster.remove(&l.addr, &id, p.timeout()).await
+            svc.cluster.remove(&l.addr, &id, p.timeout()).await.map(|()| l.addr)
         }
-        other => other,
+        other => other.map(|()| svc.cfg.adv_addr.clone()),
     };
     match removed {
-        Ok(()) => empty(StatusCode::OK),
+        Ok(by) => served_by(empty(StatusCode::OK), &by),
         Err(e @ StoreError::NotLeader { .. }) => store_error(svc, &e, p).await,
         Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }

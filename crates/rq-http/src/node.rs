@@ -10,7 +10,7 @@ use rq_proto::json::{indent, write_f64, write_str, write_value};
 use serde_json::{Value, json};
 
 use crate::params::Params;
-use crate::{Service, empty, json_response, text_error};
+use crate::{Service, empty, json_response, served_by, text_error};
 
 /// Other expvar maps rqlite publishes; this node reports them with every key at zero where
 /// the feature they count is not in use.
@@ -372,27 +372,38 @@ async fn stepdown(svc: &Arc<Service>, req: axum::http::Request<axum::body::Body>
             Err(e) => return text_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
         }
     }
+    // A target that is not a voter, or already leads, is the client's error: checked here
+    // against this node's view of the cluster, so the answer is a 400 wherever it is asked.
+    if let Some(id) = &to {
+        if svc.store.leader().is_some_and(|l| &l.id == id) {
+            return text_error(
+                StatusCode::BAD_REQUEST,
+                "stepdown: cannot step down to the current Leader",
+            );
+        }
+        if !svc.store.nodes().iter().any(|(n, voter)| *voter && &n.id == id) {
+            return text_error(StatusCode::BAD_REQUEST, "stepdown: node not found in cluster");
+        }
+    }
     let wait = p.has("wait");
     let result = if svc.store.is_leader() {
-        svc.cluster.stepdown(None, to, wait, p.timeout()).await
+        let by = svc.cfg.adv_addr.clone();
+        svc.cluster.stepdown(None, to, wait, p.timeout()).await.map(|()| by)
     } else {
         match svc.store.leader() {
             Some(l) if p.has("redirect") => {
                 return crate::store_error(svc, &rq_store::StoreError::NotLeader { leader: Some(l) }, p).await;
             }
-            Some(l) => svc.cluster.stepdown(Some(&l.addr), to, wait, p.timeout()).await,
+            Some(l) => svc
+                .cluster
+                .stepdown(Some(&l.addr), to, wait, p.timeout())
+                .await
+                .map(|()| l.addr),
             None => return text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
         }
     };
     match result {
-        Ok(()) => {
-            let mut r = empty(StatusCode::OK);
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
-            );
-            r
-        }
+        Ok(by) => served_by(empty(StatusCode::OK), &by),
         Err(rq_store::StoreError::NotLeader { .. }) => text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
         Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }

@@ -208,6 +208,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     let store = Store::open(cfg, network.clone(), bootstrap)
         .await
         .map_err(|e| anyhow!("cannot open store: {e}"))?;
+    network.report_to(store.stats().clone());
     if non_voter && join.is_none() && !store.is_initialized().await {
         store.shutdown().await;
         bail!("a new read-only node needs -join to find its cluster");

@@ -380,3 +380,36 @@ async fn qualified_columns_and_explain() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn client_mistakes_are_never_a_server_error() {
+    let (_d, n) = single().await;
+    let client = reqwest::Client::new();
+
+    // A statement that cannot be made deterministic is refused before it is logged.
+    n.execute(r#"["CREATE TABLE t(b)"]"#).await;
+    let (s, t) = n
+        .post("/db/execute", r#"["INSERT INTO t VALUES(RANDOMBLOB(2000000000))"]"#)
+        .await;
+    assert_eq!(s, 400, "{t}");
+    assert!(t.starts_with("SQL rewrite: "), "{t}");
+
+    // A stepdown to a node that is not a voter, or that already leads, is the client's error.
+    let (s, t) = n.post("/leader", r#"{"id":"nobody"}"#).await;
+    assert_eq!((s, t.as_str()), (400, "stepdown: node not found in cluster\n"));
+    let (s, t) = n.post("/leader", &format!(r#"{{"id":"{}"}}"#, n.raft)).await;
+    assert_eq!(
+        (s, t.as_str()),
+        (400, "stepdown: cannot step down to the current Leader\n")
+    );
+
+    // Removing a node that is not a member changes nothing and succeeds, as in rqlite.
+    let r = client
+        .delete(n.url("/remove"))
+        .body(r#"{"id":"nobody"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(n.get("/nodes").await.0, 200);
+}

@@ -40,6 +40,42 @@ impl Cluster {
         c
     }
 
+    /// Starts `n` nodes at once, each told the others' addresses and `-bootstrap-expect n`.
+    async fn by_bootstrap_expect(n: usize, extra: &[&str]) -> Cluster {
+        let dirs: Vec<DataDir> = (0..n).map(|_| DataDir::new()).collect();
+        // Addresses are known up front: every node names all of them.
+        let ports: Vec<String> = (0..n)
+            .map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().to_string()
+            })
+            .collect();
+        let join = ports.join(",");
+        let expect = n.to_string();
+        let mut nodes = Vec::new();
+        for (i, d) in dirs.iter().enumerate() {
+            let id = format!("n{i}");
+            let mut args = vec![
+                "-node-id",
+                &id,
+                "-bootstrap-expect",
+                &expect,
+                "-join",
+                &join,
+                "-join-interval",
+                "200ms",
+            ];
+            args.extend_from_slice(extra);
+            nodes.push(Node::spawn_fixed(&d.path, &ports[i], &args));
+        }
+        for n in &nodes {
+            n.wait_ready().await;
+        }
+        let c = Cluster { _dirs: dirs, nodes };
+        c.wait_members(n).await;
+        c
+    }
+
     async fn wait_members(&self, n: usize) {
         let first = &self.nodes[0];
         first
@@ -166,38 +202,7 @@ async fn three_nodes_by_join_forward_and_fail_over() {
 
 #[tokio::test]
 async fn bootstrap_expect_forms_one_cluster() {
-    let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
-    // Addresses are known up front: every node names all three.
-    let ports: Vec<String> = (0..3)
-        .map(|_| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().to_string()
-        })
-        .collect();
-    let join = ports.join(",");
-    let mut nodes = Vec::new();
-    for (i, d) in dirs.iter().enumerate() {
-        let id = format!("n{i}");
-        nodes.push(Node::spawn_fixed(
-            &d.path,
-            &ports[i],
-            &[
-                "-node-id",
-                &id,
-                "-bootstrap-expect",
-                "3",
-                "-join",
-                &join,
-                "-join-interval",
-                "200ms",
-            ],
-        ));
-    }
-    for n in &nodes {
-        n.wait_ready().await;
-    }
-    let c = Cluster { _dirs: dirs, nodes };
-    c.wait_members(3).await;
+    let c = Cluster::by_bootstrap_expect(3, &[]).await;
     let l = c.leader().await;
     c.nodes[l]
         .execute(r#"["CREATE TABLE t(x)", "INSERT INTO t VALUES(1)"]"#)
@@ -530,4 +535,76 @@ async fn a_long_statement_does_not_cost_the_leader_its_leadership() {
     for n in &c.nodes {
         assert_eq!(term(n.status().await), before, "a new term after a {took:?} statement");
     }
+}
+
+#[tokio::test]
+async fn a_pooled_connection_to_a_restarted_leader_is_replaced_and_counted() {
+    let mut c = Cluster::by_join(1, &[]).await;
+    let d = DataDir::new();
+    let join = c.nodes[0].raft.clone();
+    let replica = Node::start_in(&d.path, &["-node-id", "replica", "-raft-non-voter", "-join", &join]).await;
+    let one = r#"{"results":[{"columns":["1"],"types":["integer"],"values":[[1]]}]}"#;
+
+    // Phase 1: a strong read through the replica is forwarded to the leader, which leaves a
+    // connection to it in the replica's pool.
+    assert_eq!(replica.query("?level=strong", r#"["SELECT 1"]"#).await, one);
+    assert_eq!(replica.expvar().await["cluster"]["num_client_force_new_conn"], 0);
+
+    // Phase 2: the leader restarts on the same addresses (the sole voter leads again at
+    // once); the pooled connection is now closed on its side.
+    c.nodes[0].kill_and_restart().await;
+    replica.wait_ready().await;
+
+    // Phase 3: the next forwarded read finds the connection closed, sends on a new one, and
+    // counts the replacement once.
+    assert_eq!(replica.query("?level=strong", r#"["SELECT 1"]"#).await, one);
+    assert_eq!(replica.expvar().await["cluster"]["num_client_force_new_conn"], 1);
+    assert_eq!(replica.query("?level=strong", r#"["SELECT 1"]"#).await, one);
+    assert_eq!(replica.expvar().await["cluster"]["num_client_force_new_conn"], 1);
+}
+
+/// How many voters `n` lists in `/nodes`.
+async fn members(n: &Node) -> Option<usize> {
+    let (_, body) = n.get("/nodes").await;
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.as_object().map(|m| m.len()))
+}
+
+#[tokio::test]
+async fn a_node_that_removed_itself_joins_again_at_restart() {
+    let mut c = Cluster::by_bootstrap_expect(3, &["-raft-cluster-remove-shutdown=true"]).await;
+
+    // Phase 1: a follower stops cleanly and takes itself out of the cluster.
+    let l = c.leader().await;
+    let f = (l + 1) % 3;
+    assert!(c.nodes[f].terminate().is_some_and(|s| s.success()));
+    assert_eq!(members(&c.nodes[l]).await, Some(2));
+
+    // Phase 2: started again with the same flags, it asks to join although it has Raft state,
+    // and is a member again.
+    c.nodes[f].kill_and_respawn();
+    c.nodes[f].wait_ready().await;
+    let leader = &c.nodes[l];
+    leader
+        .wait_for(Duration::from_secs(20), "three members", || async {
+            members(leader).await == Some(3)
+        })
+        .await;
+
+    // Phase 3: it follows the same leader and gets what is written.
+    let leader_addr = c.nodes[l].raft.clone();
+    c.nodes[f]
+        .wait_for(Duration::from_secs(10), "the same leader", || async {
+            c.nodes[f].status().await["store"]["leader"]["addr"] == leader_addr.as_str()
+        })
+        .await;
+    c.nodes[l]
+        .execute(r#"["CREATE TABLE t(x)", "INSERT INTO t VALUES(1)"]"#)
+        .await;
+    c.nodes[f]
+        .wait_for(Duration::from_secs(10), "replication", || async {
+            count(&c.nodes[f], "none").await.contains("[[1]]")
+        })
+        .await;
 }

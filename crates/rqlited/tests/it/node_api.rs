@@ -105,6 +105,97 @@ async fn headers_cors_and_expvar() {
     assert_eq!(one.as_object().unwrap().len(), 1);
 }
 
+/// Status line, content type, served-by and body of one answer.
+async fn answer(
+    client: &reqwest::Client,
+    method: &str,
+    url: &str,
+    body: &str,
+) -> (u16, String, Option<String>, String) {
+    let r = client
+        .request(method.parse().unwrap(), url)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let header = |k: &str| r.headers().get(k).map(|v| v.to_str().unwrap().to_string());
+    let (status, ct, by) = (
+        r.status().as_u16(),
+        header("content-type"),
+        header("x-rqlite-served-by"),
+    );
+    (status, ct.unwrap_or_default(), by, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn every_answer_carries_rqlite_headers() {
+    let (_d, n) = single().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let json = "application/json; charset=utf-8";
+    let text = "text/plain; charset=utf-8";
+
+    // Phase 1: a wrong method is a bare 405, which keeps the JSON content type on the paths
+    // whose handlers set it first, and has none elsewhere.
+    for (method, path, ct) in [
+        ("GET", "/db/execute", json),
+        ("PUT", "/db/query", json),
+        ("GET", "/db/request", json),
+        ("PUT", "/db/sql", json),
+        ("POST", "/status", json),
+        ("POST", "/nodes", json),
+        ("PUT", "/leader", json),
+        ("POST", "/db/backup", ""),
+        ("GET", "/db/load", ""),
+        ("GET", "/boot", ""),
+        ("GET", "/snapshot", ""),
+        ("GET", "/reap", ""),
+        ("GET", "/remove", ""),
+        ("POST", "/readyz", ""),
+    ] {
+        let (status, got, _, body) = answer(&client, method, &n.url(path), "").await;
+        assert_eq!((status, got.as_str(), body.as_str()), (405, ct, ""), "{method} {path}");
+    }
+    let (status, ct, _, _) = answer(&client, "GET", &n.url("/nope"), "").await;
+    assert_eq!((status, ct.as_str()), (404, ""));
+
+    // Phase 2: errors are Go's http.Error text, with nosniff.
+    let r = client
+        .get(n.url("/db/query?q=SELECT%201&timeout=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], text);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.text().await.unwrap(), "timeout is not a valid duration\n");
+    // A malformed removal is a bare 400.
+    let (status, ct, _, body) = answer(&client, "DELETE", &n.url("/remove"), r#"{"id":"x","y":"z"}"#).await;
+    assert_eq!((status, ct.as_str(), body.as_str()), (400, "", ""));
+
+    // Phase 3: the console redirects, with Go's little HTML body on a GET.
+    let (status, ct, _, body) = answer(&client, "GET", &n.url("/"), "").await;
+    assert_eq!(
+        (status, ct.as_str(), body.as_str()),
+        (302, "text/html; charset=utf-8", "<a href=\"/console/\">Found</a>.\n\n")
+    );
+
+    // Phase 4: successes name the node that served them where rqlite does: a stepdown (JSON
+    // type, empty body) and a load (JSON written without a type, which Go sniffs as text),
+    // but not a backup, whose header rqlite sets too late to be sent.
+    let (status, ct, by, body) = answer(&client, "POST", &n.url("/leader"), "").await;
+    assert_eq!(
+        (status, ct.as_str(), by.as_deref(), body.as_str()),
+        (200, json, Some(n.http.as_str()), "")
+    );
+    let (status, ct, by, _) = answer(&client, "POST", &n.url("/db/load"), "CREATE TABLE t(x);").await;
+    assert_eq!((status, ct.as_str(), by.as_deref()), (200, text, Some(n.http.as_str())));
+    let (status, ct, by, _) = answer(&client, "GET", &n.url("/db/backup"), "").await;
+    assert_eq!((status, ct.as_str(), by), (200, "application/octet-stream", None));
+}
+
 #[tokio::test]
 async fn snapshots_by_threshold_and_on_request() {
     let d = DataDir::new();
