@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, Connection, SendRequest};
-use hyper::{Request, StatusCode, header};
+use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -132,6 +132,22 @@ impl Conn {
         body: Bytes,
         ttl: Duration,
     ) -> Result<(StatusCode, Bytes), ConnError> {
+        self.exchange(Method::POST, path, content_type, body, ttl).await
+    }
+
+    /// GETs `path`, as `post` does.
+    pub async fn get(&mut self, path: &str, ttl: Duration) -> Result<(StatusCode, Bytes), ConnError> {
+        self.exchange(Method::GET, path, "", Bytes::new(), ttl).await
+    }
+
+    async fn exchange(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+        ttl: Duration,
+    ) -> Result<(StatusCode, Bytes), ConnError> {
         // Set until the exchange is complete: a request abandoned half-way leaves its
         // connection in an unknown state, and such a connection never goes back to the pool.
         self.in_flight = true;
@@ -143,10 +159,10 @@ impl Conn {
                 self.live = Some(live);
                 from_pool = true;
             }
-            match self.try_post(path, content_type, body.clone()).await {
+            match self.try_send(method.clone(), path, content_type, body.clone()).await {
                 Err(Failed { unsent: true, .. }) if from_pool => {
                     self.replaced += 1;
-                    self.try_post(path, content_type, body).await
+                    self.try_send(method, path, content_type, body).await
                 }
                 r => r,
             }
@@ -167,19 +183,28 @@ impl Conn {
         r
     }
 
-    async fn try_post(&mut self, path: &str, content_type: &str, body: Bytes) -> Result<(StatusCode, Bytes), Failed> {
+    async fn try_send(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), Failed> {
         if self.live.is_none() {
             self.live = Some(self.connect().await.map_err(|error| Failed { error, unsent: true })?);
         }
         let live = self.live.as_mut().expect("connected");
-        let req = Request::post(path)
-            .header(header::HOST, &self.addr)
-            .header(header::CONTENT_TYPE, content_type)
-            .body(Full::new(body))
-            .map_err(|e| Failed {
-                error: ConnError::Io(e.to_string()),
-                unsent: true,
-            })?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.addr);
+        if !content_type.is_empty() {
+            req = req.header(header::CONTENT_TYPE, content_type);
+        }
+        let req = req.body(Full::new(body)).map_err(|e| Failed {
+            error: ConnError::Io(e.to_string()),
+            unsent: true,
+        })?;
         let mut phase = Phase::Ready;
         let r = async {
             drive(&mut live.conn, live.sender.ready())

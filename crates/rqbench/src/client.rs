@@ -95,6 +95,12 @@ impl Connection {
             .await?;
         without_errors(successful(status, body)?)
     }
+
+    /// GETs `path` and checks for a success status.
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<Bytes> {
+        let (status, body) = self.0.get(path, REQUEST_TIMEOUT).await?;
+        successful(status, body)
+    }
 }
 
 fn successful(status: hyper::StatusCode, body: Bytes) -> anyhow::Result<Bytes> {

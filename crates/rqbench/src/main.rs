@@ -2,7 +2,8 @@
 //!
 //! Two modes. With a SQL statement it behaves like rqlite's rqbench (`-a -n -b -x -q -p -o`).
 //! With `-w` it runs named workloads, each on a fresh node when `--spawn` names an `rqlited`
-//! binary, and prints requests/s, rows/s, p50 and p99 as a table. Every write figure is printed
+//! binary, and prints requests/s, rows/s, mean, p50 and p99 latency and the server's CPU time
+//! per request (from `/proc/PID/stat`) as a table. Every write figure is printed
 //! beside the raw fsync rate of the node's data directory, measured just before and just after
 //! the workload (their mean), because this disk's fsync speed varies by several times from
 //! hour to hour. `--cluster N` runs the workloads against the leader of an N-node cluster;
@@ -131,7 +132,7 @@ async fn run_statement(args: &Args, stmt: &str) -> anyhow::Result<()> {
     let out = workload::drive(&args.addr, args.clients, workload::Stop::Requests(args.requests), {
         let body = body.clone();
         let path = path.clone();
-        move |_, _| (path.clone(), body.clone())
+        move |_, _| (path.clone(), Some(body.clone()))
     })
     .await?;
     if args.mod_print > 0 {
@@ -157,8 +158,19 @@ async fn run_workloads(args: &Args, names: &str) -> anyhow::Result<()> {
     };
     let duration = Duration::from_secs(args.duration);
     println!(
-        "{:<28} {:>7} {:>9} {:>11} {:>11} {:>9} {:>9} {:>10} {:>8} {:>9}",
-        "workload", "clients", "requests", "req/s", "rows/s", "p50 ms", "p99 ms", "fsync/s", "x fsync", "rss MiB"
+        "{:<24} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}",
+        "workload",
+        "clients",
+        "requests",
+        "req/s",
+        "rows/s",
+        "mean ms",
+        "p50 ms",
+        "p99 ms",
+        "cpu us",
+        "fsync/s",
+        "x fsync",
+        "rss MiB"
     );
     for w in list {
         let mut runs: Vec<Outcome> = Vec::new();
@@ -186,15 +198,18 @@ async fn run_workloads(args: &Args, names: &str) -> anyhow::Result<()> {
             .rss_bytes
             .map(|b| format!("{:.1}", b as f64 / 1048576.0))
             .unwrap_or_else(|| "-".into());
+        let cpu = o.cpu_us.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into());
         println!(
-            "{:<28} {:>7} {:>9} {:>11.0} {:>11.0} {:>9.3} {:>9.3} {:>10} {:>8} {:>9}",
+            "{:<24} {:>7} {:>9} {:>9.0} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>7} {:>7}",
             w.name,
             w.clients,
             o.requests,
             o.rate(),
             o.rows as f64 / o.elapsed.as_secs_f64(),
+            o.mean.as_secs_f64() * 1e3,
             o.p50.as_secs_f64() * 1e3,
             o.p99.as_secs_f64() * 1e3,
+            cpu,
             fsync,
             ratio,
             rss

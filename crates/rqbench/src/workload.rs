@@ -24,10 +24,13 @@ pub struct Outcome {
     pub requests: usize,
     pub rows: usize,
     pub elapsed: Duration,
+    pub mean: Duration,
     pub p50: Duration,
     pub p99: Duration,
     pub fsync_rate: Option<f64>,
     pub rss_bytes: Option<u64>,
+    /// The server's CPU time (user and system) per request, in microseconds.
+    pub cpu_us: Option<f64>,
 }
 
 impl Outcome {
@@ -36,10 +39,11 @@ impl Outcome {
     }
 }
 
-/// Runs `clients` concurrent clients; `make(client, seq)` gives each request's path and body.
+/// Runs `clients` concurrent clients; `make(client, seq)` gives each request's path and JSON
+/// body to POST, or no body for a GET.
 pub async fn drive<F>(addr: &str, clients: usize, stop: Stop, make: F) -> anyhow::Result<Outcome>
 where
-    F: Fn(usize, usize) -> (String, Vec<u8>) + Send + Sync + 'static,
+    F: Fn(usize, usize) -> (String, Option<Vec<u8>>) + Send + Sync + 'static,
 {
     let make = Arc::new(make);
     let done = Arc::new(AtomicBool::new(false));
@@ -60,7 +64,10 @@ where
                 }
                 let (path, body) = make(c, seq);
                 let t = Instant::now();
-                conn.post_json(&path, body).await?;
+                match body {
+                    Some(body) => conn.post_json(&path, body).await?,
+                    None => conn.get(&path).await?,
+                };
                 lat.push(t.elapsed());
                 seq += 1;
             }
@@ -76,6 +83,7 @@ where
         all.extend(t.await??);
     }
     let elapsed = start.elapsed();
+    let mean = all.iter().sum::<Duration>() / (all.len().max(1) as u32);
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -85,10 +93,12 @@ where
         requests: all.len(),
         rows: all.len(),
         elapsed,
+        mean,
         p50: pct(0.50).unwrap_or_default(),
         p99: pct(0.99).unwrap_or_default(),
         fsync_rate: None,
         rss_bytes: None,
+        cpu_us: None,
     })
 }
 
@@ -98,6 +108,7 @@ enum Kind {
     Batch(usize),
     Queued,
     Select(&'static str),
+    Readyz,
     Load(usize),
 }
 
@@ -125,9 +136,12 @@ const ALL: &[Workload] = &[
     w("insert-16", 16, true, Kind::Insert),
     w("batch-1000", 1, true, Kind::Batch(1000)),
     w("queued-16", 16, true, Kind::Queued),
+    w("select-weak-1", 1, false, Kind::Select("weak")),
     w("select-weak-16", 16, false, Kind::Select("weak")),
     w("select-linearizable-16", 16, false, Kind::Select("linearizable")),
     w("select-none-16", 16, false, Kind::Select("none")),
+    w("readyz-1", 1, false, Kind::Readyz),
+    w("readyz-16", 16, false, Kind::Readyz),
     w("load-1m", 1, true, Kind::Load(1_000_000)),
 ];
 
@@ -149,6 +163,21 @@ async fn node_facts(client: &Client) -> anyhow::Result<(PathBuf, Option<u32>)> {
     let dir = status["store"]["dir"].as_str().context("no store.dir in /status")?;
     let pid = status["os"]["pid"].as_u64().map(|p| p as u32);
     Ok((PathBuf::from(dir), pid))
+}
+
+/// Clock ticks per second in `/proc/PID/stat`: USER_HZ, 100 on Linux whatever the kernel's
+/// own tick rate.
+const USER_HZ: f64 = 100.0;
+
+/// CPU time (user and system) the process has used so far, in microseconds.
+fn cpu_us_of(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis,
+    // where utime and stime are the 12th and 13th.
+    let mut rest = s.get(s.rfind(')')? + 1..)?.split_whitespace();
+    let utime: f64 = rest.nth(11)?.parse().ok()?;
+    let stime: f64 = rest.next()?.parse().ok()?;
+    Some((utime + stime) / USER_HZ * 1e6)
 }
 
 fn rss_of(pid: u32) -> Option<u64> {
@@ -188,18 +217,19 @@ impl Workload {
             tokio::task::spawn_blocking(move || crate::fsync::rate(&dir, Duration::from_secs(1))).await?
         };
         let fsync_before = probe(dir.clone()).await?;
+        let cpu_before = pid.and_then(cpu_us_of);
         let stop = Stop::After(duration);
         let mut out = match self.kind {
             Kind::Insert => {
                 drive(addr, self.clients, stop, |c, i| {
                     let body = json!([[INSERT, format!("c{c}-{i}"), i]]);
-                    ("/db/execute".to_string(), serde_json::to_vec(&body).unwrap_or_default())
+                    ("/db/execute".to_string(), serde_json::to_vec(&body).ok())
                 })
                 .await?
             }
             Kind::Batch(n) => {
                 let mut o = drive(addr, self.clients, stop, move |c, i| {
-                    ("/db/execute".to_string(), batch_body(n, c * 1_000_000 + i))
+                    ("/db/execute".to_string(), Some(batch_body(n, c * 1_000_000 + i)))
                 })
                 .await?;
                 o.rows = o.requests * n;
@@ -208,10 +238,7 @@ impl Workload {
             Kind::Queued => {
                 let mut o = drive(addr, self.clients, stop, |c, i| {
                     let body = json!([[INSERT, format!("c{c}-{i}"), i]]);
-                    (
-                        "/db/execute?queue".to_string(),
-                        serde_json::to_vec(&body).unwrap_or_default(),
-                    )
+                    ("/db/execute?queue".to_string(), serde_json::to_vec(&body).ok())
                 })
                 .await?;
                 // Count the time until everything queued is written.
@@ -225,19 +252,24 @@ impl Workload {
                 drive(addr, self.clients, stop, move |c, i| {
                     let id = (c * 7919 + i * 104_729) % SELECT_ROWS + 1;
                     let body = json!([["SELECT * FROM bench WHERE id=?", id]]);
-                    (path.clone(), serde_json::to_vec(&body).unwrap_or_default())
+                    (path.clone(), serde_json::to_vec(&body).ok())
                 })
                 .await?
             }
+            Kind::Readyz => drive(addr, self.clients, stop, |_, _| ("/readyz".to_string(), None)).await?,
             Kind::Load(rows) => {
                 let mut o = drive(addr, 1, Stop::Requests(rows / 1000), |_, i| {
-                    ("/db/execute".to_string(), batch_body(1000, i))
+                    ("/db/execute".to_string(), Some(batch_body(1000, i)))
                 })
                 .await?;
                 o.rows = rows;
                 o
             }
         };
+        let cpu_after = pid.and_then(cpu_us_of);
+        if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
+            out.cpu_us = Some((a - b) / out.requests.max(1) as f64);
+        }
         let fsync_after = probe(dir).await?;
         out.fsync_rate = Some((fsync_before + fsync_after) / 2.0);
         out.rss_bytes = pid.and_then(rss_of);
