@@ -32,13 +32,18 @@ pub struct ConnConfig {
     pub foreign_keys: bool,
 }
 
-/// A per-connection deadline the progress handler checks; 0 means none.
+/// A per-connection deadline the progress handler checks; 0 means none. Beside it, a budget:
+/// a shorter limit for work run on a thread that must not be held for long, after which the
+/// work is stopped so that it can be run again elsewhere.
 ///
-/// Stored as nanoseconds since `origin` so the handler reads one atomic.
+/// Stored as nanoseconds since `origin` so the handler reads one atomic for each.
 #[derive(Clone)]
 pub(crate) struct Deadline {
     origin: Instant,
     at: Arc<AtomicU64>,
+    budget_at: Arc<AtomicU64>,
+    /// Set when the budget stopped a statement.
+    spent: Arc<AtomicBool>,
 }
 
 impl Deadline {
@@ -46,7 +51,31 @@ impl Deadline {
         Deadline {
             origin: Instant::now(),
             at: Arc::new(AtomicU64::new(0)),
+            budget_at: Arc::new(AtomicU64::new(0)),
+            spent: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Gives the work that follows `budget` of time, until `end_budget`.
+    pub(crate) fn start_budget(&self, budget: Duration) {
+        self.spent.store(false, Ordering::Relaxed);
+        let at = (self.origin.elapsed() + budget).as_nanos().max(1) as u64;
+        self.budget_at.store(at, Ordering::Relaxed);
+    }
+
+    /// Ends the budget; returns whether it stopped a statement.
+    pub(crate) fn end_budget(&self) -> bool {
+        self.budget_at.store(0, Ordering::Relaxed);
+        self.spent.swap(false, Ordering::Relaxed)
+    }
+
+    fn budget_spent(&self) -> bool {
+        let at = self.budget_at.load(Ordering::Relaxed);
+        if at != 0 && self.origin.elapsed().as_nanos() as u64 >= at {
+            self.spent.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     /// Arms the deadline `timeout` from now; a zero timeout disarms it.
@@ -129,7 +158,7 @@ impl Conn {
         }))?;
         let deadline = Deadline::new();
         let d = deadline.clone();
-        conn.progress_handler(PROGRESS_STEPS, Some(move || d.expired()))?;
+        conn.progress_handler(PROGRESS_STEPS, Some(move || d.expired() || d.budget_spent()))?;
         Ok(Conn {
             conn,
             deadline,

@@ -716,6 +716,21 @@ pub fn run_autocommit(conn: &Conn, req: &Request, mode: Mode) -> Result<Vec<Stmt
     }
 }
 
+/// Runs a read-only request on a read connection within `budget`, for a caller on a thread
+/// that must not be held for long; `None` if the budget ran out first, the work then undone
+/// (it only read) and to be run again with `run_read` where waiting is fine.
+pub fn run_read_within(conn: &Conn, req: &Request, mode: Mode, budget: Duration) -> Option<Vec<StmtResult>> {
+    conn.deadline.start_budget(budget);
+    let results = run_read(conn, req, mode);
+    if conn.deadline.end_budget() {
+        if !conn.conn.is_autocommit() {
+            let _ = conn.trusted(|c| c.execute_batch("ROLLBACK"));
+        }
+        return None;
+    }
+    Some(results)
+}
+
 /// Runs a read-only request on a read connection.
 pub fn run_read(conn: &Conn, req: &Request, mode: Mode) -> Vec<StmtResult> {
     let run = Run {
@@ -729,5 +744,58 @@ pub fn run_read(conn: &Conn, req: &Request, mode: Mode) -> Vec<StmtResult> {
         Ok(Outcome::Done(r)) => r,
         Ok(_) => Vec::new(),
         Err(e) => vec![StmtResult::Error(e.to_string())],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rq_proto::{Request, Statement, StmtResult, Value};
+
+    use super::*;
+    use crate::conn::ConnConfig;
+
+    fn request(sql: &str) -> Request {
+        Request {
+            statements: vec![Statement::new(sql)],
+            ..Default::default()
+        }
+    }
+
+    /// The single value of a one-row, one-column result.
+    fn value(r: &[StmtResult]) -> Value {
+        match r {
+            [StmtResult::Query(q)] => q.values[0][0].clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_read_past_its_budget_stops_and_leaves_the_connection_clean() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("db.sqlite");
+        let (mut db, _) = crate::Database::open(&path, ConnConfig::default()).unwrap();
+        db.checkpoint(&[]).unwrap();
+        let conn = Conn::open_reader(&path, ConnConfig::default()).unwrap();
+        let long = request(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT count(*) FROM c",
+        );
+
+        // Phase 1: the long read does not fit a tight budget; it is stopped and reports nothing.
+        assert!(run_read_within(&conn, &long, Mode::Query, Duration::from_micros(200)).is_none());
+        assert!(conn.conn.is_autocommit());
+
+        // Phase 2: a short read fits, and the connection reads as before.
+        let short = run_read_within(
+            &conn,
+            &request("SELECT 41 + 1"),
+            Mode::Query,
+            Duration::from_millis(500),
+        );
+        assert_eq!(value(&short.unwrap()), Value::Integer(42));
+
+        // Phase 3: run with no budget, the long read completes; the budget left nothing behind.
+        assert_eq!(value(&run_read(&conn, &long, Mode::Query)), Value::Integer(3_000_000));
     }
 }

@@ -79,6 +79,15 @@ impl ReadPool {
         })
     }
 
+    /// An idle connection, if there is one; never blocks (opening a connection is left to `get`).
+    pub fn try_get(self: &Arc<Self>) -> Option<PooledConn> {
+        let mut st = self.state.lock().unwrap();
+        let c = st.idle.pop()?;
+        let generation = st.generation;
+        drop(st);
+        Some(self.loan(c, generation))
+    }
+
     /// A free connection, opening one if the limit allows, else waiting for one.
     pub fn get(self: &Arc<Self>) -> Result<PooledConn, Error> {
         let mut st = self.state.lock().unwrap();

@@ -413,3 +413,52 @@ async fn client_mistakes_are_never_a_server_error() {
     assert_eq!(r.status(), 200);
     assert_eq!(n.get("/nodes").await.0, 200);
 }
+
+#[tokio::test]
+async fn long_reads_finish_and_short_ones_answer_beside_them() {
+    let (_d, n) = single().await;
+    n.execute(r#"["CREATE TABLE t(x INTEGER)", "INSERT INTO t VALUES(1)"]"#)
+        .await;
+    // A read far longer than a point read: it leaves the thread that received it and still
+    // answers in full, on every endpoint that reads.
+    let long = r#"["WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) SELECT count(*) FROM c"]"#;
+    let want = r#"{"results":[{"columns":["count(*)"],"types":["integer"],"values":[[2000000]]}]}"#;
+    assert_eq!(n.query("", long).await, want);
+    assert_eq!(n.post("/db/request", long).await, (200, want.to_string()));
+    // Point reads from many clients while long reads run: all answer correctly.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (url, body) = if i % 4 == 0 {
+            (n.url("/db/query"), long.to_string())
+        } else {
+            (n.url("/db/query?level=weak"), r#"["SELECT x FROM t"]"#.to_string())
+        };
+        tasks.push(tokio::spawn(async move {
+            let text = reqwest::Client::new()
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            (i, text)
+        }));
+    }
+    for t in tasks {
+        let (i, text) = t.await.unwrap();
+        if i % 4 == 0 {
+            assert_eq!(text, want);
+        } else {
+            assert_eq!(
+                text,
+                r#"{"results":[{"columns":["x"],"types":["integer"],"values":[[1]]}]}"#
+            );
+        }
+    }
+    // db_timeout still bounds a read, wherever it runs.
+    let (s, body) = n.post("/db/query?db_timeout=50ms", long).await;
+    assert_eq!(s, 200);
+    assert!(body.contains("error"), "{body}");
+}
