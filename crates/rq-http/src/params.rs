@@ -1,16 +1,16 @@
 //! Query-string parameters, parsed as rqlite does: first value of each key wins, flags are
 //! present or absent (`?pretty=false` still means pretty), durations are Go durations.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use rq_proto::Level;
 use rq_proto::gofmt::parse_duration as parse_go_duration;
 
-/// A request's query parameters.
+/// A request's query parameters: a handful at most, so a list, searched in order, costs less
+/// than hashing each key.
 #[derive(Debug, Default)]
 pub struct Params {
-    values: HashMap<String, String>,
+    values: Vec<(String, String)>,
     path: String,
     raw: Option<String>,
 }
@@ -22,12 +22,10 @@ pub struct ParamError(pub String);
 impl Params {
     /// Parses and validates a raw query string.
     pub fn parse(path: &str, raw: Option<&str>) -> Result<Params, ParamError> {
-        let mut values = HashMap::new();
-        if let Some(raw) = raw {
-            for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
-                values.entry(k.into_owned()).or_insert_with(|| v.into_owned());
-            }
-        }
+        // In order, repeats included: a lookup takes the first, as rqlite does.
+        let values: Vec<(String, String)> = raw
+            .map(|raw| url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
         let p = Params {
             values,
             path: path.to_string(),
@@ -37,20 +35,20 @@ impl Params {
             return Err(ParamError("freshness_strict requires freshness".into()));
         }
         for key in ["timeout", "freshness", "db_timeout", "linearizable_timeout"] {
-            if let Some(v) = p.values.get(key)
+            if let Some(v) = p.get(key)
                 && parse_go_duration(v).is_none()
             {
                 return Err(ParamError(format!("{key} is not a valid duration")));
             }
         }
         for key in ["retries", "trailing_logs"] {
-            if let Some(v) = p.values.get(key)
+            if let Some(v) = p.get(key)
                 && v.parse::<i64>().is_err()
             {
                 return Err(ParamError(format!("{key} is not a valid integer")));
             }
         }
-        if p.values.get("q").is_some_and(|q| q.is_empty()) {
+        if p.get("q").is_some_and(|q| q.is_empty()) {
             return Err(ParamError("query parameter not set".into()));
         }
         Ok(p)
@@ -68,15 +66,15 @@ impl Params {
 
     /// Whether a flag is present, whatever its value.
     pub fn has(&self, key: &str) -> bool {
-        self.values.contains_key(key)
+        self.get(key).is_some()
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(String::as_str)
+        self.values.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     fn duration(&self, key: &str) -> Option<Duration> {
-        self.values.get(key).and_then(|v| parse_go_duration(v))
+        self.get(key).and_then(parse_go_duration)
     }
 
     /// `timeout`, 30 s by default.
@@ -98,11 +96,11 @@ impl Params {
     }
 
     pub fn level(&self) -> Level {
-        self.values.get("level").map(|l| Level::parse(l)).unwrap_or_default()
+        self.get("level").map(Level::parse).unwrap_or_default()
     }
 
     pub fn int(&self, key: &str) -> Option<i64> {
-        self.values.get(key).and_then(|v| v.parse().ok())
+        self.get(key).and_then(|v| v.parse().ok())
     }
 }
 
