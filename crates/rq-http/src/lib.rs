@@ -18,7 +18,7 @@ use std::time::{Instant, SystemTime};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, Request as HttpRequest, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request as HttpRequest, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rq_proto::{Request, Statement};
 use rq_store::stats::ExpvarMap;
@@ -183,6 +183,10 @@ impl Service {
     }
 }
 
+/// Header names every answer carries, parsed once.
+const X_RQLITE_VERSION: HeaderName = HeaderName::from_static("x-rqlite-version");
+const X_RQLITE_SERVED_BY: HeaderName = HeaderName::from_static("x-rqlite-served-by");
+
 /// The HTTP service. Shared by every connection.
 pub struct Service {
     store: Store,
@@ -191,12 +195,17 @@ pub struct Service {
     stats: Arc<ExpvarMap>,
     queue: WriteQueue,
     started: SystemTime,
+    /// Values of the headers every answer carries, made once.
+    version: Option<HeaderValue>,
+    allow_origin: Option<HeaderValue>,
 }
 
 impl Service {
     pub fn new(store: Store, cluster: Arc<dyn Cluster>, cfg: HttpConfig) -> Arc<Service> {
         let stats = Arc::new(ExpvarMap::new(HTTP_KEYS));
         let queue = WriteQueue::start(store.clone(), cluster.clone(), cfg.queue, stats.clone());
+        let version = HeaderValue::from_str(&cfg.build.version).ok();
+        let allow_origin = cfg.allow_origin.as_deref().and_then(|o| HeaderValue::from_str(o).ok());
         Arc::new(Service {
             store,
             cluster,
@@ -204,6 +213,8 @@ impl Service {
             stats,
             queue,
             started: SystemTime::now(),
+            version,
+            allow_origin,
         })
     }
 
@@ -218,18 +229,19 @@ impl Service {
     }
 
     fn headers(&self, h: &mut HeaderMap) {
-        if let Ok(v) = HeaderValue::from_str(&self.cfg.build.version) {
-            h.insert("X-RQLITE-VERSION", v);
+        if let Some(v) = &self.version {
+            h.insert(X_RQLITE_VERSION, v.clone());
         }
         h.insert(
-            "Access-Control-Allow-Methods",
+            header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("OPTIONS, GET, POST"),
         );
-        h.insert("Access-Control-Allow-Headers", HeaderValue::from_static("Content-Type"));
-        if let Some(origin) = &self.cfg.allow_origin
-            && let Ok(v) = HeaderValue::from_str(origin)
-        {
-            h.insert("Access-Control-Allow-Origin", v);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type"),
+        );
+        if let Some(v) = &self.allow_origin {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v.clone());
         }
     }
 }
@@ -486,7 +498,7 @@ async fn store_error(svc: &Service, e: &StoreError, p: &Params) -> Response {
 /// Names the node that served a request in X-RQLITE-SERVED-BY.
 pub(crate) fn served_by(mut r: Response, by: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(by) {
-        r.headers_mut().insert("X-RQLITE-SERVED-BY", v);
+        r.headers_mut().insert(X_RQLITE_SERVED_BY, v);
     }
     r
 }
