@@ -69,6 +69,11 @@ impl Deadline {
         self.spent.swap(false, Ordering::Relaxed)
     }
 
+    /// Whether the budget has stopped a statement since it started (it keeps running).
+    pub(crate) fn budget_was_spent(&self) -> bool {
+        self.spent.load(Ordering::Relaxed)
+    }
+
     fn budget_spent(&self) -> bool {
         let at = self.budget_at.load(Ordering::Relaxed);
         if at != 0 && self.origin.elapsed().as_nanos() as u64 >= at {

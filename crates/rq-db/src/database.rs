@@ -175,8 +175,51 @@ impl Database {
     /// SQL errors are results. `Err` means the database could not be written (I/O, full disk,
     /// corruption): the batch left no trace and the caller must stop applying.
     pub fn apply(&mut self, entries: &[Vec<Work<'_>>]) -> Result<Vec<Vec<Vec<StmtResult>>>, Error> {
+        self.run(entries, false)
+            .map(|r| r.expect("an apply without a budget always completes"))
+    }
+
+    /// As `apply`, within `budget`, for a caller on a thread that must not be held for long:
+    /// `None` if the budget ran out first, or if an entry holds a statement that cannot run in
+    /// a transaction. Then nothing was committed, and the caller applies the same entries with
+    /// `apply` where waiting is fine; the entries being deterministic, that gives the results
+    /// this run would have.
+    pub fn apply_within(
+        &mut self,
+        entries: &[Vec<Work<'_>>],
+        budget: std::time::Duration,
+    ) -> Result<Option<Vec<Vec<Vec<StmtResult>>>>, Error> {
+        let outside_tx = entries
+            .iter()
+            .flatten()
+            .filter_map(|w| request_of(*w))
+            .any(|(req, mode)| exec::needs_autocommit_request(req, mode));
+        if outside_tx {
+            return Ok(None);
+        }
+        self.conn.deadline.start_budget(budget);
+        let r = self.run(entries, true);
+        let spent = self.conn.deadline.end_budget();
+        match r {
+            // Whatever failed, it may have been the budget's doing: undo and hand over.
+            Err(_) if spent => self.give_up(),
+            r => r,
+        }
+    }
+
+    /// Ends a budgeted run that cannot finish: rolls back what it did.
+    fn give_up(&mut self) -> Result<Option<Vec<Vec<Vec<StmtResult>>>>, Error> {
+        self.conn.deadline.end_budget();
+        if !self.conn.conn.is_autocommit() {
+            self.conn.conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(None)
+    }
+
+    /// The body of `apply` and `apply_within` (`budgeted`): `None` only when budgeted.
+    fn run(&mut self, entries: &[Vec<Work<'_>>], budgeted: bool) -> Result<Option<Vec<Vec<Vec<StmtResult>>>>, Error> {
         if entries.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let mut out: Vec<Vec<Vec<StmtResult>>> = Vec::with_capacity(entries.len());
         // Statements (entry, work, statement) that ended the whole transaction when run; on a
@@ -198,12 +241,15 @@ impl Database {
                     && let Some((req, mode)) = request_of(*work)
                     && exec::needs_autocommit_request(req, mode)
                 {
+                    if budgeted {
+                        return self.give_up();
+                    }
                     self.conn.conn.execute_batch("COMMIT")?;
                     let res = exec::run_autocommit(&self.conn, req, mode)?;
                     out.push(vec![res]);
                     done = i + 1;
                     if done == entries.len() {
-                        return Ok(out);
+                        return Ok(Some(out));
                     }
                     self.conn.conn.execute_batch("BEGIN")?;
                     i += 1;
@@ -219,6 +265,9 @@ impl Database {
                     match exec::run_in_batch(&self.conn, req, mode, &skip)? {
                         Outcome::Done(results) => entry_results.push(results),
                         Outcome::Aborted { statement, error } => {
+                            if budgeted && self.conn.deadline.budget_was_spent() {
+                                return self.give_up();
+                            }
                             // SQLite rolled back the whole transaction (ON CONFLICT ROLLBACK,
                             // interrupt...). Redo from the last commit with this statement
                             // reported, not run.
@@ -237,8 +286,12 @@ impl Database {
                 out.push(entry_results);
                 i += 1;
             }
+            // Ending the budget before the commit also keeps the commit from being stopped.
+            if budgeted && self.conn.deadline.end_budget() {
+                return self.give_up();
+            }
             self.conn.conn.execute_batch("COMMIT")?;
-            return Ok(out);
+            return Ok(Some(out));
         }
     }
 
@@ -336,3 +389,65 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Bound on how often one batch may be redone because statements aborted the transaction.
 const MAX_RERUNS: usize = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rq_proto::{Request, Statement, StmtResult};
+
+    use super::*;
+
+    fn request(sqls: &[&str]) -> Request {
+        Request {
+            statements: sqls.iter().map(|s| Statement::new(*s)).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn count(db: &Database) -> i64 {
+        db.conn
+            .conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn an_apply_past_its_budget_commits_nothing_and_runs_again_in_full() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut db, _) = Database::open(&d.path().join("db.sqlite"), ConnConfig::default()).unwrap();
+        let create = request(&["CREATE TABLE t(x INTEGER)"]);
+        db.apply(&[vec![Work::Execute(&create)]]).unwrap();
+
+        // Phase 1: a small entry fits its budget and commits.
+        let one = request(&["INSERT INTO t VALUES(1)"]);
+        let r = db
+            .apply_within(&[vec![Work::Execute(&one)]], Duration::from_millis(500))
+            .unwrap();
+        assert!(matches!(r.as_deref(), Some([entry]) if matches!(entry[0].as_slice(), [StmtResult::Execute(_)])));
+        assert_eq!(count(&db), 1);
+
+        // Phase 2: a long one, after a short one in the same batch, runs out: nothing of either
+        // is committed and the connection is out of its transaction.
+        let long = request(&[
+            "INSERT INTO t WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) SELECT x FROM c",
+        ]);
+        let batch = [vec![Work::Execute(&one)], vec![Work::Execute(&long)]];
+        assert!(db.apply_within(&batch, Duration::from_micros(200)).unwrap().is_none());
+        assert_eq!(count(&db), 1);
+        assert!(db.conn.conn.is_autocommit());
+
+        // Phase 3: run again without a budget, the same batch applies in full.
+        let r = db.apply(&batch).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(count(&db), 1 + 1 + 2_000_000);
+
+        // Phase 4: an entry that must run outside a transaction is never run with a budget.
+        let vacuum = request(&["VACUUM"]);
+        assert!(
+            db.apply_within(&[vec![Work::Execute(&vacuum)]], Duration::from_secs(5))
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
@@ -35,6 +35,10 @@ const APPLY_QUEUE: usize = 64;
 /// than handed to the writer thread: a few small inserts take less time than the two thread
 /// switches of the hand-off.
 const INLINE_STATEMENTS: usize = 64;
+
+/// How long an in-line apply may hold the calling thread before it is undone and handed to the
+/// writer thread: a few small inserts take tens of microseconds.
+const INLINE_APPLY_BUDGET: Duration = Duration::from_millis(1);
 
 /// What the database holds: recorded beside the file at each checkpoint, kept in memory between.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -274,12 +278,27 @@ impl StateMachine {
 }
 
 impl Writer {
-    fn apply(&mut self, entries: Vec<Entry>) -> io::Result<Vec<Applied>> {
+    fn apply(&mut self, entries: &[Entry]) -> io::Result<Vec<Applied>> {
+        let r = apply_batch(
+            &mut self.db,
+            &self.path,
+            &self.applied,
+            entries,
+            None,
+            self.on_replaced.as_ref(),
+        )?;
+        Ok(r.expect("an apply without a budget always completes"))
+    }
+
+    /// Applies entries with no load piece within `budget`; `None` if it ran out, nothing
+    /// then applied.
+    fn apply_within(&mut self, entries: &[Entry], budget: Duration) -> io::Result<Option<Vec<Applied>>> {
         apply_batch(
             &mut self.db,
             &self.path,
             &self.applied,
             entries,
+            Some(budget),
             self.on_replaced.as_ref(),
         )
     }
@@ -291,7 +310,7 @@ fn writer_loop(writer: Arc<Mutex<Writer>>, mut rx: mpsc::Receiver<Op>) {
         let w = &mut *guard;
         match op {
             Op::Apply { entries, reply } => {
-                let _ = reply.send(w.apply(entries));
+                let _ = reply.send(w.apply(&entries));
             }
             Op::Checkpoint { reply } => {
                 let state = w.applied.lock().unwrap().state.encode();
@@ -380,14 +399,16 @@ pub(crate) fn staging_path(db_path: &Path) -> PathBuf {
 }
 
 /// Applies committed entries: runs of SQL entries in one transaction each; load pieces one at
-/// a time, since the last piece of a load replaces the database file.
+/// a time, since the last piece of a load replaces the database file. With a `budget` (for
+/// entries with no load piece), `None` if it ran out, nothing then applied.
 fn apply_batch(
     db: &mut Database,
     db_path: &Path,
     applied: &Mutex<AppliedInfo>,
-    entries: Vec<Entry>,
+    entries: &[Entry],
+    budget: Option<Duration>,
     on_replaced: &dyn Fn(),
-) -> io::Result<Vec<Applied>> {
+) -> io::Result<Option<Vec<Applied>>> {
     let mut state = applied.lock().unwrap().state.clone();
     let mut out = Vec::with_capacity(entries.len());
     let mut start = 0;
@@ -405,7 +426,13 @@ fn apply_batch(
                     EntryPayload::Normal(l) => works_of(&l.cmd),
                 })
                 .collect();
-            let results = db.apply(&works).map_err(io::Error::other)?;
+            let results = match budget {
+                Some(b) => match db.apply_within(&works, b).map_err(io::Error::other)? {
+                    Some(r) => r,
+                    None => return Ok(None),
+                },
+                None => db.apply(&works).map_err(io::Error::other)?,
+            };
             state = state_after(&state, run, run.len() - 1);
             out.extend(results.into_iter().map(|parts| Applied { parts }));
         }
@@ -431,7 +458,7 @@ fn apply_batch(
     if let Some(at) = appended_at {
         a.last_appended_at_ms = at;
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Applies one piece of a load: appends it to the staging file (fsynced) and notes the
@@ -534,16 +561,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             end.holds(last).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
         if statements(&entries) <= INLINE_STATEMENTS && !entries.iter().any(|e| load_chunk_of(e).is_some()) {
-            // Busy only while the writer thread checkpoints or replaces the database.
+            // Busy only while the writer thread checkpoints or replaces the database. A
+            // statement may still run long: past the budget the work is undone and handed to
+            // the writer thread, so this thread's other tasks (heartbeats among them) wait at
+            // most that long.
             if let Ok(mut w) = self.writer.try_lock() {
-                // A statement may still run long: the runtime moves this thread's other tasks
-                // elsewhere meanwhile.
-                let apply = || w.apply(entries);
-                let r = match tokio::runtime::Handle::current().runtime_flavor() {
-                    tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(apply),
-                    _ => apply(),
-                };
-                return r.map_err(|e| sm_err(ErrorVerb::Write, e));
+                match w.apply_within(&entries, INLINE_APPLY_BUDGET) {
+                    Ok(Some(r)) => return Ok(r),
+                    Ok(None) => {}
+                    Err(e) => return Err(sm_err(ErrorVerb::Write, e)),
+                }
             }
         }
         let (reply, rx) = oneshot::channel();
