@@ -23,6 +23,9 @@ struct State {
     open: usize,
     /// Bumped by `reset`: connections opened before it are closed when they come back.
     generation: u64,
+    /// Callers waiting for a connection: only then does a returned one wake anybody (a wake
+    /// is a system call, paid by every read otherwise).
+    waiting: usize,
 }
 
 pub struct ReadPool {
@@ -57,8 +60,11 @@ impl Drop for PooledConn {
             } else {
                 st.open -= 1;
             }
+            let wake = st.waiting > 0;
             drop(st);
-            self.pool.freed.notify_one();
+            if wake {
+                self.pool.freed.notify_one();
+            }
         }
     }
 }
@@ -74,6 +80,7 @@ impl ReadPool {
                 idle: Vec::new(),
                 open: 0,
                 generation: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
         })
@@ -102,13 +109,22 @@ impl ReadPool {
                 return match Conn::open_reader(&self.path, self.cfg) {
                     Ok(c) => Ok(self.loan(c, generation)),
                     Err(e) => {
-                        self.state.lock().unwrap().open -= 1;
+                        // The place is free again: a waiter may open it.
+                        let mut st = self.state.lock().unwrap();
+                        st.open -= 1;
+                        let wake = st.waiting > 0;
+                        drop(st);
+                        if wake {
+                            self.freed.notify_one();
+                        }
                         Err(e)
                     }
                 };
             }
+            st.waiting += 1;
             let (next, timeout) = self.freed.wait_timeout(st, ACQUIRE_TIMEOUT).unwrap();
             st = next;
+            st.waiting -= 1;
             if timeout.timed_out() && st.idle.is_empty() {
                 return Err(Error::PoolExhausted);
             }
@@ -130,6 +146,11 @@ impl ReadPool {
         st.generation += 1;
         st.open -= st.idle.len();
         st.idle.clear();
+        let wake = st.waiting > 0;
+        drop(st);
+        if wake {
+            self.freed.notify_all();
+        }
     }
 
     pub fn max(&self) -> usize {
