@@ -45,6 +45,15 @@ fn version_line() -> String {
     )
 }
 
+/// Async worker threads: one fewer than the cores, at least one (`TOKIO_WORKER_THREADS`
+/// overrides). The threads that block (the SQLite writer, the log's background flush, long reads
+/// and copies) keep a core of their own, and each worker fewer is a hand-off fewer: a request
+/// whose tasks run on two workers pays a wake-up of the other (an eventfd write and a futex)
+/// at each step. Measured on 2 cores against 2 workers (see ARCHITECTURE.md, "Runtime").
+fn async_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let flags = match Flags::parse(&args[1..]) {
@@ -72,7 +81,11 @@ fn main() -> ExitCode {
     // as kill -9 would. Without the variable none is configured and they cost a map lookup.
     let _failpoints = fail::FailScenario::setup();
     abort_on_failpoint_panic();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(async_workers());
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fatal: cannot start runtime: {e}");
