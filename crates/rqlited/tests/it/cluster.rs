@@ -40,6 +40,15 @@ impl Cluster {
         c
     }
 
+    /// Starts a read replica, `replica`, in `d` that joins through the first node, and waits
+    /// until it is ready.
+    async fn start_replica(&self, d: &DataDir, extra: &[&str]) -> Node {
+        let join = self.nodes[0].raft.clone();
+        let mut args = vec!["-node-id", "replica", "-raft-non-voter", "-join", &join];
+        args.extend_from_slice(extra);
+        Node::start_in(&d.path, &args).await
+    }
+
     /// Starts `n` nodes at once, each told the others' addresses and `-bootstrap-expect n`.
     async fn by_bootstrap_expect(n: usize, extra: &[&str]) -> Cluster {
         let dirs: Vec<DataDir> = (0..n).map(|_| DataDir::new()).collect();
@@ -255,8 +264,7 @@ async fn remove_stepdown_and_read_replicas() {
     let mut c = Cluster::by_join(3, &[]).await;
     // A read replica joins, follows, and is hidden from /nodes unless asked for.
     let d = DataDir::new();
-    let join = c.nodes[0].raft.clone();
-    let replica = Node::start_in(&d.path, &["-node-id", "replica", "-raft-non-voter", "-join", &join]).await;
+    let replica = c.start_replica(&d, &[]).await;
     let l = c.leader().await;
     c.nodes[l]
         .execute(r#"["CREATE TABLE t(x)", "INSERT INTO t VALUES(1)"]"#)
@@ -327,10 +335,7 @@ async fn the_leader_reaps_members_that_stop_answering() {
     ];
     let mut c = Cluster::by_join(3, &reap).await;
     let d = DataDir::new();
-    let join = c.nodes[0].raft.clone();
-    let mut args = vec!["-node-id", "replica", "-raft-non-voter", "-join", &join];
-    args.extend_from_slice(&reap);
-    let mut replica = Node::start_in(&d.path, &args).await;
+    let mut replica = c.start_replica(&d, &reap).await;
     c.wait_members(4).await;
     let l = c.leader().await;
     assert_eq!(c.nodes[l].status().await["store"]["reap_timeout"], "1s");
@@ -541,8 +546,7 @@ async fn a_long_statement_does_not_cost_the_leader_its_leadership() {
 async fn a_pooled_connection_to_a_restarted_leader_is_replaced_and_counted() {
     let mut c = Cluster::by_join(1, &[]).await;
     let d = DataDir::new();
-    let join = c.nodes[0].raft.clone();
-    let replica = Node::start_in(&d.path, &["-node-id", "replica", "-raft-non-voter", "-join", &join]).await;
+    let replica = c.start_replica(&d, &[]).await;
     let one = r#"{"results":[{"columns":["1"],"types":["integer"],"values":[[1]]}]}"#;
 
     // Phase 1: a strong read through the replica is forwarded to the leader, which leaves a
