@@ -180,8 +180,8 @@ impl Database {
     }
 
     /// As `apply`, within `budget`, for a caller on a thread that must not be held for long:
-    /// `None` if the budget ran out first, or if an entry holds a statement that cannot run in
-    /// a transaction. Then nothing was committed, and the caller applies the same entries with
+    /// `None` if the budget ran out first, or if it meets an entry that must run outside a
+    /// transaction (`run` gives up there, before committing anything). Then nothing was committed, and the caller applies the same entries with
     /// `apply` where waiting is fine; the entries being deterministic, that gives the results
     /// this run would have.
     pub fn apply_within(
@@ -189,14 +189,6 @@ impl Database {
         entries: &[Vec<Work<'_>>],
         budget: std::time::Duration,
     ) -> Result<Option<Vec<Vec<Vec<StmtResult>>>>, Error> {
-        let outside_tx = entries
-            .iter()
-            .flatten()
-            .filter_map(|w| request_of(*w))
-            .any(|(req, mode)| exec::needs_autocommit_request(req, mode));
-        if outside_tx {
-            return Ok(None);
-        }
         self.conn.deadline.start_budget(budget);
         let r = self.run(entries, true);
         let spent = self.conn.deadline.end_budget();
