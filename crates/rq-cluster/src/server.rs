@@ -82,7 +82,7 @@ async fn vote(State(ctx): State<Ctx>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad_body(e),
     };
-    reply(&ctx.store.raft().vote(req).await)
+    reply(&ctx.store.vote(req).await)
 }
 
 async fn snapshot(State(ctx): State<Ctx>, body: Bytes) -> Response {

@@ -4,8 +4,13 @@
 //! count an entry committed on the strength of one follower's copy while the leader's is still
 //! being flushed. Followers apply what they are told is committed; telling them no more than
 //! the leader's durable end means that whatever any node applies is on disk on a majority.
+//!
+//! The gate also notes, for the leader's read lease (`lease`), when each node accepted an
+//! AppendEntries, by the time it was sent.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::OptionalSend;
 use openraft::error::{Fatal, InstallSnapshotError, RPCError, RaftError, ReplicationClosed, StreamingError};
@@ -16,6 +21,7 @@ use openraft::raft::{
 };
 use tokio::sync::watch;
 
+use crate::lease::LeaseClock;
 use crate::log_store::Durable;
 use crate::types::{LogId, NodeInfo, Snapshot, TypeConfig, Vote};
 
@@ -24,18 +30,21 @@ use crate::types::{LogId, NodeInfo, Snapshot, TypeConfig, Vote};
 pub struct CommitGate<N> {
     inner: N,
     durable: watch::Receiver<Durable>,
+    lease: Arc<LeaseClock>,
 }
 
 impl<N> CommitGate<N> {
-    pub fn new(inner: N, durable: watch::Receiver<Durable>) -> CommitGate<N> {
-        CommitGate { inner, durable }
+    pub fn new(inner: N, durable: watch::Receiver<Durable>, lease: Arc<LeaseClock>) -> CommitGate<N> {
+        CommitGate { inner, durable, lease }
     }
 }
 
 /// A connection to one node, through the gate.
 pub struct GatedPeer<P> {
     inner: P,
+    target: u64,
     durable: watch::Receiver<Durable>,
+    lease: Arc<LeaseClock>,
 }
 
 /// The lower of a leader's commit index and its durable end.
@@ -53,7 +62,9 @@ impl<N: RaftNetworkFactory<TypeConfig>> RaftNetworkFactory<TypeConfig> for Commi
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Self::Network {
         GatedPeer {
             inner: self.inner.new_client(target, node).await,
+            target,
             durable: self.durable.clone(),
+            lease: self.lease.clone(),
         }
     }
 }
@@ -67,7 +78,16 @@ impl<P: RaftNetwork<TypeConfig>> RaftNetwork<TypeConfig> for GatedPeer<P> {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, RaftError<u64>> {
         rpc.leader_commit = held_back(rpc.leader_commit, self.durable.borrow().last);
-        self.inner.append_entries(rpc, option).await
+        let vote = rpc.vote;
+        let sent = Instant::now();
+        let resp = self.inner.append_entries(rpc, option).await;
+        // Every answer but a higher vote means the node took this leader's vote as its own.
+        if let Ok(r) = &resp
+            && !matches!(r, AppendEntriesResponse::HigherVote(_))
+        {
+            self.lease.acked(self.target, vote, sent);
+        }
+        resp
     }
 
     async fn install_snapshot(

@@ -7,6 +7,7 @@
 mod commit_gate;
 pub mod error;
 mod freshness;
+mod lease;
 pub mod log_store;
 mod membership;
 mod recovery;
