@@ -36,8 +36,9 @@
 //! node stops. Many client writes still share one fsync: the store's proposer batches them into
 //! one entry before they reach Raft (see `store.rs`).
 //!
-//! The committed index is not stored: the state machine records its applied index in the
-//! database itself, and a new leader re-establishes the commit index with its first entry.
+//! The committed log id is kept in `committed`, written in place and not synced
+//! (`save_committed`): at start openraft applies the log up to it before the node serves. The
+//! state machine's own applied state is recorded beside the database (rq-db's `file_state`).
 //!
 //! Architecture invariant: `durable()` advances to an entry only after every segment holding it
 //! was fdatasynced, and a segment file's name was made durable (directory fsync) before any
