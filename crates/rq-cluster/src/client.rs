@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::NodeMeta;
-use crate::conn::{Conn, ConnError, Idle};
+use crate::conn::{Conn, ConnError, Dialer, Idle};
 use crate::messages::{JoinRequest, NotifyRequest, RemoveRequest, StepdownRequest};
 use crate::paths;
 use rq_store::{BackupOptions, Forward, Outcome, StoreError};
@@ -44,6 +44,8 @@ type Contacts = Arc<Mutex<HashMap<u64, Instant>>>;
 #[derive(Clone)]
 pub struct Network {
     http: reqwest::Client,
+    /// Plain TCP, or TLS with the node's client configuration.
+    dialer: Dialer,
     contacts: Contacts,
     /// Raft connections not in use, for openraft's short-lived clients.
     idle: Idle,
@@ -55,14 +57,23 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new() -> Result<Network, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// A network that calls other nodes in plain text, or, given a TLS client configuration
+    /// (`-node-cert` and the rest), in TLS.
+    pub fn new(tls: Option<Arc<rq_tls::rustls::ClientConfig>>) -> Result<Network, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()?;
+            .tcp_nodelay(true);
+        let dialer = match tls {
+            Some(config) => {
+                builder = builder.tls_backend_preconfigured((*config).clone());
+                Dialer::tls(config)
+            }
+            None => Dialer::default(),
+        };
         Ok(Network {
-            http,
+            http: builder.build()?,
+            dialer,
             contacts: Contacts::default(),
             idle: Idle::default(),
             service: Idle::default(),
@@ -90,7 +101,7 @@ impl Network {
         timeout: Duration,
     ) -> Result<T, StoreError> {
         let body = postcard::to_stdvec(req).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let mut conn = Conn::pooled(addr, CONNECT_TIMEOUT, self.service.clone());
+        let mut conn = Conn::pooled(addr, CONNECT_TIMEOUT, self.dialer.clone(), self.service.clone());
         let sent = conn.post(path, "application/octet-stream", body.into(), timeout).await;
         if let Some(stats) = self.stats.get()
             && conn.replaced() > 0
@@ -144,7 +155,7 @@ impl Network {
         let body = postcard::to_stdvec(opts).map_err(|e| e.to_string())?;
         let resp = self
             .http
-            .post(format!("http://{addr}{}", paths::BACKUP))
+            .post(format!("{}://{addr}{}", self.dialer.scheme(), paths::BACKUP))
             .timeout(timeout)
             .body(body)
             .send()
@@ -178,7 +189,7 @@ impl Network {
         });
         let resp = self
             .http
-            .post(format!("http://{addr}{}", paths::LOAD))
+            .post(format!("{}://{addr}{}", self.dialer.scheme(), paths::LOAD))
             .timeout(timeout)
             .header("Content-Length", len)
             .body(reqwest::Body::wrap_stream(stream))
@@ -201,7 +212,7 @@ impl Network {
 
     /// Asks the node at node-to-node address `addr` about itself.
     pub async fn node_meta(&self, addr: &str, timeout: Duration) -> Result<NodeMeta, String> {
-        let url = format!("http://{addr}{}", paths::META);
+        let url = format!("{}://{addr}{}", self.dialer.scheme(), paths::META);
         let resp = self.http.get(&url).timeout(timeout).send().await.map_err(|e| {
             if e.is_timeout() {
                 "timeout waiting for node to respond".to_string()
@@ -230,7 +241,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Peer {
         Peer {
-            conn: Conn::pooled(&node.addr, CONNECT_TIMEOUT, self.idle.clone()),
+            conn: Conn::pooled(&node.addr, CONNECT_TIMEOUT, self.dialer.clone(), self.idle.clone()),
             contacts: self.contacts.clone(),
             target,
             node: node.clone(),

@@ -14,6 +14,8 @@
 //! A pooled connection may have been closed by the other side while it sat idle (that node
 //! restarted, say). The request it was to carry is then sent on a new connection, and the pool
 //! counts the replacement.
+//!
+//! With node-to-node TLS on, every connection is made through the `Dialer`'s TLS client.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,6 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
+use rq_tls::{MaybeTls, TlsConnector};
 use tokio::net::TcpStream;
 
 /// Why a request got no answer.
@@ -49,9 +52,35 @@ struct Failed {
     unsent: bool,
 }
 
+type Io = TokioIo<MaybeTls>;
+
 struct Live {
     sender: SendRequest<Full<Bytes>>,
-    conn: Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+    conn: Pin<Box<Connection<Io, Full<Bytes>>>>,
+}
+
+/// How connections are made: plain TCP, or TLS over it.
+#[derive(Clone, Default)]
+pub struct Dialer {
+    tls: Option<TlsConnector>,
+}
+
+impl Dialer {
+    /// Connections in TLS with this client configuration.
+    pub fn tls(config: std::sync::Arc<rq_tls::rustls::ClientConfig>) -> Dialer {
+        Dialer {
+            tls: Some(TlsConnector::from(config)),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// `http` or `https`, for URLs to the same nodes.
+    pub fn scheme(&self) -> &'static str {
+        if self.is_tls() { "https" } else { "http" }
+    }
 }
 
 /// Idle connections kept per address.
@@ -80,6 +109,7 @@ impl Idle {
 /// A connection to `addr`, opened when first needed and again after a failure.
 pub struct Conn {
     addr: String,
+    dialer: Dialer,
     connect_timeout: Duration,
     live: Option<Live>,
     idle: Option<Idle>,
@@ -97,8 +127,14 @@ impl Drop for Conn {
 
 impl Conn {
     pub fn new(addr: &str, connect_timeout: Duration) -> Conn {
+        Conn::with_dialer(addr, connect_timeout, Dialer::default())
+    }
+
+    /// A connection made by `dialer`.
+    pub fn with_dialer(addr: &str, connect_timeout: Duration, dialer: Dialer) -> Conn {
         Conn {
             addr: addr.to_string(),
+            dialer,
             connect_timeout,
             live: None,
             idle: None,
@@ -111,8 +147,8 @@ impl Conn {
     /// dropped. A request that a connection taken from the pool failed to send, because the
     /// other side had closed it meanwhile, is sent on a new one; a request that may have gone
     /// out is never sent twice.
-    pub fn pooled(addr: &str, connect_timeout: Duration, idle: Idle) -> Conn {
-        let mut conn = Conn::new(addr, connect_timeout);
+    pub fn pooled(addr: &str, connect_timeout: Duration, dialer: Dialer, idle: Idle) -> Conn {
+        let mut conn = Conn::with_dialer(addr, connect_timeout, dialer);
         conn.idle = Some(idle);
         conn
     }
@@ -246,11 +282,25 @@ impl Conn {
             addr: self.addr.clone(),
             reason,
         };
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+        let open = async {
+            let stream = TcpStream::connect(&self.addr)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            stream.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
+            let tls = match &self.dialer.tls {
+                Some(c) => Some((
+                    c,
+                    rq_tls::server_name_of(&self.addr).map_err(|e| failed(e.to_string()))?,
+                )),
+                None => None,
+            };
+            rq_tls::connect(stream, tls)
+                .await
+                .map_err(|e| failed(format!("TLS handshake: {e}")))
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, open)
             .await
-            .map_err(|_| failed("timed out".into()))?
-            .map_err(|e| failed(e.to_string()))?;
-        stream.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
+            .map_err(|_| failed("timed out".into()))??;
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| failed(e.to_string()))?;
@@ -276,10 +326,7 @@ enum Ended {
 
 /// Polls `fut` to completion while driving the connection it needs. An error if the
 /// connection ends first.
-async fn drive<F: Future>(
-    conn: &mut Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
-    fut: F,
-) -> Result<F::Output, Ended> {
+async fn drive<F: Future>(conn: &mut Pin<Box<Connection<Io, Full<Bytes>>>>, fut: F) -> Result<F::Output, Ended> {
     let mut fut = std::pin::pin!(fut);
     let mut ended: Option<Result<(), hyper::Error>> = None;
     std::future::poll_fn(|cx| {
@@ -367,7 +414,7 @@ mod tests {
         let (addr, accepted) = server(usize::MAX).await;
         let idle = Idle::default();
         for i in 0..5 {
-            let mut c = Conn::pooled(&addr, T, idle.clone());
+            let mut c = Conn::pooled(&addr, T, Dialer::default(), idle.clone());
             assert_eq!(echo(&mut c, "a").await, "a");
             assert_eq!(echo(&mut c, "b").await, "b", "round {i}");
         }
@@ -383,13 +430,13 @@ mod tests {
     async fn a_connection_abandoned_mid_request_is_not_reused() {
         let (addr, accepted) = server(usize::MAX).await;
         let idle = Idle::default();
-        let mut c = Conn::pooled(&addr, T, idle.clone());
+        let mut c = Conn::pooled(&addr, T, Dialer::default(), idle.clone());
         echo(&mut c, "warm").await;
         let abandoned = tokio::time::timeout(Duration::from_millis(50), c.post("/", "text/plain", "slow".into(), T));
         assert!(abandoned.await.is_err(), "the slow request was cut off");
         drop(c);
         // The next client must not read the abandoned request's answer.
-        let mut next = Conn::pooled(&addr, T, idle.clone());
+        let mut next = Conn::pooled(&addr, T, Dialer::default(), idle.clone());
         assert_eq!(echo(&mut next, "fresh").await, "fresh");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -399,12 +446,12 @@ mod tests {
         // The server closes every connection after one request.
         let (addr, accepted) = server(1).await;
         let idle = Idle::default();
-        let mut c = Conn::pooled(&addr, T, idle.clone());
+        let mut c = Conn::pooled(&addr, T, Dialer::default(), idle.clone());
         assert_eq!(echo(&mut c, "a").await, "a");
         assert_eq!(c.replaced(), 0, "a new connection replaces nothing");
         drop(c);
         for body in ["b", "c"] {
-            let mut c = Conn::pooled(&addr, T, idle.clone());
+            let mut c = Conn::pooled(&addr, T, Dialer::default(), idle.clone());
             assert_eq!(echo(&mut c, body).await, body);
             assert_eq!(c.replaced(), 1, "the pooled connection was closed");
         }

@@ -81,6 +81,8 @@ pub struct HttpConfig {
     pub bind_addr: String,
     /// `-http-adv-addr`: what clients and other nodes are told.
     pub adv_addr: String,
+    /// Whether the API is served over TLS (`-http-cert`): the advertised URL is `https`.
+    pub https: bool,
     /// `-http-allow-origin`.
     pub allow_origin: Option<String>,
     pub queue: QueueConfig,
@@ -225,7 +227,8 @@ impl Service {
 
     /// This node's API URL as others are told it.
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.cfg.adv_addr)
+        let scheme = if self.cfg.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.cfg.adv_addr)
     }
 
     fn headers(&self, h: &mut HeaderMap) {

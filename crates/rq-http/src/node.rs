@@ -173,7 +173,7 @@ impl Service {
             "cluster": {
                 "addr": self.store.config().raft_addr,
                 "api_addr": cfg.adv_addr,
-                "https": "false",
+                "https": cfg.https.to_string(),
             },
             "extensions": {
                 "dir": self.store.config().data_dir.join("extensions").display().to_string(),

@@ -176,22 +176,16 @@ pub const FLAGS: &[FlagDef] = &[
         "Value to set for Access-Control-Allow-Origin HTTP header",
         true,
     ),
-    f("http-ca-cert", Str, "", "Path to X.509 CA certificate for HTTPS", false),
-    f("http-cert", Str, "", "Path to HTTPS X.509 certificate", false),
-    f("http-key", Str, "", "Path to HTTPS X.509 private key", false),
-    f(
-        "http-verify-client",
-        Bool,
-        "false",
-        "Enable mutual TLS for HTTPS",
-        false,
-    ),
+    f("http-ca-cert", Str, "", "Path to X.509 CA certificate for HTTPS", true),
+    f("http-cert", Str, "", "Path to HTTPS X.509 certificate", true),
+    f("http-key", Str, "", "Path to HTTPS X.509 private key", true),
+    f("http-verify-client", Bool, "false", "Enable mutual TLS for HTTPS", true),
     f(
         "http-verify-common-name",
         Str,
         "",
         "Required Common Name on client certificates. If not set, no Common Name required",
-        false,
+        true,
     ),
     f(
         "join",
@@ -221,14 +215,14 @@ pub const FLAGS: &[FlagDef] = &[
         Str,
         "",
         "Path to X.509 CA certificate for node-to-node encryption",
-        false,
+        true,
     ),
     f(
         "node-cert",
         Str,
         "",
         "Path to X.509 certificate for node-to-node mutual authentication and encryption",
-        false,
+        true,
     ),
     f(
         "node-id",
@@ -242,35 +236,35 @@ pub const FLAGS: &[FlagDef] = &[
         Str,
         "",
         "Path to X.509 private key for node-to-node mutual authentication and encryption",
-        false,
+        true,
     ),
     f(
         "node-no-verify",
         Bool,
         "false",
         "Skip verification of any presented certificate.",
-        false,
+        true,
     ),
     f(
         "node-verify-client",
         Bool,
         "false",
         "Enable mutual TLS for node-to-node communication",
-        false,
+        true,
     ),
     f(
         "node-verify-common-name",
         Str,
         "",
         "Required Common Name on incoming peer certificates. If not set, no Common Name required",
-        false,
+        true,
     ),
     f(
         "node-verify-server-name",
         Str,
         "",
         "Hostname to verify on certificate returned by a node",
-        false,
+        true,
     ),
     f(
         "otlp-ca-cert",
@@ -593,7 +587,30 @@ impl Flags {
                 rest[1..].join(" ")
             )));
         }
-        Ok(Flags { values, set, data_dir })
+        let flags = Flags { values, set, data_dir };
+        flags.validate()?;
+        Ok(flags)
+    }
+
+    /// rqlite's checks of flags that go together.
+    fn validate(&self) -> Result<(), FlagError> {
+        for (cert, key) in [("http-cert", "http-key"), ("node-cert", "node-key")] {
+            if self.raw(cert).is_empty() != self.raw(key).is_empty() {
+                return Err(FlagError::Fatal(format!(
+                    "either both -{cert} and -{key} must be set, or neither"
+                )));
+            }
+        }
+        for side in ["http", "node"] {
+            if !self.raw(&format!("{side}-verify-common-name")).is_empty()
+                && !parse_bool(self.raw(&format!("{side}-verify-client"))).unwrap_or(false)
+            {
+                return Err(FlagError::Fatal(format!(
+                    "-{side}-verify-common-name requires -{side}-verify-client"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn raw(&self, name: &str) -> &str {

@@ -208,7 +208,8 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         reap_timeout: flags.duration("raft-reap-node-timeout"),
         reap_read_only_timeout: flags.duration("raft-reap-read-only-node-timeout"),
     };
-    let network = rq_cluster::Network::new().context("cannot create node-to-node client")?;
+    let tls = Tls::from_flags(&flags)?;
+    let network = rq_cluster::Network::new(tls.node_client.clone()).context("cannot create node-to-node client")?;
     // A node with -join (or -bootstrap-expect) becomes part of a cluster formed with others;
     // only a node on its own bootstraps itself.
     let expect = flags.int("bootstrap-expect").max(0) as usize;
@@ -240,10 +241,18 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         },
     ));
 
-    let api_url = format!("http://{http_adv}");
+    let scheme = if tls.http.is_some() { "https" } else { "http" };
+    let api_url = format!("{scheme}://{http_adv}");
     let node_router = rq_cluster::router(store.clone(), network.clone(), api_url, VERSION.to_string());
+    let node_server = match tls.node_server.clone() {
+        Some(config) => {
+            let listener = rq_tls::TlsListener::new(raft_listener, config, "raft")?;
+            tokio::spawn(async move { axum::serve(listener, node_router).await })
+        }
+        None => tokio::spawn(async move { axum::serve(raft_listener, node_router).await }),
+    };
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(raft_listener, node_router).await {
+        if let Ok(Err(e)) = node_server.await {
             tracing::error!(error = %e, "node-to-node server stopped");
         }
     });
@@ -251,6 +260,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     let http_cfg = HttpConfig {
         bind_addr: bound_http.to_string(),
         adv_addr: http_adv,
+        https: tls.http.is_some(),
         allow_origin: non_empty(flags.string("http-allow-origin")),
         queue: QueueConfig {
             capacity: flags.int("write-queue-capacity").max(1) as usize,
@@ -270,8 +280,22 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         store: store.clone(),
     };
     let service = Service::new(store.clone(), Arc::new(cluster), http_cfg);
-    let server = axum::serve(http_listener, service.router()).with_graceful_shutdown(shutdown_signal());
-    let http = tokio::spawn(async move { server.await });
+    let router = service.router();
+    let http = match tls.http.clone() {
+        Some(config) => {
+            let listener = rq_tls::TlsListener::new(http_listener, config, "http")?;
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            })
+        }
+        None => tokio::spawn(async move {
+            axum::serve(http_listener, router)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }),
+    };
 
     // Joining needs the node-to-node API up (the leader calls back) and the HTTP API serving.
     if join.is_some() || expect > 0 {
@@ -326,6 +350,71 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     }
     store.shutdown().await;
     Ok(())
+}
+
+/// TLS for the two ports, from the flags, as rqlite sets it up.
+struct Tls {
+    /// The HTTP API's server side (`-http-cert`, `-http-key`, `-http-ca-cert`,
+    /// `-http-verify-client`, `-http-verify-common-name`).
+    http: Option<Arc<rq_tls::rustls::ServerConfig>>,
+    /// The node-to-node port's server side (`-node-cert`, `-node-key`, with `-node-ca-cert`,
+    /// `-node-verify-client` and `-node-verify-common-name` for client certificates).
+    node_server: Option<Arc<rq_tls::rustls::ServerConfig>>,
+    /// Calls to other nodes: in TLS when `-node-cert` or `-node-ca-cert` is set, showing this
+    /// node's certificate, verifying theirs against `-node-ca-cert` (or the system's roots)
+    /// and `-node-verify-server-name`, unless `-node-no-verify`.
+    node_client: Option<Arc<rq_tls::rustls::ClientConfig>>,
+}
+
+impl Tls {
+    fn from_flags(flags: &Flags) -> anyhow::Result<Tls> {
+        let path = |name: &str| non_empty(flags.string(name)).map(PathBuf::from);
+        let pair = |side: &str| {
+            Some(rq_tls::KeyPair {
+                cert: path(&format!("{side}-cert"))?,
+                key: path(&format!("{side}-key"))?,
+            })
+        };
+        let server = |side: &str, alpn: Vec<Vec<u8>>| -> anyhow::Result<Option<Arc<rq_tls::rustls::ServerConfig>>> {
+            let Some(pair) = pair(side) else {
+                return Ok(None);
+            };
+            let opts = rq_tls::ServerOptions {
+                pair,
+                ca: path(&format!("{side}-ca-cert")),
+                verify_client: flags.bool(&format!("{side}-verify-client")),
+                verify_common_name: non_empty(flags.string(&format!("{side}-verify-common-name"))),
+                alpn,
+            };
+            let config = rq_tls::server_config(&opts).with_context(|| format!("-{side}-cert"))?;
+            tracing::info!(
+                cert = %opts.pair.cert.display(),
+                mutual = opts.verify_client,
+                common_name = opts.verify_common_name.as_deref().unwrap_or(""),
+                "TLS enabled on the {} port",
+                if side == "http" { "HTTP" } else { "node-to-node" }
+            );
+            Ok(Some(config))
+        };
+        let http = server("http", vec![b"h2".to_vec(), b"http/1.1".to_vec()])?;
+        let node_server = server("node", Vec::new())?;
+        let node_client = if pair("node").is_some() || path("node-ca-cert").is_some() {
+            let opts = rq_tls::ClientOptions {
+                ca: path("node-ca-cert"),
+                no_verify: flags.bool("node-no-verify"),
+                server_name: non_empty(flags.string("node-verify-server-name")),
+                pair: pair("node"),
+            };
+            Some(rq_tls::client_config(&opts).context("node-to-node TLS client")?)
+        } else {
+            None
+        };
+        Ok(Tls {
+            http,
+            node_server,
+            node_client,
+        })
+    }
 }
 
 /// `-raft-cluster-remove-shutdown`: asks the leader to take this node out of the cluster.

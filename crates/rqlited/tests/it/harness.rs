@@ -23,6 +23,8 @@ pub struct Node {
     /// Environment of the next start (e.g. `FAILPOINTS`).
     pub env: Vec<(String, String)>,
     client: reqwest::Client,
+    /// `http`, or `https` for a node serving its API over TLS.
+    scheme: &'static str,
 }
 
 /// A data directory that outlives node restarts.
@@ -109,6 +111,7 @@ impl Node {
             extra,
             env,
             client: reqwest::Client::new(),
+            scheme: "http",
         }
     }
 
@@ -178,7 +181,14 @@ impl Node {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.http, path)
+        format!("{}://{}{}", self.scheme, self.http, path)
+    }
+
+    /// Talks to the node over HTTPS with `client` from now on.
+    pub fn over_https(mut self, client: reqwest::Client) -> Node {
+        self.client = client;
+        self.scheme = "https";
+        self
     }
 
     pub async fn wait_ready(&self) {

@@ -11,4 +11,5 @@ mod durability;
 mod faults;
 mod node_api;
 mod queue;
+mod tls;
 mod user_database;
