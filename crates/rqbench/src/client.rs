@@ -1,30 +1,62 @@
-//! A keep-alive HTTP/1.1 client for one node.
+//! A keep-alive HTTP/1.1 client for one node, in plain text or, after `use_tls`, over HTTPS.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rq_cluster::conn::Conn;
+use rq_cluster::conn::{Conn, Dialer};
+use rq_tls::rustls::ClientConfig;
+
+/// The TLS client every connection of this run uses, once `use_tls` set it.
+static TLS: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+
+/// Talks HTTPS to every node from now on, with `config`.
+pub fn use_tls(config: Arc<ClientConfig>) {
+    let _ = TLS.set(config);
+}
+
+fn scheme() -> &'static str {
+    if TLS.get().is_some() { "https" } else { "http" }
+}
 
 #[derive(Clone)]
 pub struct Client {
     base: String,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Client {
     pub fn new(addr: &str) -> Client {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
+        conn.enforce_http(false);
+        let tls = TLS.get().map_or_else(
+            || {
+                let roots = rq_tls::rustls::RootCertStore::empty();
+                ClientConfig::builder_with_provider(Arc::new(rq_tls::rustls::crypto::aws_lc_rs::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .expect("TLS versions")
+                    .with_root_certificates(roots)
+                    .with_no_client_auth()
+            },
+            |c| (**c).clone(),
+        );
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(conn);
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
-            .build(conn);
+            .build(https);
         Client {
-            base: format!("http://{addr}"),
+            base: format!("{}://{addr}", scheme()),
             http,
         }
     }
@@ -84,7 +116,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Connection {
     pub fn new(addr: &str) -> Connection {
-        Connection(Conn::new(addr, Duration::from_secs(5)))
+        let dialer = TLS.get().map_or_else(Dialer::default, |c| Dialer::tls(c.clone()));
+        Connection(Conn::with_dialer(addr, Duration::from_secs(5), dialer))
     }
 
     /// POSTs a JSON body and checks that no result carries an error.

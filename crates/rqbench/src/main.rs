@@ -80,6 +80,13 @@ struct Args {
     /// failover (kill to the first write acknowledged through a surviving node).
     #[arg(long, value_name = "TIMES")]
     failover: Option<usize>,
+    /// Talk HTTPS. With --spawn, nodes serve HTTPS with a certificate made for the run;
+    /// otherwise the node's certificate is verified against --ca-cert, or the system's roots.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: the CA certificate (PEM) that signed the node's certificate.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// The statement for the rqbench-compatible mode.
     statement: Option<String>,
 }
@@ -89,6 +96,8 @@ fn main() -> anyhow::Result<()> {
     if args.transport != "http" {
         bail!("not a valid transport: {}", args.transport);
     }
+    // Certificates made for spawned HTTPS nodes live as long as the run.
+    let _certs = if args.tls { Some(set_up_tls(&args)?) } else { None };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         if let Some(rows) = args.large {
@@ -105,6 +114,34 @@ fn main() -> anyhow::Result<()> {
             (None, None) => bail!("give a SQL statement, or named workloads with -w (see --help)"),
         }
     })
+}
+
+/// Makes every client talk HTTPS and, with --spawn, every node serve it with a certificate
+/// for 127.0.0.1 from a CA made here, in the returned directory.
+fn set_up_tls(args: &Args) -> anyhow::Result<Option<tempfile::TempDir>> {
+    let (ca, dir) = match (&args.spawn, &args.ca_cert) {
+        (Some(_), _) => {
+            let dir = tempfile::tempdir()?;
+            let ca = rq_tls::testing::Ca::new("rqbench CA");
+            let pair = ca
+                .issue("rqbench node", &["127.0.0.1", "localhost"])
+                .write(dir.path(), "node");
+            node::add_flags_to_every_node(vec![
+                "-http-cert".into(),
+                pair.cert.display().to_string(),
+                "-http-key".into(),
+                pair.key.display().to_string(),
+            ]);
+            (Some(ca.write(dir.path(), "ca.pem")), Some(dir))
+        }
+        (None, ca) => (ca.clone(), None),
+    };
+    let config = rq_tls::client_config(&rq_tls::ClientOptions {
+        ca,
+        ..Default::default()
+    })?;
+    client::use_tls(config);
+    Ok(dir)
 }
 
 /// rqlite rqbench's mode: the same statement, `-b` times per request, `-n` requests.
@@ -128,7 +165,8 @@ async fn run_statement(args: &Args, stmt: &str) -> anyhow::Result<()> {
     if !q.is_empty() {
         path = format!("{path}?{}", q.join("&"));
     }
-    println!("Test target: http://{}{}", args.addr, path);
+    let scheme = if args.tls { "https" } else { "http" };
+    println!("Test target: {scheme}://{}{}", args.addr, path);
     let out = workload::drive(&args.addr, args.clients, workload::Stop::Requests(args.requests), {
         let body = body.clone();
         let path = path.clone();

@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -15,6 +16,14 @@ pub struct Node {
     pub http_addr: String,
     pub raft_addr: String,
     extra: Vec<String>,
+}
+
+/// Flags every spawned node gets (`-http-cert` and `-http-key` with `--tls`).
+static COMMON_FLAGS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Starts every node from now on with `flags` too.
+pub fn add_flags_to_every_node(flags: Vec<String>) {
+    let _ = COMMON_FLAGS.set(flags);
 }
 
 /// A free loopback port (bound, then released for the node to take).
@@ -125,6 +134,7 @@ impl Cluster {
 fn spawn(bin: &str, http: &str, raft: &str, dir: &std::path::Path, extra: &[String]) -> anyhow::Result<Child> {
     Command::new(bin)
         .args(["-http-addr", http, "-raft-addr", raft])
+        .args(COMMON_FLAGS.get().into_iter().flatten())
         .args(extra)
         .arg(dir)
         .stdout(Stdio::null())
