@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use rq_proto::auth::Credentials;
 use rq_store::Store;
 
 use crate::Network;
@@ -30,6 +31,8 @@ pub struct JoinPlan {
     pub expect: usize,
     /// `-bootstrap-expect-timeout`.
     pub expect_timeout: Duration,
+    /// `-join-as`'s credentials, sent with joins and notifications.
+    pub credentials: Option<Credentials>,
 }
 
 /// Tries each target once; `Ok` once one of them (or the leader it names) has added this node.
@@ -42,7 +45,7 @@ async fn try_join(store: &Store, net: &Network, plan: &JoinPlan) -> Result<(), S
     };
     let mut last = String::from("no join address to try");
     for target in plan.targets.iter().filter(|t| *t != me) {
-        match net.join(target, &req, JOIN_TIMEOUT).await {
+        match net.join(target, &req, plan.credentials.as_ref(), JOIN_TIMEOUT).await {
             Ok(()) => {
                 tracing::info!(through = %target, "joined the cluster");
                 return Ok(());
@@ -102,7 +105,10 @@ pub async fn form(store: &Store, net: &Network, plan: &JoinPlan) -> Result<(), S
         if !store.is_initialized().await {
             store.notify(&note.id, &note.addr);
             for target in plan.targets.iter().filter(|t| **t != note.addr) {
-                if let Err(e) = net.notify(target, &note, NOTIFY_TIMEOUT).await {
+                if let Err(e) = net
+                    .notify(target, &note, plan.credentials.as_ref(), NOTIFY_TIMEOUT)
+                    .await
+                {
                     tracing::debug!(to = %target, error = %e, "notify failed");
                 }
             }

@@ -21,6 +21,7 @@ use crate::NodeMeta;
 use crate::conn::{Conn, ConnError, Dialer, Idle};
 use crate::messages::{JoinRequest, NotifyRequest, RemoveRequest, StepdownRequest};
 use crate::paths;
+use rq_proto::auth::Credentials;
 use rq_store::{BackupOptions, Forward, Outcome, StoreError};
 
 /// Joins follow at most this many "not leader" answers to the leader.
@@ -98,11 +99,21 @@ impl Network {
         addr: &str,
         path: &str,
         req: &Q,
+        creds: Option<&Credentials>,
         timeout: Duration,
     ) -> Result<T, StoreError> {
         let body = postcard::to_stdvec(req).map_err(|e| StoreError::Internal(e.to_string()))?;
         let mut conn = Conn::pooled(addr, CONNECT_TIMEOUT, self.dialer.clone(), self.service.clone());
-        let sent = conn.post(path, "application/octet-stream", body.into(), timeout).await;
+        let authorization = creds.map(Credentials::header_value);
+        let sent = conn
+            .post_as(
+                path,
+                "application/octet-stream",
+                authorization.as_deref(),
+                body.into(),
+                timeout,
+            )
+            .await;
         if let Some(stats) = self.stats.get()
             && conn.replaced() > 0
         {
@@ -120,10 +131,17 @@ impl Network {
     }
 
     /// Asks the node at `addr` to add this node; follows it to the leader if it is not one.
-    pub async fn join(&self, addr: &str, req: &JoinRequest, timeout: Duration) -> Result<(), StoreError> {
+    /// `creds` are `-join-as`'s, if any.
+    pub async fn join(
+        &self,
+        addr: &str,
+        req: &JoinRequest,
+        creds: Option<&Credentials>,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
         let mut target = addr.to_string();
         for _ in 0..MAX_REDIRECTS {
-            match self.call::<_, ()>(&target, paths::JOIN, req, timeout).await {
+            match self.call::<_, ()>(&target, paths::JOIN, req, creds, timeout).await {
                 Err(StoreError::NotLeader { leader: Some(l) }) if l.addr != target => target = l.addr,
                 other => return other,
             }
@@ -131,18 +149,36 @@ impl Network {
         Err(StoreError::Internal("too many redirects while joining".into()))
     }
 
-    pub async fn notify(&self, addr: &str, req: &NotifyRequest, timeout: Duration) -> Result<(), StoreError> {
-        self.call(addr, paths::NOTIFY, req, timeout).await
+    pub async fn notify(
+        &self,
+        addr: &str,
+        req: &NotifyRequest,
+        creds: Option<&Credentials>,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        self.call(addr, paths::NOTIFY, req, creds, timeout).await
     }
 
-    pub async fn remove(&self, addr: &str, id: &str, timeout: Duration) -> Result<(), StoreError> {
-        self.call(addr, paths::REMOVE, &RemoveRequest { id: id.to_string() }, timeout)
-            .await
+    pub async fn remove(
+        &self,
+        addr: &str,
+        id: &str,
+        creds: Option<&Credentials>,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let req = RemoveRequest { id: id.to_string() };
+        self.call(addr, paths::REMOVE, &req, creds, timeout).await
     }
 
-    /// Passes a client request to the leader at `addr`.
-    pub async fn forward(&self, addr: &str, req: &Forward, timeout: Duration) -> Result<Outcome, StoreError> {
-        self.call(addr, paths::FORWARD, req, timeout).await
+    /// Passes a client request to the leader at `addr`, with the client's credentials.
+    pub async fn forward(
+        &self,
+        addr: &str,
+        req: &Forward,
+        creds: Option<&Credentials>,
+        timeout: Duration,
+    ) -> Result<Outcome, StoreError> {
+        self.call(addr, paths::FORWARD, req, creds, timeout).await
     }
 
     /// Asks the leader at `addr` for a backup; the response streams the file.
@@ -150,25 +186,36 @@ impl Network {
         &self,
         addr: &str,
         opts: &BackupOptions,
+        creds: Option<&Credentials>,
         timeout: Duration,
-    ) -> Result<reqwest::Response, String> {
-        let body = postcard::to_stdvec(opts).map_err(|e| e.to_string())?;
-        let resp = self
+    ) -> Result<reqwest::Response, StoreError> {
+        let body = postcard::to_stdvec(opts).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut req = self
             .http
             .post(format!("{}://{addr}{}", self.dialer.scheme(), paths::BACKUP))
             .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+            .body(body);
+        if let Some(c) = creds {
+            req = req.header(reqwest::header::AUTHORIZATION, c.header_value());
+        }
+        let resp = req.send().await.map_err(|e| StoreError::Internal(e.to_string()))?;
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(StoreError::Unauthorized);
+        }
         if !resp.status().is_success() {
-            return Err(resp.text().await.unwrap_or_default());
+            return Err(StoreError::Internal(resp.text().await.unwrap_or_default()));
         }
         Ok(resp)
     }
 
     /// Streams the database file at `path` to the leader at `addr` to load it.
-    pub async fn load(&self, addr: &str, path: &std::path::Path, timeout: Duration) -> Result<(), StoreError> {
+    pub async fn load(
+        &self,
+        addr: &str,
+        path: &std::path::Path,
+        creds: Option<&Credentials>,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -187,11 +234,15 @@ impl Network {
             buf.truncate(n);
             Ok(Some((bytes::Bytes::from(buf), f)))
         });
-        let resp = self
+        let mut req = self
             .http
             .post(format!("{}://{addr}{}", self.dialer.scheme(), paths::LOAD))
             .timeout(timeout)
-            .header("Content-Length", len)
+            .header("Content-Length", len);
+        if let Some(c) = creds {
+            req = req.header(reqwest::header::AUTHORIZATION, c.header_value());
+        }
+        let resp = req
             .body(reqwest::Body::wrap_stream(stream))
             .send()
             .await
@@ -202,12 +253,18 @@ impl Network {
 
     /// Asks the node at `addr` to stand for election.
     pub async fn elect(&self, addr: &str, timeout: Duration) -> Result<(), StoreError> {
-        self.call(addr, paths::ELECT, &(), timeout).await
+        self.call(addr, paths::ELECT, &(), None, timeout).await
     }
 
-    /// Passes a `POST /leader` to the leader at `addr`.
-    pub async fn stepdown(&self, addr: &str, req: &StepdownRequest, timeout: Duration) -> Result<(), StoreError> {
-        self.call(addr, paths::STEPDOWN, req, timeout).await
+    /// Passes a `POST /leader` to the leader at `addr`, with the client's credentials.
+    pub async fn stepdown(
+        &self,
+        addr: &str,
+        req: &StepdownRequest,
+        creds: Option<&Credentials>,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        self.call(addr, paths::STEPDOWN, req, creds, timeout).await
     }
 
     /// Asks the node at node-to-node address `addr` about itself.

@@ -168,12 +168,25 @@ impl Conn {
         body: Bytes,
         ttl: Duration,
     ) -> Result<(StatusCode, Bytes), ConnError> {
-        self.exchange(Method::POST, path, content_type, body, ttl).await
+        self.exchange(Method::POST, path, content_type, None, body, ttl).await
+    }
+
+    /// POSTs as `post` does, with an `Authorization` header when `authorization` is given.
+    pub async fn post_as(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        authorization: Option<&str>,
+        body: Bytes,
+        ttl: Duration,
+    ) -> Result<(StatusCode, Bytes), ConnError> {
+        self.exchange(Method::POST, path, content_type, authorization, body, ttl)
+            .await
     }
 
     /// GETs `path`, as `post` does.
     pub async fn get(&mut self, path: &str, ttl: Duration) -> Result<(StatusCode, Bytes), ConnError> {
-        self.exchange(Method::GET, path, "", Bytes::new(), ttl).await
+        self.exchange(Method::GET, path, "", None, Bytes::new(), ttl).await
     }
 
     async fn exchange(
@@ -181,6 +194,7 @@ impl Conn {
         method: Method,
         path: &str,
         content_type: &str,
+        authorization: Option<&str>,
         body: Bytes,
         ttl: Duration,
     ) -> Result<(StatusCode, Bytes), ConnError> {
@@ -195,10 +209,13 @@ impl Conn {
                 self.live = Some(live);
                 from_pool = true;
             }
-            match self.try_send(method.clone(), path, content_type, body.clone()).await {
+            match self
+                .try_send(method.clone(), path, content_type, authorization, body.clone())
+                .await
+            {
                 Err(Failed { unsent: true, .. }) if from_pool => {
                     self.replaced += 1;
-                    self.try_send(method, path, content_type, body).await
+                    self.try_send(method, path, content_type, authorization, body).await
                 }
                 r => r,
             }
@@ -224,6 +241,7 @@ impl Conn {
         method: Method,
         path: &str,
         content_type: &str,
+        authorization: Option<&str>,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), Failed> {
         if self.live.is_none() {
@@ -236,6 +254,9 @@ impl Conn {
             .header(header::HOST, &self.addr);
         if !content_type.is_empty() {
             req = req.header(header::CONTENT_TYPE, content_type);
+        }
+        if let Some(a) = authorization {
+            req = req.header(header::AUTHORIZATION, a);
         }
         let req = req.body(Full::new(body)).map_err(|e| Failed {
             error: ConnError::Io(e.to_string()),

@@ -1,11 +1,14 @@
 //! The serving side of the node-to-node API.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use rq_proto::auth::{CredentialStore, Credentials, perm};
 use rq_store::types::TypeConfig;
 use rq_store::{BackupOptions, Forward, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -31,10 +34,40 @@ struct Ctx {
     net: crate::Network,
     api_url: String,
     version: String,
+    /// `-auth`'s users: what other nodes ask on a client's behalf (forwarded requests,
+    /// backups, loads, removals, stepdowns) and joins and notifications are checked against
+    /// the credentials they carry, as rqlite's cluster service checks them. Raft's own
+    /// messages and `/meta` are not.
+    auth: Option<Arc<CredentialStore>>,
 }
 
-/// The node-to-node router. `api_url` and `version` are what `/meta` reports.
-pub fn router(store: Store, net: crate::Network, api_url: String, version: String) -> Router {
+impl Ctx {
+    /// Whether the request's Basic credentials allow every one of `perms`.
+    fn allows(&self, headers: &HeaderMap, perms: &[&str]) -> bool {
+        let Some(auth) = &self.auth else {
+            return true;
+        };
+        let creds = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| Credentials::from_header(v.as_bytes()));
+        perms.iter().all(|p| auth.allows(creds.as_ref(), p))
+    }
+}
+
+/// The `Result` answer that refuses a request for want of permission.
+fn unauthorized() -> Response {
+    reply(&Err::<(), StoreError>(StoreError::Unauthorized))
+}
+
+/// The node-to-node router. `api_url` and `version` are what `/meta` reports; `auth` holds the
+/// users of `-auth`, if set.
+pub fn router(
+    store: Store,
+    net: crate::Network,
+    api_url: String,
+    version: String,
+    auth: Option<Arc<CredentialStore>>,
+) -> Router {
     Router::new()
         .route(paths::APPEND, post(append))
         .route(paths::VOTE, post(vote))
@@ -54,6 +87,7 @@ pub fn router(store: Store, net: crate::Network, api_url: String, version: Strin
             net,
             api_url,
             version,
+            auth,
         })
 }
 
@@ -115,55 +149,77 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, postcard::Er
     postcard::from_bytes(body)
 }
 
-async fn join(State(ctx): State<Ctx>, body: Bytes) -> Response {
+async fn join(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
     ctx.store.stats().cluster.add("num_join_req", 1);
     let req: JoinRequest = match decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_body(e),
     };
+    // A voter needs `join`; a read replica `join-read-only` or its newer name.
+    let allowed = if req.voter {
+        ctx.allows(&headers, &[perm::JOIN])
+    } else {
+        ctx.allows(&headers, &[perm::JOIN_READ_ONLY]) || ctx.allows(&headers, &[perm::JOIN_READ_REPLICA])
+    };
+    if !allowed {
+        tracing::warn!(id = %req.id, addr = %req.addr, "join refused: not authorized");
+        return unauthorized();
+    }
     reply(&ctx.store.join(&req.id, &req.addr, req.voter).await.map(|_| ()))
 }
 
-async fn notify(State(ctx): State<Ctx>, body: Bytes) -> Response {
+async fn notify(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
     ctx.store.stats().cluster.add("num_notify_req", 1);
     let req: NotifyRequest = match decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_body(e),
     };
+    if !ctx.allows(&headers, &[perm::JOIN]) {
+        return unauthorized();
+    }
     ctx.store.notify(&req.id, &req.addr);
     reply(&Ok::<(), StoreError>(()))
 }
 
-async fn remove(State(ctx): State<Ctx>, body: Bytes) -> Response {
+async fn remove(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
     ctx.store.stats().cluster.add("num_remove_node_req", 1);
     let req: RemoveRequest = match decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_body(e),
     };
+    if !ctx.allows(&headers, &[perm::REMOVE]) {
+        return unauthorized();
+    }
     reply(&ctx.store.remove(&req.id).await)
 }
 
-async fn forward(State(ctx): State<Ctx>, body: Bytes) -> Response {
+async fn forward(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
     let req: Forward = match decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_body(e),
     };
-    let key = match req {
-        Forward::Execute { .. } => "num_execute_req",
-        Forward::Query { .. } => "num_query_req",
-        Forward::Request { .. } => "num_request_req",
+    let (key, perms): (_, &[&str]) = match req {
+        Forward::Execute { .. } => ("num_execute_req", &[perm::EXECUTE]),
+        Forward::Query { .. } => ("num_query_req", &[perm::QUERY]),
+        Forward::Request { .. } => ("num_request_req", &[perm::QUERY, perm::EXECUTE]),
     };
     ctx.store.stats().cluster.add(key, 1);
+    if !ctx.allows(&headers, perms) {
+        return unauthorized();
+    }
     reply(&ctx.store.run(req).await)
 }
 
 /// A backup for another node: the file's bytes, or 500 with the error.
-async fn backup(State(ctx): State<Ctx>, body: Bytes) -> Response {
+async fn backup(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
     ctx.store.stats().cluster.add("num_backup_req", 1);
     let opts: BackupOptions = match decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_body(e),
     };
+    if !ctx.allows(&headers, &[perm::BACKUP]) {
+        return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
+    }
     if !ctx.store.is_leader() {
         return (StatusCode::SERVICE_UNAVAILABLE, "not leader").into_response();
     }
@@ -174,8 +230,11 @@ async fn backup(State(ctx): State<Ctx>, body: Bytes) -> Response {
 }
 
 /// A database file to load, streamed from the node that received it.
-async fn load(State(ctx): State<Ctx>, body: axum::body::Body) -> Response {
+async fn load(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Body) -> Response {
     ctx.store.stats().cluster.add("num_load_req", 1);
+    if !ctx.allows(&headers, &[perm::LOAD]) {
+        return unauthorized();
+    }
     use futures::StreamExt;
     use tokio::io::AsyncWriteExt;
     let result = async {
@@ -229,11 +288,14 @@ async fn elect(State(ctx): State<Ctx>) -> Response {
 }
 
 /// Another node passes on a `POST /leader`.
-async fn stepdown(State(ctx): State<Ctx>, body: Bytes) -> Response {
+async fn stepdown(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
     ctx.store.stats().cluster.add("num_stepdown_req", 1);
     let req: StepdownRequest = match decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_body(e),
     };
+    if !ctx.allows(&headers, &[perm::LEADER_OPS]) {
+        return unauthorized();
+    }
     reply(&crate::transfer::stepdown(&ctx.store, &ctx.net, req.id, req.wait).await)
 }

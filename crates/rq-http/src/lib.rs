@@ -20,6 +20,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request as HttpRequest, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use rq_proto::auth::{CredentialStore, Credentials, perm};
 use rq_proto::{Request, Statement};
 use rq_store::stats::ExpvarMap;
 use rq_store::{BackupFormat, BackupOptions, Forward, Outcome, ReadOptions, SqlOptions, Store, StoreError};
@@ -83,6 +84,8 @@ pub struct HttpConfig {
     pub adv_addr: String,
     /// Whether the API is served over TLS (`-http-cert`): the advertised URL is `https`.
     pub https: bool,
+    /// `-auth`'s users and permissions; every request is checked against them when set.
+    pub auth: Option<Arc<CredentialStore>>,
     /// `-http-allow-origin`.
     pub allow_origin: Option<String>,
     pub queue: QueueConfig,
@@ -100,11 +103,13 @@ pub trait Cluster: Send + Sync + 'static {
         timeout: std::time::Duration,
     ) -> futures::future::BoxFuture<'a, Result<(String, String), String>>;
 
-    /// Runs a client request on the leader at `addr`.
+    /// Runs a client request on the leader at `addr`. Here and below, `creds` are the
+    /// client's, which the leader checks again.
     fn forward<'a>(
         &'a self,
         addr: &'a str,
         request: Forward,
+        creds: Option<&'a Credentials>,
         timeout: std::time::Duration,
     ) -> futures::future::BoxFuture<'a, Result<Outcome, StoreError>>;
 
@@ -113,6 +118,7 @@ pub trait Cluster: Send + Sync + 'static {
         &'a self,
         addr: &'a str,
         id: &'a str,
+        creds: Option<&'a Credentials>,
         timeout: std::time::Duration,
     ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>;
 
@@ -121,8 +127,9 @@ pub trait Cluster: Send + Sync + 'static {
         &'a self,
         addr: &'a str,
         opts: BackupOptions,
+        creds: Option<&'a Credentials>,
         timeout: std::time::Duration,
-    ) -> futures::future::BoxFuture<'a, Result<Body, String>>;
+    ) -> futures::future::BoxFuture<'a, Result<Body, StoreError>>;
 
     /// Hands leadership to node `to` (or the best-placed voter): here when `leader` is `None`
     /// (this node leads), else by asking the leader at that address.
@@ -131,6 +138,7 @@ pub trait Cluster: Send + Sync + 'static {
         leader: Option<&'a str>,
         to: Option<String>,
         wait: bool,
+        creds: Option<&'a Credentials>,
         timeout: std::time::Duration,
     ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>;
 
@@ -139,6 +147,7 @@ pub trait Cluster: Send + Sync + 'static {
         &'a self,
         addr: &'a str,
         path: &'a std::path::Path,
+        creds: Option<&'a Credentials>,
         timeout: std::time::Duration,
     ) -> futures::future::BoxFuture<'a, Result<(), StoreError>>;
 }
@@ -170,7 +179,7 @@ impl Service {
                     Forward::Request { .. } => ("remote_requests", "remote_requests_failed"),
                 };
                 proxy.add(sent, 1);
-                let out = self.cluster.forward(&l.addr, f, p.timeout()).await;
+                let out = self.cluster.forward(&l.addr, f, p.credentials(), p.timeout()).await;
                 if out.is_err() {
                     proxy.add(failed, 1);
                 }
@@ -246,6 +255,26 @@ impl Service {
         if let Some(v) = &self.allow_origin {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v.clone());
         }
+        if self.cfg.auth.is_some() {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"rqlite\""),
+            );
+        }
+    }
+
+    /// Whether the request's credentials grant every permission `path` needs; counted in
+    /// `auth_ok` or `auth_fail` as rqlite counts them (every request is, auth on or off).
+    fn authorized(&self, path: &str, creds: Option<&Credentials>) -> bool {
+        let Some(perms) = required_perms(path) else {
+            return true;
+        };
+        let ok = match &self.cfg.auth {
+            None => true,
+            Some(store) => perms.iter().all(|p| store.allows(creds, p)),
+        };
+        self.stats.add(if ok { "auth_ok" } else { "auth_fail" }, 1);
+        ok
     }
 }
 
@@ -320,6 +349,14 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
         Ok(p) => p,
         Err(e) => return text_error(StatusCode::BAD_REQUEST, &e.0),
     };
+    let creds = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| Credentials::from_header(v.as_bytes()));
+    if !svc.authorized(&path, creds.as_ref()) {
+        return empty(StatusCode::UNAUTHORIZED);
+    }
+    let params = params.with_credentials(creds);
     if path.starts_with("/db/execute") {
         svc.stats.add("executions", 1);
         return execute(svc, req, params).await;
@@ -377,6 +414,62 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
         return node::expvar(svc, &params);
     }
     empty(StatusCode::NOT_FOUND)
+}
+
+/// The permissions a request to `path` needs, as rqlite's handlers check them (first thing,
+/// before the method); `None` for paths that need none (unknown ones, answered 404).
+fn required_perms(path: &str) -> Option<&'static [&'static str]> {
+    let perms: &[&str] = if path.starts_with("/console") {
+        &[perm::UI]
+    } else if path.starts_with("/db/execute") {
+        &[perm::EXECUTE]
+    } else if path.starts_with("/db/query") || path.starts_with("/db/sql") {
+        &[perm::QUERY]
+    } else if path.starts_with("/db/request") {
+        &[perm::QUERY, perm::EXECUTE]
+    } else if path.starts_with("/db/backup") {
+        &[perm::BACKUP]
+    } else if path.starts_with("/db/load") || path == "/boot" {
+        &[perm::LOAD]
+    } else if path == "/snapshot" || path == "/reap" {
+        &[perm::SNAPSHOT]
+    } else if path.starts_with("/remove") {
+        &[perm::REMOVE]
+    } else if path.starts_with("/status")
+        || path.starts_with("/nodes")
+        || path == "/licenses"
+        || path == "/debug/vars"
+        || path.starts_with("/debug/pprof")
+    {
+        &[perm::STATUS]
+    } else if path == "/leader" {
+        &[perm::LEADER_OPS]
+    } else if path.starts_with("/readyz") {
+        &[perm::READY]
+    } else {
+        return None;
+    };
+    Some(perms)
+}
+
+/// What a follower answers when the leader refused a request it passed on for want of
+/// permission, in rqlite's words for each endpoint.
+fn remote_refusal(path: &str) -> &'static str {
+    if path.starts_with("/db/execute") {
+        "remote Execute not authorized"
+    } else if path.starts_with("/db/query") {
+        "remote query not authorized"
+    } else if path.starts_with("/db/request") {
+        "remote Request not authorized"
+    } else if path.starts_with("/db/backup") {
+        "remote backup not authorized"
+    } else if path.starts_with("/db/load") {
+        "remote load not authorized"
+    } else if path.starts_with("/remove") {
+        "remote remove node not authorized"
+    } else {
+        "remote stepdown not authorized"
+    }
 }
 
 /// A redirect to the console as Go's `http.Redirect` writes it when no content type was set:
@@ -484,6 +577,8 @@ async fn store_error(svc: &Service, e: &StoreError, p: &Params) -> Response {
             svc.stats.add("leader_not_found", 1);
             text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found")
         }
+        // The leader refused what this node passed on with the client's credentials.
+        StoreError::Unauthorized => text_error(StatusCode::UNAUTHORIZED, remote_refusal(p.path())),
         // A statement that cannot be made deterministic is the client's to change: 400 where
         // rqlite answers 500.
         StoreError::Rewrite(_) => text_error(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -748,7 +843,7 @@ async fn load_answer(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> R
             Err(StoreError::NotLeader { leader: Some(l) }) if !p.has("redirect") => {
                 svc.store.stats().proxy.add("remote_loads", 1);
                 svc.cluster
-                    .load(&l.addr, file.path(), p.timeout())
+                    .load(&l.addr, file.path(), p.credentials(), p.timeout())
                     .await
                     .map(|()| l.addr)
             }
@@ -762,7 +857,7 @@ async fn load_answer(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> R
                     &by,
                 )
             }
-            Err(e @ StoreError::NotLeader { .. }) => store_error(svc, &e, &p).await,
+            Err(e @ (StoreError::NotLeader { .. } | StoreError::Unauthorized)) => store_error(svc, &e, &p).await,
             Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         };
     }
@@ -862,9 +957,10 @@ async fn backup(svc: &Arc<Service>, method: &Method, p: &Params) -> Response {
         match svc.store.leader() {
             Some(l) if !p.has("redirect") => {
                 svc.store.stats().proxy.add("remote_backups", 1);
-                match svc.cluster.backup(&l.addr, opts, p.timeout()).await {
+                match svc.cluster.backup(&l.addr, opts, p.credentials(), p.timeout()).await {
                     Ok(body) => body,
-                    Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+                    Err(e @ StoreError::Unauthorized) => return store_error(svc, &e, p).await,
+                    Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
                 }
             }
             leader => {
@@ -921,13 +1017,16 @@ async fn remove(svc: &Arc<Service>, req: HttpRequest<Body>, p: &Params) -> Respo
     let removed = match svc.store.remove(&id).await {
         Err(StoreError::NotLeader { leader: Some(l) }) if !p.has("redirect") => {
             svc.store.stats().proxy.add("remote_remove_node", 1);
-            svc.cluster.remove(&l.addr, &id, p.timeout()).await.map(|()| l.addr)
+            svc.cluster
+                .remove(&l.addr, &id, p.credentials(), p.timeout())
+                .await
+                .map(|()| l.addr)
         }
         other => other.map(|()| svc.cfg.adv_addr.clone()),
     };
     match removed {
         Ok(by) => served_by(empty(StatusCode::OK), &by),
-        Err(e @ StoreError::NotLeader { .. }) => store_error(svc, &e, p).await,
+        Err(e @ (StoreError::NotLeader { .. } | StoreError::Unauthorized)) => store_error(svc, &e, p).await,
         Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

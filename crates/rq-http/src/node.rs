@@ -180,7 +180,7 @@ impl Service {
                 "names": [],
             },
             "http": {
-                "auth": "disabled",
+                "auth": if cfg.auth.is_some() { "enabled" } else { "disabled" },
                 "bind_addr": cfg.bind_addr,
                 "cluster": {
                     "local_node_addr": self.store.config().raft_addr,
@@ -388,7 +388,10 @@ async fn stepdown(svc: &Arc<Service>, req: axum::http::Request<axum::body::Body>
     let wait = p.has("wait");
     let result = if svc.store.is_leader() {
         let by = svc.cfg.adv_addr.clone();
-        svc.cluster.stepdown(None, to, wait, p.timeout()).await.map(|()| by)
+        svc.cluster
+            .stepdown(None, to, wait, p.credentials(), p.timeout())
+            .await
+            .map(|()| by)
     } else {
         match svc.store.leader() {
             Some(l) if p.has("redirect") => {
@@ -396,7 +399,7 @@ async fn stepdown(svc: &Arc<Service>, req: axum::http::Request<axum::body::Body>
             }
             Some(l) => svc
                 .cluster
-                .stepdown(Some(&l.addr), to, wait, p.timeout())
+                .stepdown(Some(&l.addr), to, wait, p.credentials(), p.timeout())
                 .await
                 .map(|()| l.addr),
             None => return text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
@@ -405,6 +408,9 @@ async fn stepdown(svc: &Arc<Service>, req: axum::http::Request<axum::body::Body>
     match result {
         Ok(by) => served_by(empty(StatusCode::OK), &by),
         Err(rq_store::StoreError::NotLeader { .. }) => text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
+        Err(rq_store::StoreError::Unauthorized) => {
+            text_error(StatusCode::UNAUTHORIZED, "remote stepdown not authorized")
+        }
         Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

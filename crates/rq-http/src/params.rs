@@ -13,6 +13,8 @@ pub struct Params {
     values: Vec<(String, String)>,
     path: String,
     raw: Option<String>,
+    /// The request's Basic credentials, passed on with whatever is forwarded to the leader.
+    credentials: Option<rq_proto::auth::Credentials>,
 }
 
 /// A parameter that failed validation; the message is rqlite's.
@@ -30,6 +32,7 @@ impl Params {
             values,
             path: path.to_string(),
             raw: raw.map(str::to_string),
+            credentials: None,
         };
         if p.has("freshness_strict") && !p.has("freshness") {
             return Err(ParamError("freshness_strict requires freshness".into()));
@@ -52,6 +55,17 @@ impl Params {
             return Err(ParamError("query parameter not set".into()));
         }
         Ok(p)
+    }
+
+    /// Records the request's Basic credentials.
+    pub fn with_credentials(mut self, credentials: Option<rq_proto::auth::Credentials>) -> Params {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The request's Basic credentials, if it carried any.
+    pub fn credentials(&self) -> Option<&rq_proto::auth::Credentials> {
+        self.credentials.as_ref()
     }
 
     /// The request path these parameters came with.

@@ -126,7 +126,8 @@ async fn flush_loop(
                             request: req.clone(),
                             sql,
                         };
-                        cluster.forward(&l.addr, f, FORWARD_TIMEOUT).await
+                        // As in rqlite, a queued batch goes to the leader without credentials.
+                        cluster.forward(&l.addr, f, None, FORWARD_TIMEOUT).await
                     }
                     other => other,
                 };

@@ -1,8 +1,9 @@
 //! Types that cross a process boundary: log commands, statements and their parameters, results,
-//! read consistency levels, and rqlite's JSON encoding of results.
+//! read consistency levels, rqlite's JSON encoding of results, and users and permissions.
 //!
 //! This crate does no I/O.
 
+pub mod auth;
 pub mod command;
 pub mod gofmt;
 pub mod json;

@@ -36,4 +36,7 @@ pub enum StoreError {
     /// means nothing was logged).
     #[error("leadership lost while committing log")]
     LeadershipLost,
+    /// The credentials passed along with a request from another node do not allow it here.
+    #[error("unauthorized")]
+    Unauthorized,
 }

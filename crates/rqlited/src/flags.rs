@@ -47,7 +47,7 @@ pub const FLAGS: &[FlagDef] = &[
         Str,
         "",
         "Path to authentication and authorization file. If not set, not enabled",
-        false,
+        true,
     ),
     f(
         "auto-backup",
@@ -199,7 +199,7 @@ pub const FLAGS: &[FlagDef] = &[
         Str,
         "",
         "Username in authentication file to join as. If not set, joins anonymously",
-        false,
+        true,
     ),
     f("join-attempts", Int, "5", "Number of join attempts to make", true),
     f("join-interval", Duration, "3s", "Period between join attempts", true),

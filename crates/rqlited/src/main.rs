@@ -14,6 +14,7 @@ use flags::{FlagError, Flags};
 use futures::future::BoxFuture;
 use rq_cluster::bootstrap::{self, JoinPlan};
 use rq_http::{BuildInfo, HttpConfig, QueueConfig, Service};
+use rq_proto::auth::Credentials;
 use rq_store::{BackupOptions, Forward, Outcome, Store, StoreConfig, StoreError};
 use tokio::net::TcpListener;
 
@@ -209,6 +210,19 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         reap_read_only_timeout: flags.duration("raft-reap-read-only-node-timeout"),
     };
     let tls = Tls::from_flags(&flags)?;
+    let auth = match non_empty(flags.string("auth")) {
+        Some(path) => {
+            let bytes = std::fs::read(&path).with_context(|| format!("failed to load credential store {path}"))?;
+            let store = rq_proto::auth::CredentialStore::parse(&bytes)
+                .map_err(|e| anyhow!("failed to load credential store {path}: {e}"))?;
+            Some(Arc::new(store))
+        }
+        None => None,
+    };
+    // `-join-as`: joins, notifications and the removal at shutdown carry this user's
+    // credentials from the auth file; a user not in it (or no file) joins anonymously.
+    let join_as =
+        non_empty(flags.string("join-as")).and_then(|user| auth.as_ref().and_then(|a| a.credentials_for(&user)));
     let network = rq_cluster::Network::new(tls.node_client.clone()).context("cannot create node-to-node client")?;
     // A node with -join (or -bootstrap-expect) becomes part of a cluster formed with others;
     // only a node on its own bootstraps itself.
@@ -243,7 +257,13 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
 
     let scheme = if tls.http.is_some() { "https" } else { "http" };
     let api_url = format!("{scheme}://{http_adv}");
-    let node_router = rq_cluster::router(store.clone(), network.clone(), api_url, VERSION.to_string());
+    let node_router = rq_cluster::router(
+        store.clone(),
+        network.clone(),
+        api_url,
+        VERSION.to_string(),
+        auth.clone(),
+    );
     let node_server = match tls.node_server.clone() {
         Some(config) => {
             let listener = rq_tls::TlsListener::new(raft_listener, config, "raft")?;
@@ -261,6 +281,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         bind_addr: bound_http.to_string(),
         adv_addr: http_adv,
         https: tls.http.is_some(),
+        auth,
         allow_origin: non_empty(flags.string("http-allow-origin")),
         queue: QueueConfig {
             capacity: flags.int("write-queue-capacity").max(1) as usize,
@@ -312,6 +333,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
             voter: !non_voter,
             expect,
             expect_timeout: flags.duration("bootstrap-expect-timeout"),
+            credentials: join_as.clone(),
         };
         let had_state = store.is_initialized().await;
         let joined = if expect > 0 {
@@ -341,7 +363,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     if flags.bool("raft-cluster-remove-shutdown") {
-        remove_self(&store, &network).await;
+        remove_self(&store, &network, join_as.as_ref()).await;
     } else if flags.bool("raft-shutdown-stepdown") && store.is_leader() && store.nodes().len() > 1 {
         // Hand leadership over rather than leave the others to notice the silence.
         if let Err(e) = rq_cluster::transfer::transfer(&store, &network, None, Duration::from_secs(10)).await {
@@ -418,14 +440,14 @@ impl Tls {
 }
 
 /// `-raft-cluster-remove-shutdown`: asks the leader to take this node out of the cluster.
-async fn remove_self(store: &Store, network: &rq_cluster::Network) {
+async fn remove_self(store: &Store, network: &rq_cluster::Network, creds: Option<&rq_proto::auth::Credentials>) {
     const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
     let id = store.node_id().to_string();
     let result = match store.leader() {
         Some(_) if store.is_leader() => tokio::time::timeout(REMOVE_TIMEOUT, store.remove(&id))
             .await
             .unwrap_or_else(|_| Err(StoreError::Timeout("timeout removing this node".into()))),
-        Some(l) => network.remove(&l.addr, &id, REMOVE_TIMEOUT).await,
+        Some(l) => network.remove(&l.addr, &id, creds, REMOVE_TIMEOUT).await,
         None => Err(StoreError::NotLeader { leader: None }),
     };
     match result {
@@ -483,23 +505,31 @@ impl rq_http::Cluster for ClusterClient {
         &'a self,
         addr: &'a str,
         request: Forward,
+        creds: Option<&'a Credentials>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Outcome, StoreError>> {
-        Box::pin(async move { self.net.forward(addr, &request, timeout).await })
+        Box::pin(async move { self.net.forward(addr, &request, creds, timeout).await })
     }
 
-    fn remove<'a>(&'a self, addr: &'a str, id: &'a str, timeout: Duration) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move { self.net.remove(addr, id, timeout).await })
+    fn remove<'a>(
+        &'a self,
+        addr: &'a str,
+        id: &'a str,
+        creds: Option<&'a Credentials>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { self.net.remove(addr, id, creds, timeout).await })
     }
 
     fn backup<'a>(
         &'a self,
         addr: &'a str,
         opts: BackupOptions,
+        creds: Option<&'a Credentials>,
         timeout: Duration,
-    ) -> BoxFuture<'a, Result<axum::body::Body, String>> {
+    ) -> BoxFuture<'a, Result<axum::body::Body, StoreError>> {
         Box::pin(async move {
-            let resp = self.net.backup(addr, &opts, timeout).await?;
+            let resp = self.net.backup(addr, &opts, creds, timeout).await?;
             Ok(axum::body::Body::from_stream(resp.bytes_stream()))
         })
     }
@@ -509,6 +539,7 @@ impl rq_http::Cluster for ClusterClient {
         leader: Option<&'a str>,
         to: Option<String>,
         wait: bool,
+        creds: Option<&'a Credentials>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
@@ -516,7 +547,7 @@ impl rq_http::Cluster for ClusterClient {
                 None => rq_cluster::transfer::stepdown(&self.store, &self.net, to, wait).await,
                 Some(addr) => {
                     let req = rq_cluster::messages::StepdownRequest { id: to, wait };
-                    self.net.stepdown(addr, &req, timeout).await
+                    self.net.stepdown(addr, &req, creds, timeout).await
                 }
             }
         })
@@ -526,8 +557,9 @@ impl rq_http::Cluster for ClusterClient {
         &'a self,
         addr: &'a str,
         path: &'a std::path::Path,
+        creds: Option<&'a Credentials>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move { self.net.load(addr, path, timeout).await })
+        Box::pin(async move { self.net.load(addr, path, creds, timeout).await })
     }
 }

@@ -3,6 +3,7 @@
 mod harness;
 
 mod api;
+mod auth;
 mod backup;
 mod cli;
 mod cluster;
