@@ -22,6 +22,17 @@ const PROGRESS_STEPS: i32 = 1000;
 const MAX_LENGTH: i32 = 256 * 1024 * 1024;
 /// Largest SQL text SQLite will prepare.
 const MAX_SQL_LENGTH: i32 = 64 * 1024 * 1024;
+/// Deepest expression tree a statement may parse into (SQLite's default; set so that it stays
+/// whatever SQLite's own default becomes): deeper nesting is refused, not a deep recursion.
+const MAX_EXPR_DEPTH: i32 = 1000;
+/// Longest LIKE or GLOB pattern, which bounds the cost of matching one.
+const MAX_LIKE_PATTERN: i32 = 50_000;
+/// Most `?NNN` parameters a statement may have.
+const MAX_VARIABLES: i32 = 32_766;
+/// Most terms of a compound SELECT (UNION and the like).
+const MAX_COMPOUND_SELECT: i32 = 500;
+/// Deepest chain of triggers firing triggers.
+const MAX_TRIGGER_DEPTH: i32 = 100;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;
 
@@ -150,8 +161,16 @@ impl Conn {
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
         conn.pragma_update(None, "foreign_keys", cfg.foreign_keys)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Defensive mode: no SQL can corrupt the file (writable_schema, schema_version, writes
+        // to sqlite_dbpage or to virtual tables' shadow tables).
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
         conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH)?;
         conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_LENGTH)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_EXPR_DEPTH, MAX_EXPR_DEPTH)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_LIKE_PATTERN)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_VARIABLE_NUMBER, MAX_VARIABLES)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_COMPOUND_SELECT, MAX_COMPOUND_SELECT)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_TRIGGER_DEPTH, MAX_TRIGGER_DEPTH)?;
         let trusted = Arc::new(AtomicBool::new(false));
         let t = trusted.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {

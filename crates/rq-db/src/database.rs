@@ -79,6 +79,8 @@ fn take_legacy_state(conn: &rusqlite::Connection) -> Result<Option<Vec<u8>>, Err
     let Some(state) = read_legacy_state(conn)? else {
         return Ok(None);
     };
+    // Defensive mode forbids exactly this; it is lifted for the migration only.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)?;
     conn.execute_batch("PRAGMA secure_delete=ON; BEGIN")?;
     let r = (|| -> rusqlite::Result<()> {
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_WRITABLE_SCHEMA, true)?;
@@ -99,6 +101,7 @@ fn take_legacy_state(conn: &rusqlite::Connection) -> Result<Option<Vec<u8>>, Err
         let _ = conn.execute_batch("ROLLBACK");
     }
     let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_WRITABLE_SCHEMA, false);
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     conn.execute_batch("PRAGMA secure_delete=OFF")?;
     r?;
     Ok(Some(state))
@@ -441,5 +444,63 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// The error of each statement of `sqls` applied as writes, in order (empty for success).
+    fn errors(db: &mut Database, sqls: &[&str]) -> Vec<String> {
+        sqls.iter()
+            .map(|sql| {
+                let req = request(&[sql]);
+                let r = db.apply(&[vec![Work::Execute(&req)]]).unwrap();
+                match &r[0][0][..] {
+                    [StmtResult::Error(e)] => e.clone(),
+                    _ => String::new(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_sql_reaches_the_schema_or_the_pages_and_every_limit_holds() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut db, _) = Database::open(&d.path().join("db.sqlite"), ConnConfig::default()).unwrap();
+        assert_eq!(errors(&mut db, &["CREATE TABLE t(x INTEGER)"]), [""]);
+        // Defensive mode: writable_schema is ignored, so the schema cannot be edited by hand.
+        let e = errors(
+            &mut db,
+            &[
+                "PRAGMA writable_schema=ON",
+                "UPDATE sqlite_master SET sql = 'CREATE TABLE t(y)' WHERE name = 't'",
+            ],
+        );
+        assert!(e[1].contains("may not be modified"), "{e:?}");
+        let version: i64 = db
+            .conn
+            .conn
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))
+            .unwrap();
+        let _ = errors(&mut db, &["PRAGMA schema_version=100"]);
+        let after: i64 = db
+            .conn
+            .conn
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(after, version);
+        // Limits: expression depth, LIKE pattern length, parameter numbers, compound SELECTs.
+        let deep = format!("SELECT {}1", "1+".repeat(1100));
+        let like = format!("SELECT 'a' LIKE '{}'", "%".repeat(50_001));
+        let compound = vec!["SELECT 1"; 501].join(" UNION ALL ");
+        let e = errors(&mut db, &[&deep, &like, "SELECT ?32767", &compound]);
+        assert!(e[0].contains("Expression tree is too large"), "{}", e[0]);
+        assert!(e[1].contains("LIKE or GLOB pattern too complex"), "{}", e[1]);
+        assert!(e[2].contains("variable number must be between"), "{}", e[2]);
+        assert!(e[3].contains("too many terms in compound SELECT"), "{}", e[3]);
+        // The database is intact.
+        let ok: String = db
+            .conn
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
     }
 }
