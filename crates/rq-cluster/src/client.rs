@@ -60,7 +60,7 @@ pub struct Network {
 impl Network {
     /// A network that calls other nodes in plain text, or, given a TLS client configuration
     /// (`-node-cert` and the rest), in TLS.
-    pub fn new(tls: Option<Arc<rq_tls::rustls::ClientConfig>>) -> Result<Network, reqwest::Error> {
+    pub fn new(tls: Option<Arc<rq_net::rustls::ClientConfig>>) -> Result<Network, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))

@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use rq_tls::{MaybeTls, TlsConnector};
+use rq_net::{MaybeTls, TlsConnector};
 use tokio::net::TcpStream;
 
 /// Why a request got no answer.
@@ -67,7 +67,7 @@ pub struct Dialer {
 
 impl Dialer {
     /// Connections in TLS with this client configuration.
-    pub fn tls(config: std::sync::Arc<rq_tls::rustls::ClientConfig>) -> Dialer {
+    pub fn tls(config: std::sync::Arc<rq_net::rustls::ClientConfig>) -> Dialer {
         Dialer {
             tls: Some(TlsConnector::from(config)),
         }
@@ -311,11 +311,11 @@ impl Conn {
             let tls = match &self.dialer.tls {
                 Some(c) => Some((
                     c,
-                    rq_tls::server_name_of(&self.addr).map_err(|e| failed(e.to_string()))?,
+                    rq_net::server_name_of(&self.addr).map_err(|e| failed(e.to_string()))?,
                 )),
                 None => None,
             };
-            rq_tls::connect(stream, tls)
+            rq_net::connect(stream, tls)
                 .await
                 .map_err(|e| failed(format!("TLS handshake: {e}")))
         };

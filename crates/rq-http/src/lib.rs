@@ -30,9 +30,6 @@ use crate::params::Params;
 pub use crate::queue::QueueConfig;
 use crate::queue::WriteQueue;
 
-/// Largest request body accepted on the data endpoints.
-pub const MAX_BODY: usize = 64 * 1024 * 1024;
-
 /// Keys of the `http` expvar map.
 const HTTP_KEYS: &[&str] = &[
     "auth_fail",
@@ -86,6 +83,9 @@ pub struct HttpConfig {
     pub https: bool,
     /// `-auth`'s users and permissions; every request is checked against them when set.
     pub auth: Option<Arc<CredentialStore>>,
+    /// `-http-max-body-size`: the largest body a request to a data endpoint may have (a SQLite
+    /// file to `/db/load` or `/boot` is streamed to disk and not bound by it).
+    pub max_body: usize,
     /// `-http-allow-origin`.
     pub allow_origin: Option<String>,
     pub queue: QueueConfig,
@@ -371,7 +371,7 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
     }
     if path.starts_with("/db/sql") {
         svc.stats.add("sql_analyze", 1);
-        return analyze(req, params).await;
+        return analyze(svc, req, params).await;
     }
     if path.starts_with("/db/backup") {
         svc.stats.add("backups", 1);
@@ -501,20 +501,21 @@ fn redirect(status: StatusCode, to: &str) -> Response {
     r
 }
 
-async fn read_body(req: HttpRequest<Body>) -> Result<(Option<String>, Bytes), Response> {
+/// The request's body, up to `limit` bytes (413 past that), and its content type.
+async fn read_body(req: HttpRequest<Body>, limit: usize) -> Result<(Option<String>, Bytes), Response> {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+    match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => Ok((ct, b)),
         Err(_) => Err(text_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
     }
 }
 
-async fn statements_from(req: HttpRequest<Body>, allow_text: bool) -> Result<Vec<Statement>, Response> {
-    let (ct, bytes) = read_body(req).await?;
+async fn statements_from(req: HttpRequest<Body>, limit: usize, allow_text: bool) -> Result<Vec<Statement>, Response> {
+    let (ct, bytes) = read_body(req, limit).await?;
     body::parse(&bytes, ct.as_deref(), allow_text).map_err(|e| text_error(StatusCode::BAD_REQUEST, &e.0))
 }
 
@@ -624,7 +625,7 @@ async fn execute(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respo
     if p.has("queue") {
         return queued(svc, req, p, started).await;
     }
-    let statements = match statements_from(req, true).await {
+    let statements = match statements_from(req, svc.cfg.max_body, true).await {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -646,7 +647,7 @@ async fn queued(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params, started: 
         return text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found");
     }
     let wait = p.has("wait");
-    let (ct, bytes) = match read_body(req).await {
+    let (ct, bytes) = match read_body(req, svc.cfg.max_body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -694,7 +695,7 @@ async fn query(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respons
     let started = Instant::now();
     let statements = match *req.method() {
         Method::GET => vec![Statement::new(p.get("q").unwrap_or_default())],
-        Method::POST => match statements_from(req, true).await {
+        Method::POST => match statements_from(req, svc.cfg.max_body, true).await {
             Ok(s) => s,
             Err(r) => return r,
         },
@@ -717,7 +718,7 @@ async fn request(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respo
         return empty(StatusCode::METHOD_NOT_ALLOWED);
     }
     let started = Instant::now();
-    let statements = match statements_from(req, false).await {
+    let statements = match statements_from(req, svc.cfg.max_body, false).await {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -745,14 +746,14 @@ async fn request(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respo
     }
 }
 
-async fn analyze(req: HttpRequest<Body>, p: Params) -> Response {
+async fn analyze(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response {
     let started = Instant::now();
     let statements = match *req.method() {
         Method::GET => match p.get("q") {
             Some(q) => vec![Statement::new(q)],
             None => return text_error(StatusCode::BAD_REQUEST, "query not specified"),
         },
-        Method::POST => match statements_from(req, false).await {
+        Method::POST => match statements_from(req, svc.cfg.max_body, false).await {
             Ok(s) => s,
             Err(r) => return r,
         },
@@ -861,7 +862,7 @@ async fn load_answer(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> R
             Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         };
     }
-    let sql = match file.read_text(MAX_BODY).await {
+    let sql = match file.read_text(svc.cfg.max_body).await {
         Ok(s) => s,
         Err(e) => return text_error(StatusCode::PAYLOAD_TOO_LARGE, &e),
     };
@@ -998,7 +999,7 @@ async fn remove(svc: &Arc<Service>, req: HttpRequest<Body>, p: &Params) -> Respo
     if req.method() != Method::DELETE {
         return empty(StatusCode::METHOD_NOT_ALLOWED);
     }
-    let (_, bytes) = match read_body(req).await {
+    let (_, bytes) = match read_body(req, svc.cfg.max_body).await {
         Ok(b) => b,
         Err(r) => return r,
     };

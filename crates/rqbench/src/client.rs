@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rq_cluster::conn::{Conn, Dialer};
-use rq_tls::rustls::ClientConfig;
+use rq_net::rustls::ClientConfig;
 
 /// The TLS client every connection of this run uses, once `use_tls` set it.
 static TLS: OnceLock<Arc<ClientConfig>> = OnceLock::new();
@@ -38,8 +38,8 @@ impl Client {
         conn.enforce_http(false);
         let tls = TLS.get().map_or_else(
             || {
-                let roots = rq_tls::rustls::RootCertStore::empty();
-                ClientConfig::builder_with_provider(Arc::new(rq_tls::rustls::crypto::aws_lc_rs::default_provider()))
+                let roots = rq_net::rustls::RootCertStore::empty();
+                ClientConfig::builder_with_provider(Arc::new(rq_net::rustls::crypto::aws_lc_rs::default_provider()))
                     .with_safe_default_protocol_versions()
                     .expect("TLS versions")
                     .with_root_certificates(roots)

@@ -122,7 +122,7 @@ fn set_up_tls(args: &Args) -> anyhow::Result<Option<tempfile::TempDir>> {
     let (ca, dir) = match (&args.spawn, &args.ca_cert) {
         (Some(_), _) => {
             let dir = tempfile::tempdir()?;
-            let ca = rq_tls::testing::Ca::new("rqbench CA");
+            let ca = rq_net::testing::Ca::new("rqbench CA");
             let pair = ca
                 .issue("rqbench node", &["127.0.0.1", "localhost"])
                 .write(dir.path(), "node");
@@ -136,7 +136,7 @@ fn set_up_tls(args: &Args) -> anyhow::Result<Option<tempfile::TempDir>> {
         }
         (None, ca) => (ca.clone(), None),
     };
-    let config = rq_tls::client_config(&rq_tls::ClientOptions {
+    let config = rq_net::client_config(&rq_net::ClientOptions {
         ca,
         ..Default::default()
     })?;

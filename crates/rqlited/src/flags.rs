@@ -177,6 +177,13 @@ pub const FLAGS: &[FlagDef] = &[
         true,
     ),
     f("http-ca-cert", Str, "", "Path to X.509 CA certificate for HTTPS", true),
+    f(
+        "http-max-body-size",
+        Int,
+        "67108864",
+        "Largest request body accepted, in bytes, except a SQLite file to load or boot",
+        true,
+    ),
     f("http-cert", Str, "", "Path to HTTPS X.509 certificate", true),
     f("http-key", Str, "", "Path to HTTPS X.509 private key", true),
     f("http-verify-client", Bool, "false", "Enable mutual TLS for HTTPS", true),

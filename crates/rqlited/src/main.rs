@@ -18,6 +18,13 @@ use rq_proto::auth::Credentials;
 use rq_store::{BackupOptions, Forward, Outcome, Store, StoreConfig, StoreError};
 use tokio::net::TcpListener;
 
+/// Connections open at once on the HTTP API, and on the node-to-node port.
+const MAX_HTTP_CONNECTIONS: usize = 4096;
+const MAX_NODE_CONNECTIONS: usize = 1024;
+/// Longest a client may take to send a request's headers, or stay idle between two requests
+/// on one connection, on either port.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The API this build is compatible with, and its own version.
 const VERSION: &str = concat!("v10.3.0+rs.", env!("CARGO_PKG_VERSION"));
 
@@ -264,15 +271,14 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         VERSION.to_string(),
         auth.clone(),
     );
-    let node_server = match tls.node_server.clone() {
-        Some(config) => {
-            let listener = rq_tls::TlsListener::new(raft_listener, config, "raft")?;
-            tokio::spawn(async move { axum::serve(listener, node_router).await })
-        }
-        None => tokio::spawn(async move { axum::serve(raft_listener, node_router).await }),
+    let node_opts = rq_net::ServeOptions {
+        tls: tls.node_server.clone(),
+        max_connections: MAX_NODE_CONNECTIONS,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        port: "raft",
     };
     tokio::spawn(async move {
-        if let Ok(Err(e)) = node_server.await {
+        if let Err(e) = rq_net::serve(raft_listener, node_router, node_opts, std::future::pending()).await {
             tracing::error!(error = %e, "node-to-node server stopped");
         }
     });
@@ -282,6 +288,10 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         adv_addr: http_adv,
         https: tls.http.is_some(),
         auth,
+        max_body: usize::try_from(flags.int("http-max-body-size"))
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| anyhow!("-http-max-body-size must be a positive number of bytes"))?,
         allow_origin: non_empty(flags.string("http-allow-origin")),
         queue: QueueConfig {
             capacity: flags.int("write-queue-capacity").max(1) as usize,
@@ -301,22 +311,18 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         store: store.clone(),
     };
     let service = Service::new(store.clone(), Arc::new(cluster), http_cfg);
-    let router = service.router();
-    let http = match tls.http.clone() {
-        Some(config) => {
-            let listener = rq_tls::TlsListener::new(http_listener, config, "http")?;
-            tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await
-            })
-        }
-        None => tokio::spawn(async move {
-            axum::serve(http_listener, router)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-        }),
+    let http_opts = rq_net::ServeOptions {
+        tls: tls.http.clone(),
+        max_connections: MAX_HTTP_CONNECTIONS,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        port: "http",
     };
+    let http = tokio::spawn(rq_net::serve(
+        http_listener,
+        service.router(),
+        http_opts,
+        shutdown_signal(),
+    ));
 
     // Joining needs the node-to-node API up (the leader calls back) and the HTTP API serving.
     if join.is_some() || expect > 0 {
@@ -378,37 +384,37 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
 struct Tls {
     /// The HTTP API's server side (`-http-cert`, `-http-key`, `-http-ca-cert`,
     /// `-http-verify-client`, `-http-verify-common-name`).
-    http: Option<Arc<rq_tls::rustls::ServerConfig>>,
+    http: Option<Arc<rq_net::rustls::ServerConfig>>,
     /// The node-to-node port's server side (`-node-cert`, `-node-key`, with `-node-ca-cert`,
     /// `-node-verify-client` and `-node-verify-common-name` for client certificates).
-    node_server: Option<Arc<rq_tls::rustls::ServerConfig>>,
+    node_server: Option<Arc<rq_net::rustls::ServerConfig>>,
     /// Calls to other nodes: in TLS when `-node-cert` or `-node-ca-cert` is set, showing this
     /// node's certificate, verifying theirs against `-node-ca-cert` (or the system's roots)
     /// and `-node-verify-server-name`, unless `-node-no-verify`.
-    node_client: Option<Arc<rq_tls::rustls::ClientConfig>>,
+    node_client: Option<Arc<rq_net::rustls::ClientConfig>>,
 }
 
 impl Tls {
     fn from_flags(flags: &Flags) -> anyhow::Result<Tls> {
         let path = |name: &str| non_empty(flags.string(name)).map(PathBuf::from);
         let pair = |side: &str| {
-            Some(rq_tls::KeyPair {
+            Some(rq_net::KeyPair {
                 cert: path(&format!("{side}-cert"))?,
                 key: path(&format!("{side}-key"))?,
             })
         };
-        let server = |side: &str, alpn: Vec<Vec<u8>>| -> anyhow::Result<Option<Arc<rq_tls::rustls::ServerConfig>>> {
+        let server = |side: &str, alpn: Vec<Vec<u8>>| -> anyhow::Result<Option<Arc<rq_net::rustls::ServerConfig>>> {
             let Some(pair) = pair(side) else {
                 return Ok(None);
             };
-            let opts = rq_tls::ServerOptions {
+            let opts = rq_net::ServerOptions {
                 pair,
                 ca: path(&format!("{side}-ca-cert")),
                 verify_client: flags.bool(&format!("{side}-verify-client")),
                 verify_common_name: non_empty(flags.string(&format!("{side}-verify-common-name"))),
                 alpn,
             };
-            let config = rq_tls::server_config(&opts).with_context(|| format!("-{side}-cert"))?;
+            let config = rq_net::server_config(&opts).with_context(|| format!("-{side}-cert"))?;
             tracing::info!(
                 cert = %opts.pair.cert.display(),
                 mutual = opts.verify_client,
@@ -421,13 +427,13 @@ impl Tls {
         let http = server("http", vec![b"h2".to_vec(), b"http/1.1".to_vec()])?;
         let node_server = server("node", Vec::new())?;
         let node_client = if pair("node").is_some() || path("node-ca-cert").is_some() {
-            let opts = rq_tls::ClientOptions {
+            let opts = rq_net::ClientOptions {
                 ca: path("node-ca-cert"),
                 no_verify: flags.bool("node-no-verify"),
                 server_name: non_empty(flags.string("node-verify-server-name")),
                 pair: pair("node"),
             };
-            Some(rq_tls::client_config(&opts).context("node-to-node TLS client")?)
+            Some(rq_net::client_config(&opts).context("node-to-node TLS client")?)
         } else {
             None
         };

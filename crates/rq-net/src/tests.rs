@@ -197,3 +197,79 @@ fn unreadable_and_mismatched_files_are_clear_errors() {
     let e = load_certs(&s.dir.path().join("empty.pem")).unwrap_err().to_string();
     assert!(e.contains("no PEM certificate"), "{e}");
 }
+
+mod serving {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use crate::{ServeOptions, serve};
+
+    /// Serves a one-route router with tight limits; its address.
+    async fn server(max_connections: usize, header_read_timeout: Duration) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let opts = ServeOptions {
+            tls: None,
+            max_connections,
+            header_read_timeout,
+            port: "test",
+        };
+        tokio::spawn(serve(listener, router, opts, std::future::pending()));
+        addr
+    }
+
+    /// Reads until the other side closes; how long that took, or None if it did not within
+    /// `limit`.
+    async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout_at((start + limit).into(), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+                Ok(Ok(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_trickles_its_headers_is_cut_off() {
+        let addr = server(16, Duration::from_millis(300)).await;
+        let mut slow = TcpStream::connect(&addr).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        let closed = closed_within(&mut slow, Duration::from_secs(5)).await;
+        assert!(closed.is_some_and(|t| t >= Duration::from_millis(250)), "{closed:?}");
+        // A whole request is answered.
+        let mut ok = TcpStream::connect(&addr).await.unwrap();
+        ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 256];
+        let n = ok.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_are_closed_and_a_freed_place_is_taken_again() {
+        let addr = server(2, Duration::from_secs(30)).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+            let mut buf = [0u8; 256];
+            assert!(s.read(&mut buf).await.unwrap() > 0);
+            held.push(s);
+        }
+        let mut third = TcpStream::connect(&addr).await.unwrap();
+        assert!(closed_within(&mut third, Duration::from_secs(2)).await.is_some());
+        drop(held.pop());
+        // The server notices the close and frees the place.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut fourth = TcpStream::connect(&addr).await.unwrap();
+        fourth.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 256];
+        let n = fourth.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+}

@@ -1,11 +1,11 @@
-//! TLS for both ports, as rqlite configures it: server configurations whose certificate and key
-//! are reloaded when their files change, client configurations for calls between nodes, and a
-//! listener that completes handshakes away from the accept loop.
+//! Serving and calling over the network, for both ports: the accept loop with its limits, and
+//! TLS as rqlite configures it (server configurations whose certificate and key are reloaded
+//! when their files change, client configurations for calls between nodes).
 //!
 //! Certificates and keys are PEM files. A CA file given for verification replaces the system's
 //! roots; without one, the system's roots are used, as Go's `crypto/tls` does.
 
-mod listener;
+mod serve;
 mod stream;
 #[cfg(feature = "test-certs")]
 pub mod testing;
@@ -25,8 +25,8 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 
-pub use listener::TlsListener;
 pub use rustls;
+pub use serve::{ServeOptions, serve};
 pub use stream::{MaybeTls, connect};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
