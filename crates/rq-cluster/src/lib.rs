@@ -12,6 +12,9 @@ pub mod reaper;
 mod server;
 pub mod transfer;
 
+#[cfg(test)]
+mod fuzz_test;
+
 pub use client::Network;
 pub use server::{NodeMeta, router};
 

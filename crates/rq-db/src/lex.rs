@@ -44,20 +44,25 @@ impl Token {
         self.kind == Kind::Word && self.text(sql).eq_ignore_ascii_case(word)
     }
 
-    /// The unquoted text of a string literal or quoted identifier; a bare word as it is.
+    /// The unquoted text of a string literal or quoted identifier; a bare word as it is. An
+    /// unterminated one (the text ran out first) loses its opening quote only.
     pub fn unquoted(&self, sql: &str) -> String {
         let t = self.text(sql);
-        match self.kind {
-            Kind::String => t[1..t.len().saturating_sub(1).max(1)].replace("''", "'"),
-            Kind::QuotedIdent if t.len() >= 2 => {
-                let inner = &t[1..t.len() - 1];
-                match t.as_bytes()[0] {
-                    b'"' => inner.replace("\"\"", "\""),
-                    b'`' => inner.replace("``", "`"),
-                    _ => inner.to_string(),
-                }
-            }
-            _ => t.to_string(),
+        let (open, close, doubled) = match (self.kind, t.as_bytes().first()) {
+            (Kind::String, Some(b'\'')) => ('\'', '\'', Some("''")),
+            (Kind::QuotedIdent, Some(b'"')) => ('"', '"', Some("\"\"")),
+            (Kind::QuotedIdent, Some(b'`')) => ('`', '`', Some("``")),
+            (Kind::QuotedIdent, Some(b'[')) => ('[', ']', None),
+            _ => return t.to_string(),
+        };
+        let inner = &t[open.len_utf8()..];
+        let inner = match inner.strip_suffix(close) {
+            Some(i) if !inner.is_empty() => i,
+            _ => inner,
+        };
+        match doubled {
+            Some(d) => inner.replace(d, &d[..1]),
+            None => inner.to_string(),
         }
     }
 }

@@ -15,6 +15,9 @@ pub mod snapshot;
 pub mod sql;
 pub mod stats;
 
+#[cfg(test)]
+mod fuzz_test;
+
 pub use conn::{Conn, ConnConfig};
 pub use database::{Database, Work};
 pub use file_state::remove_all as remove_database;

@@ -12,6 +12,9 @@ mod params;
 mod queue;
 mod upload;
 
+#[cfg(test)]
+mod fuzz_test;
+
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -864,7 +867,9 @@ async fn load_answer(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> R
     }
     let sql = match file.read_text(svc.cfg.max_body).await {
         Ok(s) => s,
-        Err(e) => return text_error(StatusCode::PAYLOAD_TOO_LARGE, &e),
+        Err(upload::TextError::TooLarge(e)) => return text_error(StatusCode::PAYLOAD_TOO_LARGE, &e),
+        Err(upload::TextError::NotText(e)) => return text_error(StatusCode::BAD_REQUEST, &e),
+        Err(upload::TextError::Io(e)) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     let req = Request {
         rollback_on_error: true,

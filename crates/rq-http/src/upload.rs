@@ -27,17 +27,31 @@ impl Upload {
         self.head.len() > 13 && self.head.starts_with(b"SQLite format")
     }
 
-    /// The body as text, if it is at most `limit` bytes.
-    pub async fn read_text(&self, limit: usize) -> Result<String, String> {
-        let mut f = tokio::fs::File::open(self.path()).await.map_err(|e| e.to_string())?;
-        let len = f.metadata().await.map_err(|e| e.to_string())?.len();
+    /// The body as SQL text, if it is at most `limit` bytes of UTF-8 with no NUL byte (SQLite
+    /// would stop reading a statement at a NUL, and silently leave the rest of a dump unrun).
+    pub async fn read_text(&self, limit: usize) -> Result<String, TextError> {
+        let io = |e: std::io::Error| TextError::Io(e.to_string());
+        let mut f = tokio::fs::File::open(self.path()).await.map_err(io)?;
+        let len = f.metadata().await.map_err(io)?.len();
         if len > limit as u64 {
-            return Err(format!("SQL text larger than {limit} bytes"));
+            return Err(TextError::TooLarge(format!("SQL text larger than {limit} bytes")));
         }
         let mut buf = Vec::with_capacity(len as usize);
-        f.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
+        f.read_to_end(&mut buf).await.map_err(io)?;
+        let text = String::from_utf8(buf).map_err(|_| TextError::NotText("SQL text is not valid UTF-8".into()))?;
+        if text.contains('\0') {
+            return Err(TextError::NotText("SQL text contains a NUL byte".into()));
+        }
+        Ok(text)
     }
+}
+
+/// Why an upload is not SQL text that can be run.
+#[derive(Debug)]
+pub enum TextError {
+    TooLarge(String),
+    NotText(String),
+    Io(String),
 }
 
 /// Streams `body` into a new scratch file of the store's.

@@ -5,6 +5,7 @@ mod harness;
 mod api;
 mod auth;
 mod backup;
+mod bad_input;
 mod cli;
 mod cluster;
 mod crash;

@@ -5,8 +5,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rq_tls::KeyPair;
-use rq_tls::testing::Ca;
+use rq_net::KeyPair;
+use rq_net::testing::Ca;
 
 use crate::harness::{BIN, DataDir, Node};
 
@@ -33,8 +33,8 @@ impl Pki {
     }
 }
 
-fn client_config(ca: &Path, pair: Option<KeyPair>) -> Arc<rq_tls::rustls::ClientConfig> {
-    rq_tls::client_config(&rq_tls::ClientOptions {
+fn client_config(ca: &Path, pair: Option<KeyPair>) -> Arc<rq_net::rustls::ClientConfig> {
+    rq_net::client_config(&rq_net::ClientOptions {
         ca: Some(ca.to_path_buf()),
         pair,
         ..Default::default()
@@ -54,11 +54,11 @@ fn https_client(ca: &Path, pair: Option<KeyPair>) -> reqwest::Client {
 /// The common name on the certificate a fresh TLS connection to `addr` is shown.
 async fn served_common_name(addr: &str, ca: &Path) -> String {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let connector = rq_tls::TlsConnector::from(client_config(ca, None));
-    let name = rq_tls::server_name_of(addr).unwrap();
+    let connector = rq_net::TlsConnector::from(client_config(ca, None));
+    let name = rq_net::server_name_of(addr).unwrap();
     let stream = connector.connect(name, tcp).await.unwrap();
     let certs = stream.get_ref().1.peer_certificates().unwrap();
-    rq_tls::common_name(&certs[0]).unwrap()
+    rq_net::common_name(&certs[0]).unwrap()
 }
 
 fn pair_args(side: &str, pair: &KeyPair) -> Vec<String> {
