@@ -285,6 +285,36 @@ async fn nodes_talk_only_in_tls_with_certificates_from_their_ca() {
     let (_, body) = nodes[1].get("/nodes").await;
     assert!(body.matches("\"reachable\":true").count() == 3, "{body}");
 
+    // A backup through a follower comes from the leader, and a load through a follower goes
+    // to it: both streamed between nodes in TLS.
+    let mut leader = None;
+    for (i, n) in nodes.iter().enumerate() {
+        if n.get("/status?key=store.raft.state").await.1 == "\"Leader\"" {
+            leader = Some(i);
+        }
+    }
+    let leader = leader.expect("a leader");
+    let follower = &nodes[(leader + 1) % 3];
+    let backup = reqwest::get(follower.url("/db/backup")).await.unwrap();
+    assert_eq!(backup.status(), 200);
+    let file = backup.bytes().await.unwrap();
+    assert!(file.starts_with(b"SQLite format 3"), "{} bytes", file.len());
+    follower.execute(r#"["DELETE FROM t"]"#).await;
+    let loaded = reqwest::Client::new()
+        .post(follower.url("/db/load"))
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(loaded.status(), 200);
+    assert_eq!(loaded.headers()["x-rqlite-served-by"], nodes[leader].raft.as_str());
+    assert!(
+        follower
+            .query("?level=strong", r#"["SELECT * FROM t"]"#)
+            .await
+            .contains("over tls")
+    );
+
     // The node-to-node port answers nothing in plain text.
     let plain = reqwest::Client::new()
         .get(format!("http://{}/meta", nodes[0].raft))
