@@ -168,7 +168,7 @@ impl Conn {
         body: Bytes,
         ttl: Duration,
     ) -> Result<(StatusCode, Bytes), ConnError> {
-        self.exchange(Method::POST, path, content_type, None, body, ttl).await
+        self.post_as(path, content_type, None, body, ttl).await
     }
 
     /// POSTs as `post` does, with an `Authorization` header when `authorization` is given.

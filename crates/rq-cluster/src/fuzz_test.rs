@@ -1,6 +1,6 @@
 //! Property tests for the node-to-node message decoder: arbitrary bytes, and valid messages
 //! truncated or with bytes changed, decode to a message or an error, never a panic.
-//! `PROPTEST_CASES` sets the number of cases (1,000 by default).
+//! `PROPTEST_CASES` sets the number of cases (proptest's 256 by default).
 
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
@@ -10,17 +10,6 @@ use rq_store::types::{Entry, TypeConfig};
 use rq_store::{BackupOptions, Forward, StoreError};
 
 use crate::messages::{JoinRequest, NotifyRequest, RemoveRequest, StepdownRequest};
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
-}
 
 /// Decodes `bytes` as every message the node-to-node port accepts.
 fn decode_all(bytes: &[u8]) {
@@ -66,8 +55,6 @@ fn append(sqls: Vec<String>) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(config())]
-
     #[test]
     fn arbitrary_bytes_decode_or_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
         decode_all(&bytes);

@@ -1,23 +1,12 @@
 //! Property tests over arbitrary and SQL-shaped text for the tokenizer, the statement
 //! rewriter and the checks built on them: they never panic, and tokens always lie on character
-//! boundaries, in order, within the text. `PROPTEST_CASES` sets the number of cases (1,000 by
-//! default).
+//! boundaries, in order, within the text. `PROPTEST_CASES` sets the number of cases
+//! (proptest's 256 by default).
 
 use proptest::prelude::*;
 
 use crate::lex;
 use crate::sql::{self, RewriteOptions};
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
-}
 
 /// Fragments SQL is made of, including the awkward ones: unterminated quotes and comments,
 /// the functions that are rewritten, and the words the checks look for.
@@ -105,8 +94,6 @@ fn check(sql: &str) {
 }
 
 proptest! {
-    #![proptest_config(config())]
-
     #[test]
     fn arbitrary_text_never_breaks_the_tokenizer_or_the_rewriter(sql in any::<String>()) {
         check(&sql);

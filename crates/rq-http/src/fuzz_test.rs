@@ -1,22 +1,11 @@
 //! Property tests for the request-body parser: arbitrary bytes, and JSON of every shape and
 //! depth, never panic, and whatever parses is statements whose text came from the body.
-//! `PROPTEST_CASES` sets the number of cases (1,000 by default).
+//! `PROPTEST_CASES` sets the number of cases (proptest's 256 by default).
 
 use proptest::prelude::*;
 use serde_json::Value as Json;
 
 use crate::body;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
-}
 
 /// Any JSON value, nested a few levels deep.
 fn json() -> impl Strategy<Value = Json> {
@@ -48,8 +37,6 @@ fn content_type() -> impl Strategy<Value = Option<&'static str>> {
 }
 
 proptest! {
-    #![proptest_config(config())]
-
     #[test]
     fn arbitrary_bytes_never_break_the_body_parser(b in prop::collection::vec(any::<u8>(), 0..512), ct in content_type()) {
         let _ = body::parse(&b, ct, true);

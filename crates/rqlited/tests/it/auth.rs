@@ -194,27 +194,18 @@ async fn every_endpoint_checks_its_permission_on_the_leader_and_on_a_follower() 
     assert_eq!(r.headers()["x-rqlite-served-by"], leader.raft.as_str());
 
     // Counted as rqlite counts them.
-    let vars: serde_json::Value = root
-        .get(leader.url("/debug/vars"))
-        .basic_auth("root", Some("rootpw"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let as_root = |path: &'static str| {
+        let url = leader.url(path);
+        let root = root.clone();
+        async move {
+            let r = root.get(url).basic_auth("root", Some("rootpw")).send().await.unwrap();
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let vars = as_root("/debug/vars").await;
     assert!(vars["http"]["auth_fail"].as_i64().unwrap() > 0);
     assert!(vars["http"]["auth_ok"].as_i64().unwrap() > 0);
-    let status: serde_json::Value = root
-        .get(leader.url("/status"))
-        .basic_auth("root", Some("rootpw"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(status["http"]["auth"], "enabled");
+    assert_eq!(as_root("/status").await["http"]["auth"], "enabled");
 }
 
 #[tokio::test]
