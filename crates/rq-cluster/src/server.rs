@@ -116,7 +116,7 @@ async fn vote(State(ctx): State<Ctx>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad_body(e),
     };
-    reply(&ctx.store.vote(req).await)
+    reply(&ctx.store.raft().vote(req).await)
 }
 
 async fn snapshot(State(ctx): State<Ctx>, body: Bytes) -> Response {

@@ -5,8 +5,8 @@
 //! being flushed. Followers apply what they are told is committed; telling them no more than
 //! the leader's durable end means that whatever any node applies is on disk on a majority.
 //!
-//! The gate also notes, for the leader's read lease (`lease`), when each node accepted an
-//! AppendEntries, by the time it was sent.
+//! The gate also notes, for linearizable reads (`read_index`), the send time of each
+//! AppendEntries a node accepted, and of each that failed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,8 +21,8 @@ use openraft::raft::{
 };
 use tokio::sync::watch;
 
-use crate::lease::LeaseClock;
 use crate::log_store::Durable;
+use crate::read_index::AckClock;
 use crate::types::{LogId, NodeInfo, Snapshot, TypeConfig, Vote};
 
 /// Wraps a network factory so every AppendEntries carries a commit index no later than the
@@ -30,12 +30,12 @@ use crate::types::{LogId, NodeInfo, Snapshot, TypeConfig, Vote};
 pub struct CommitGate<N> {
     inner: N,
     durable: watch::Receiver<Durable>,
-    lease: Arc<LeaseClock>,
+    acks: Arc<AckClock>,
 }
 
 impl<N> CommitGate<N> {
-    pub fn new(inner: N, durable: watch::Receiver<Durable>, lease: Arc<LeaseClock>) -> CommitGate<N> {
-        CommitGate { inner, durable, lease }
+    pub fn new(inner: N, durable: watch::Receiver<Durable>, acks: Arc<AckClock>) -> CommitGate<N> {
+        CommitGate { inner, durable, acks }
     }
 }
 
@@ -44,7 +44,7 @@ pub struct GatedPeer<P> {
     inner: P,
     target: u64,
     durable: watch::Receiver<Durable>,
-    lease: Arc<LeaseClock>,
+    acks: Arc<AckClock>,
 }
 
 /// The lower of a leader's commit index and its durable end.
@@ -64,7 +64,7 @@ impl<N: RaftNetworkFactory<TypeConfig>> RaftNetworkFactory<TypeConfig> for Commi
             inner: self.inner.new_client(target, node).await,
             target,
             durable: self.durable.clone(),
-            lease: self.lease.clone(),
+            acks: self.acks.clone(),
         }
     }
 }
@@ -82,10 +82,9 @@ impl<P: RaftNetwork<TypeConfig>> RaftNetwork<TypeConfig> for GatedPeer<P> {
         let sent = Instant::now();
         let resp = self.inner.append_entries(rpc, option).await;
         // Every answer but a higher vote means the node took this leader's vote as its own.
-        if let Ok(r) = &resp
-            && !matches!(r, AppendEntriesResponse::HigherVote(_))
-        {
-            self.lease.acked(self.target, vote, sent);
+        match &resp {
+            Ok(AppendEntriesResponse::HigherVote(_)) | Err(_) => self.acks.failed(self.target, sent),
+            Ok(_) => self.acks.acked(self.target, vote, sent),
         }
         resp
     }

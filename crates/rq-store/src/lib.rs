@@ -7,9 +7,9 @@
 mod commit_gate;
 pub mod error;
 mod freshness;
-mod lease;
 pub mod log_store;
 mod membership;
+mod read_index;
 mod recovery;
 mod run_marker;
 pub mod snapshot;

@@ -71,7 +71,6 @@ pub const STORE_KEYS: &[&str] = &[
     "num_db_stats_errors",
     "num_ignored_joins",
     "num_joins",
-    "num_lease_reads",
     "num_loads",
     "num_provider_checks",
     "num_provider_provides",

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::raft::{VoteRequest, VoteResponse};
 use openraft::{Config, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use rq_db::exec::{self, Mode};
 use rq_db::snapshot::BackupFormat;
@@ -20,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::commit_gate::CommitGate;
 use crate::error::StoreError;
 use crate::freshness::Freshness;
-use crate::lease::LeaseClock;
 use crate::log_store::{Durable, LogStore};
+use crate::read_index::{AckClock, Round};
 use crate::run_marker;
 use crate::snapshot::SnapshotStore;
 use crate::state_machine::{SmState, StateMachine};
@@ -181,8 +180,8 @@ struct Inner {
     standing_down: std::sync::atomic::AtomicBool,
     /// Held while this node sends a load through the log; one load at a time.
     loading: tokio::sync::Mutex<()>,
-    /// When a quorum last acknowledged this node as leader.
-    lease: Arc<LeaseClock>,
+    /// What the other nodes answered to this leader's AppendEntries.
+    acks: Arc<AckClock>,
     started: Instant,
 }
 
@@ -278,8 +277,8 @@ impl Store {
         let durable = log.durable();
         let flush_switch = log.clone();
         sm.wait_for_log(durable.clone());
-        let lease = Arc::new(LeaseClock::default());
-        let network = CommitGate::new(network, durable.clone(), lease.clone());
+        let acks = Arc::new(AckClock::default());
+        let network = CommitGate::new(network, durable.clone(), acks.clone());
         let config = Arc::new(raft_config(&cfg)?);
         let raft = Raft::new(id, config, network, log, sm.clone())
             .await
@@ -304,15 +303,11 @@ impl Store {
                 loading: tokio::sync::Mutex::new(()),
                 standing_down: std::sync::atomic::AtomicBool::new(false),
                 notified: std::sync::Mutex::new(BTreeMap::new()),
-                lease,
+                acks,
                 started: Instant::now(),
             }),
         };
-        tokio::spawn(read_barrier_loop(
-            store.inner.raft.clone(),
-            store.inner.stats.clone(),
-            barrier_rx,
-        ));
+        tokio::spawn(read_barrier_loop(store.clone(), barrier_rx));
         tokio::spawn(proposer_loop(store.inner.raft.clone(), proposals_rx));
         tokio::spawn(snapshot_ticker(store.clone()));
         tokio::spawn(background_flush_switch(store.inner.raft.clone(), flush_switch, id));
@@ -532,43 +527,63 @@ impl Store {
             && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
     }
 
-    /// Whether a linearizable read may be served on the strength of the read lease (see
-    /// `lease`): this node leads, is not handing leadership over, has applied an entry of its
-    /// own term, and a quorum acknowledged it within `read_lease`.
-    fn holds_read_lease(&self) -> bool {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
-        if m.state != ServerState::Leader
-            || self.inner.standing_down.load(Ordering::Relaxed)
-            || m.last_applied.is_none_or(|l| l.leader_id.term != m.current_term)
+    /// Confirms, for the linearizable reads that arrived before now, that this node is still the
+    /// leader (see `read_index`): heartbeats go out at once on the replication connections, and
+    /// the round ends when a quorum has accepted one, or can no longer, or after the election
+    /// timeout. The leader must also have applied an entry of its own term, so that its state
+    /// holds every write acknowledged by any leader; until it has, openraft's own check (which
+    /// waits for that) is used.
+    async fn confirm_leadership(&self) -> Result<(), StoreError> {
+        let asked = Instant::now();
+        let not_leader = |m: &openraft::RaftMetrics<u64, NodeInfo>| StoreError::NotLeader {
+            leader: m
+                .current_leader
+                .filter(|l| *l != self.inner.raft_id)
+                .and_then(|l| m.membership_config.membership().get_node(&l).cloned()),
+        };
         {
-            return false;
+            let m = self.inner.raft.metrics().borrow().clone();
+            if m.state != ServerState::Leader {
+                return Err(not_leader(&m));
+            }
+            if m.last_applied.is_none_or(|l| l.leader_id.term != m.current_term) {
+                return match self.inner.raft.ensure_linearizable().await {
+                    Ok(_) => Ok(()),
+                    Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                        Err(StoreError::NotLeader { leader: f.leader_node })
+                    }
+                    Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+                        Err(StoreError::NotLeader { leader: None })
+                    }
+                    Err(e) => Err(internal(e)),
+                };
+            }
         }
-        let now = Instant::now();
-        let configs = m.membership_config.membership().get_joint_config();
-        self.inner
-            .lease
-            .quorum_acked_at(self.inner.raft_id, &m.vote, configs, now)
-            .is_some_and(|at| now < at + self.read_lease())
-    }
-
-    /// How long after a quorum's acknowledgement this leader serves linearizable reads alone:
-    /// half the lease during which those nodes refuse to vote for anyone else.
-    fn read_lease(&self) -> Duration {
-        self.leader_lease() / 2
-    }
-
-    /// Answers a vote request. Besides openraft's own rules, a leader refuses to vote while its
-    /// read lease holds: a candidate elected with its vote could commit writes that its reads
-    /// would miss.
-    pub async fn vote(&self, req: VoteRequest<u64>) -> Result<VoteResponse<u64>, RaftError<u64>> {
-        if self.holds_read_lease() {
-            let vote = self.inner.raft.metrics().borrow().vote;
-            let last_log = self.inner.raft.data_metrics().borrow().last_log;
-            tracing::info!(candidate = %req.vote, "refusing vote: this leader's read lease holds");
-            return Ok(VoteResponse::new(vote, last_log, false));
+        let mut answers = self.inner.acks.subscribe();
+        self.inner.raft.trigger().heartbeat().await.map_err(internal)?;
+        let deadline = tokio::time::Instant::from_std(asked + self.leader_lease());
+        loop {
+            {
+                let m = self.inner.raft.metrics();
+                let m = m.borrow();
+                if m.state != ServerState::Leader {
+                    return Err(not_leader(&m));
+                }
+                let configs = m.membership_config.membership().get_joint_config();
+                match self.inner.acks.round(self.inner.raft_id, &m.vote, configs, asked) {
+                    Round::Confirmed => return Ok(()),
+                    // Leadership cannot be confirmed: as far as these reads can tell, there is
+                    // no leader.
+                    Round::Impossible => return Err(StoreError::NotLeader { leader: None }),
+                    Round::Pending => {}
+                }
+            }
+            match tokio::time::timeout_at(deadline, answers.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(internal("node-to-node answers stopped")),
+                Err(_) => return Err(StoreError::NotLeader { leader: None }),
+            }
         }
-        self.inner.raft.vote(req).await
     }
 
     /// Whether this node is a voter in the current configuration.
@@ -768,10 +783,6 @@ impl Store {
                     return Err(self.leader_error());
                 }
                 if self.sole_voter_caught_up() {
-                    return Ok(());
-                }
-                if self.holds_read_lease() {
-                    self.inner.stats.store.add("num_lease_reads", 1);
                     return Ok(());
                 }
                 let timeout = if read.linearizable_timeout.is_zero() {
@@ -1345,21 +1356,18 @@ fn answer(
 }
 
 /// Answers queued linearizable reads in groups: every waiter taken in one round arrived before
-/// the round's leadership check started, so one check serves them all.
-async fn read_barrier_loop(
-    raft: Raft,
-    stats: Arc<Stats>,
-    mut rx: mpsc::Receiver<oneshot::Sender<Result<(), StoreError>>>,
-) {
+/// the round began, so one confirmation serves them all.
+async fn read_barrier_loop(store: Store, mut rx: mpsc::Receiver<oneshot::Sender<Result<(), StoreError>>>) {
+    let stats = store.inner.stats.clone();
     while let Some(first) = rx.recv().await {
         let mut waiters = vec![first];
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
         let started = Instant::now();
-        let confirmed = raft.ensure_linearizable().await;
-        match &confirmed {
-            Ok(_) => {
+        let r = store.confirm_leadership().await;
+        match &r {
+            Ok(()) => {
                 stats.store.add("num_verify_leader", 1);
                 stats
                     .store
@@ -1367,17 +1375,6 @@ async fn read_barrier_loop(
             }
             Err(_) => stats.store.add("num_verify_leader_failed", 1),
         }
-        let r = match confirmed {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(StoreError::NotLeader { leader: f.leader_node })
-            }
-            // Leadership cannot be confirmed: as far as this read can tell, there is no leader.
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
-                Err(StoreError::NotLeader { leader: None })
-            }
-            Err(e) => Err(internal(e)),
-        };
         for w in waiters {
             let _ = w.send(r.clone());
         }

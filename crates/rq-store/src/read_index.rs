@@ -1,0 +1,176 @@
+//! Confirming leadership for linearizable reads, one round of heartbeats for every read waiting.
+//!
+//! A linearizable read may be answered from the leader's state once the leader knows that no
+//! other leader existed when the read arrived: a quorum of every configuration (one, or two
+//! while the membership is joint) must have accepted an AppendEntries that this leader sent
+//! after that moment. The network wrapper (`commit_gate`) notes, for each node, the send time
+//! of the last AppendEntries it accepted (any answer but a higher vote) and of the last one that
+//! failed. A round asks openraft to send heartbeats at once, on the replication connections it
+//! already has, and waits until those notes say the quorum is there, or can no longer be there
+//! because too many nodes failed to answer: then the reads fail at once, as rqlite's do, rather
+//! than wait out their timeout. Every read that arrived before a round began is answered by it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::types::Vote;
+
+/// Per node: the send time of the last AppendEntries it accepted (with the vote it carried),
+/// and of the last one that got no answer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Answers {
+    acked: Option<(Vote, Instant)>,
+    failed: Option<Instant>,
+}
+
+/// What the other nodes said to this leader's AppendEntries, and a signal for each new answer.
+#[derive(Debug)]
+pub struct AckClock {
+    answers: Mutex<BTreeMap<u64, Answers>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for AckClock {
+    fn default() -> AckClock {
+        AckClock {
+            answers: Mutex::default(),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+/// How a round stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    Confirmed,
+    /// Too many nodes failed to answer since the round began for a quorum to be reached.
+    Impossible,
+    Pending,
+}
+
+impl AckClock {
+    fn update(&self, target: u64, f: impl FnOnce(&mut Answers)) {
+        f(self
+            .answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(target)
+            .or_default());
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// `target` accepted an AppendEntries carrying `vote` that was sent at `sent`.
+    pub fn acked(&self, target: u64, vote: Vote, sent: Instant) {
+        self.update(target, |a| match &mut a.acked {
+            Some((v, t)) if *v == vote => *t = (*t).max(sent),
+            other => *other = Some((vote, sent)),
+        });
+    }
+
+    /// An AppendEntries to `target` sent at `sent` got no answer (or a higher vote).
+    pub fn failed(&self, target: u64, sent: Instant) {
+        self.update(target, |a| a.failed = Some(a.failed.map_or(sent, |t| t.max(sent))));
+    }
+
+    /// Wakes on every answer noted from now on.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Whether a quorum of every configuration in `configs` accepted `vote` in AppendEntries
+    /// sent at or after `since`; `me` always counts.
+    pub fn round(&self, me: u64, vote: &Vote, configs: &[BTreeSet<u64>], since: Instant) -> Round {
+        let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = false;
+        for voters in configs {
+            let quorum = voters.len() / 2 + 1;
+            let (mut acked, mut failed) = (0, 0);
+            for v in voters {
+                let a = answers.get(v).copied().unwrap_or_default();
+                if *v == me || a.acked.is_some_and(|(av, t)| av == *vote && t >= since) {
+                    acked += 1;
+                } else if a.failed.is_some_and(|t| t >= since) {
+                    failed += 1;
+                }
+            }
+            if voters.is_empty() || voters.len() - failed < quorum {
+                return Round::Impossible;
+            }
+            if acked < quorum {
+                pending = true;
+            }
+        }
+        if pending { Round::Pending } else { Round::Confirmed }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn vote(term: u64) -> Vote {
+        let mut v = Vote::new(term, 1);
+        v.commit();
+        v
+    }
+
+    fn set(ids: &[u64]) -> BTreeSet<u64> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_round_needs_a_quorum_of_answers_sent_after_it_began() {
+        let clock = AckClock::default();
+        let before = Instant::now();
+        let since = before + Duration::from_millis(10);
+        let after = since + Duration::from_millis(10);
+        let five = [set(&[1, 2, 3, 4, 5])];
+        clock.acked(2, vote(3), after);
+        clock.acked(3, vote(3), before);
+        assert_eq!(clock.round(1, &vote(3), &five, since), Round::Pending);
+        clock.acked(4, vote(3), after);
+        assert_eq!(clock.round(1, &vote(3), &five, since), Round::Confirmed);
+        // Answers to another term do not count.
+        assert_eq!(clock.round(1, &vote(4), &five, since), Round::Pending);
+        // A leader outside the voter set counts only the others.
+        let without_me = [set(&[2, 3, 4])];
+        assert_eq!(clock.round(1, &vote(3), &without_me, since), Round::Confirmed);
+    }
+
+    #[test]
+    fn a_round_fails_once_too_many_nodes_failed_to_answer() {
+        let clock = AckClock::default();
+        let since = Instant::now();
+        let later = since + Duration::from_millis(5);
+        let two = [set(&[1, 2])];
+        assert_eq!(clock.round(1, &vote(3), &two, since), Round::Pending);
+        // A failure from before the round does not count against it.
+        clock.failed(2, since - Duration::from_millis(5));
+        assert_eq!(clock.round(1, &vote(3), &two, since), Round::Pending);
+        clock.failed(2, later);
+        assert_eq!(clock.round(1, &vote(3), &two, since), Round::Impossible);
+        let three = [set(&[1, 2, 3])];
+        assert_eq!(clock.round(1, &vote(3), &three, since), Round::Pending);
+        clock.acked(3, vote(3), later);
+        assert_eq!(clock.round(1, &vote(3), &three, since), Round::Confirmed);
+        assert_eq!(clock.round(1, &vote(3), &[BTreeSet::new()], since), Round::Impossible);
+    }
+
+    #[test]
+    fn a_joint_membership_needs_a_quorum_of_both() {
+        let clock = AckClock::default();
+        let since = Instant::now();
+        let later = since + Duration::from_millis(1);
+        clock.acked(2, vote(3), later);
+        clock.acked(4, vote(3), later);
+        let joint = [set(&[1, 2, 3]), set(&[3, 4, 5])];
+        assert_eq!(clock.round(1, &vote(3), &joint, since), Round::Pending);
+        clock.acked(5, vote(3), later);
+        assert_eq!(clock.round(1, &vote(3), &joint, since), Round::Confirmed);
+    }
+}
