@@ -73,6 +73,8 @@ pub fn message(e: &rusqlite::Error) -> String {
     match e {
         rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
         rusqlite::Error::SqliteFailure(f, None) => f.to_string(),
+        // Only SQLite's message, not the statement text rusqlite adds to it.
+        rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
         other => other.to_string(),
     }
 }
@@ -581,7 +583,13 @@ fn run_statements(
 ) -> Result<Outcome, Error> {
     let timeout = Duration::from_nanos(req.db_timeout_ns);
     let stop_on_error = req.transaction || req.rollback_on_error;
-    let savepoint = req.transaction || req.rollback_on_error;
+    // Inside the batch transaction a request that rolls back on error gets a savepoint of its
+    // own. Outside it (a request that must run in autocommit mode, such as a SQL dump, which
+    // sets `foreign_keys`), rollback-on-error is rqlite's: the statements run as they are,
+    // their own BEGIN and COMMIT included, and an error rolls back whatever transaction they
+    // left open.
+    let savepoint = req.transaction || (req.rollback_on_error && run.in_batch);
+    let rollback_open_tx = req.rollback_on_error && !req.transaction && !run.in_batch;
     let conn = run.conn;
     if savepoint {
         if run.in_batch {
@@ -660,6 +668,13 @@ fn run_statements(
                 error: m,
             }),
         };
+    }
+    if rollback_open_tx && !conn.conn.is_autocommit() {
+        let script = if failed { "ROLLBACK" } else { "COMMIT" };
+        if let Err(e) = conn.trusted(|c| c.execute_batch(script)) {
+            let _ = conn.trusted(|c| c.execute_batch("ROLLBACK"));
+            return Ok(Outcome::Done(vec![StmtResult::Error(message(&e))]));
+        }
     }
     if savepoint {
         let script = match (run.in_batch, failed) {
