@@ -145,6 +145,11 @@ pub fn write_value(out: &mut Vec<u8>, v: &serde_json::Value, escape_html: bool) 
 /// Re-lays compact JSON out as Go's `json.Indent(dst, src, "", "    ")` does: one element
 /// per line, `": "` after keys, and empty arrays and objects kept as `[]` and `{}`.
 pub fn indent(compact: &[u8]) -> Vec<u8> {
+    indent_with(compact, "    ")
+}
+
+/// As `indent`, with `unit` for each level (`MarshalIndent(v, "", unit)`).
+pub fn indent_with(compact: &[u8], unit: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(compact.len() * 2);
     let mut depth = 0usize;
     let mut in_str = false;
@@ -154,7 +159,7 @@ pub fn indent(compact: &[u8]) -> Vec<u8> {
     let newline = |out: &mut Vec<u8>, depth: usize| {
         out.push(b'\n');
         for _ in 0..depth {
-            out.extend_from_slice(b"    ");
+            out.extend_from_slice(unit.as_bytes());
         }
     };
     for &c in compact {

@@ -13,5 +13,6 @@ mod durability;
 mod faults;
 mod node_api;
 mod queue;
+mod shell;
 mod tls;
 mod user_database;

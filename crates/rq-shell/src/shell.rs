@@ -1,0 +1,782 @@
+//! The shell's commands: SQL lines and dot-commands, with rqlite's requests, outputs and error
+//! texts.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::client::{Answer, Client, RequestError};
+use crate::table::Table;
+
+/// rqlite's `.help`, sorted as it sorts it.
+const HELP: &[&str] = &[
+    ".backup FILE                                  Write database backup to FILE",
+    ".blobarray [on|off]                           Show setting, or set BLOB data display as byte arrays",
+    ".boot FILE                                    Boot the node using a SQLite file read from FILE",
+    ".changes [on|off]                             Show setting, or set display of last insert ID after writes",
+    ".consistency [none|weak|linearizable|strong]  Show or set read consistency level",
+    ".dump FILE [TABLE,TABLE...]                   Dump the database in SQL text to FILE, optionally limited to TABLEs",
+    ".exit                                         Exit this program",
+    ".expvar                                       Show expvar (Go runtime) information for connected node",
+    ".extensions                                   Show loaded SQLite extensions",
+    ".forcewrites [on|off]                         Show setting, or set all statements to be executed via /db/execute",
+    ".help                                         Show this message",
+    ".indexes                                      Show names of all indexes",
+    ".leader                                       Show the current cluster leader",
+    ".mode [column|csv|json|line]                  Show or set output mode for query results",
+    ".nodes [all]                                  Show connection status of voting nodes. 'all' to show all nodes",
+    ".output FILE                                  Send output to FILE, or stdout if FILE is omitted",
+    ".quit                                         Exit this program",
+    ".read FILE                                    Read and execute SQL statements from FILE",
+    ".ready                                        Show ready status for connected node",
+    ".reap                                         Request a snapshot reap on connected node",
+    ".remove NODEID                                Remove node NODEID from the cluster",
+    ".restore FILE                                 Load using SQLite file or SQL dump contained in FILE",
+    ".schema                                       Show CREATE statements for all tables",
+    ".show                                         Show the current values for various settings",
+    ".snapshot [TRAILINGLOGS]                      Request a Raft snapshot and log truncation on connected node",
+    ".status                                       Show status and diagnostic information for connected node",
+    ".stepdown [NODEID]                            Instruct the leader to stepdown, optionally specifying new Leader node",
+    ".sysdump FILE                                 Dump system diagnostics to FILE",
+    ".tables                                       List names of tables",
+    ".timer [on|off]                               Show setting, or set query timings on or off",
+];
+
+/// What a command did besides printing.
+pub enum Flow {
+    Continue,
+    Exit,
+}
+
+/// Settings and the connection.
+pub struct Shell {
+    pub client: Client,
+    /// The prompt's host, which follows the client when it fails over.
+    pub prompt_host: String,
+    pub color: bool,
+    blob_array: bool,
+    timer: bool,
+    force_writes: bool,
+    changes: bool,
+    consistency: String,
+    mode: String,
+    output: Option<(String, std::fs::File)>,
+    /// Whether any command failed, for the exit status when reading a script.
+    pub failed: bool,
+}
+
+/// A command's failure, printed as `ERR! message`.
+type Res = Result<(), String>;
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// Go's `json.Decoder` with `UseNumber`: numbers keep their text.
+fn parse(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(body).map_err(|e| e.to_string())
+}
+
+impl Shell {
+    pub fn new(client: Client, prompt_host: String, color: bool) -> Shell {
+        Shell {
+            client,
+            prompt_host,
+            color,
+            blob_array: false,
+            timer: false,
+            force_writes: false,
+            changes: false,
+            consistency: "weak".into(),
+            mode: "column".into(),
+            output: None,
+            failed: false,
+        }
+    }
+
+    pub fn prompt(&self) -> String {
+        format!("{}> ", self.prompt_host)
+    }
+
+    /// Where results go: stdout, or the `.output` file.
+    fn out(&mut self) -> Box<dyn Write + '_> {
+        match &mut self.output {
+            Some((_, f)) => Box::new(f),
+            None => Box::new(std::io::stdout().lock()),
+        }
+    }
+
+    fn say(&self, text: &str) {
+        print!("{text}");
+        let _ = std::io::stdout().flush();
+    }
+
+    fn err(&mut self, msg: &str) {
+        self.failed = true;
+        let tag = if self.color { "\x1b[31mERR!\x1b[0m" } else { "ERR!" };
+        println!("{tag} {msg}");
+    }
+
+    /// A request through the fail-over client; a change of host moves the prompt.
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        content_type: Option<&str>,
+        unbounded: bool,
+    ) -> Result<Answer, String> {
+        let a = self
+            .client
+            .request(method, path, body, content_type, unbounded)
+            .await
+            .map_err(|e: RequestError| e.to_string())?;
+        if let Some(h) = &a.new_host {
+            self.prompt_host = h.clone();
+        }
+        Ok(a)
+    }
+
+    async fn get(&mut self, path: &str) -> Result<Answer, String> {
+        self.send(Method::GET, path, None, None, false).await
+    }
+
+    /// Runs one line of input.
+    pub async fn run(&mut self, input: &str) -> Flow {
+        let input = input.trim();
+        if input.is_empty() {
+            return Flow::Continue;
+        }
+        let (cmd, arg) = match input.find(' ') {
+            Some(i) => (&input[..i], Some(&input[i + 1..])),
+            None => (input, None),
+        };
+        let arg = arg.filter(|a| !a.is_empty());
+        let r = match cmd.to_ascii_uppercase().as_str() {
+            ".CHANGES" => self.toggle(arg, |s| &mut s.changes),
+            ".FORCEWRITES" => self.toggle(arg, |s| &mut s.force_writes),
+            ".TIMER" => self.toggle(arg, |s| &mut s.timer),
+            ".BLOBARRAY" => self.toggle(arg, |s| &mut s.blob_array),
+            ".CONSISTENCY" => match arg {
+                None => {
+                    self.say(&format!("{}\n", self.consistency));
+                    Ok(())
+                }
+                Some(c @ ("none" | "weak" | "linearizable" | "strong")) => {
+                    self.consistency = c.into();
+                    Ok(())
+                }
+                Some(c) => Err(format!(
+                    "invalid consistency '{c}'. Use 'none', 'weak', 'linearizable', or 'strong'"
+                )),
+            },
+            ".MODE" => match arg {
+                None => {
+                    self.say(&format!("{}\n", self.mode));
+                    Ok(())
+                }
+                Some(m @ ("column" | "csv" | "json" | "line")) => {
+                    self.mode = m.into();
+                    Ok(())
+                }
+                Some(m) => Err(format!("invalid mode '{m}'. Use 'column', 'csv', 'json', or 'line'")),
+            },
+            ".TABLES" => {
+                self.query(r#"SELECT name FROM sqlite_master WHERE type="table" ORDER BY name ASC"#)
+                    .await
+            }
+            ".INDEXES" => self.query(r#"SELECT sql FROM sqlite_master WHERE type="index""#).await,
+            ".SCHEMA" => {
+                self.query("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid ASC")
+                    .await
+            }
+            ".STATUS" => self.json_at("status", input).await,
+            ".EXPVAR" => self.json_at("debug/vars", input).await,
+            ".NODES" => {
+                let path = if arg.is_some() { "nodes?nonvoters" } else { "nodes" };
+                self.json_at(path, "").await
+            }
+            ".READY" => self.ready().await,
+            ".LEADER" => self.leader().await,
+            ".EXTENSIONS" => self.extensions().await,
+            // With no argument rqlite sends the whole line as the id.
+            ".REMOVE" => self.remove(arg.unwrap_or(input)).await,
+            ".BACKUP" => match arg {
+                None => Err("please specify an output file for the backup".into()),
+                Some(f) => {
+                    self.download("db/backup", f, "backup file written successfully\n")
+                        .await
+                }
+            },
+            ".DUMP" => match arg {
+                None => Err("please specify an output file for the SQL text".into()),
+                Some(a) => {
+                    let (file, tables) = dump_args(a);
+                    let mut q = url::form_urlencoded::Serializer::new(String::new());
+                    q.append_pair("fmt", "sql");
+                    if !tables.is_empty() {
+                        q.append_pair("tables", &tables.join(","));
+                    }
+                    let path = format!("db/backup?{}", q.finish());
+                    self.download(&path, &file, "SQL text file written successfully\n")
+                        .await
+                }
+            },
+            ".RESTORE" => match arg {
+                None => Err("please specify an input file to restore from".into()),
+                Some(f) => self.restore(f).await,
+            },
+            ".BOOT" => match arg {
+                None => Err("please specify an input file to boot with".into()),
+                Some(f) => self.boot(f).await,
+            },
+            ".SYSDUMP" => match arg {
+                None => Err("please specify an output file for the sysdump".into()),
+                Some(f) => self.sysdump(f).await,
+            },
+            ".READ" => match arg {
+                None => Err("please specify an input file to read from".into()),
+                Some(f) => self.read_file(f).await,
+            },
+            ".OUTPUT" => self.set_output(arg),
+            ".SHOW" => {
+                let name = self.output.as_ref().map_or("stdout".to_string(), |(n, _)| n.clone());
+                let text = format!(
+                    "  blobarray: {}\n  changes: {}\n  consistency: {}\n  forcewrites: {}\n  mode: {}\n  output: {}\n  timer: {}\n",
+                    on_off(self.blob_array),
+                    on_off(self.changes),
+                    self.consistency,
+                    on_off(self.force_writes),
+                    self.mode,
+                    name,
+                    on_off(self.timer)
+                );
+                self.say(&text);
+                Ok(())
+            }
+            ".SNAPSHOT" => self.snapshot(arg).await,
+            ".REAP" => self.reap().await,
+            ".STEPDOWN" => self.stepdown(arg.map(str::trim).unwrap_or_default()).await,
+            ".HELP" => {
+                self.say(&format!("{}\n", HELP.join("\n")));
+                Ok(())
+            }
+            ".QUIT" | "QUIT" | "EXIT" | ".EXIT" => return Flow::Exit,
+            _ => self.request(input).await,
+        };
+        if let Err(e) = r {
+            self.err(&e);
+        }
+        Flow::Continue
+    }
+
+    fn toggle(&mut self, arg: Option<&str>, flag: fn(&mut Shell) -> &mut bool) -> Res {
+        match arg {
+            None => {
+                let v = *flag(self);
+                self.say(&format!("{}\n", on_off(v)));
+                Ok(())
+            }
+            Some(op @ ("on" | "off")) => {
+                *flag(self) = op == "on";
+                Ok(())
+            }
+            Some(op) => Err(format!("invalid option '{op}'. Use 'on' or 'off' (default)")),
+        }
+    }
+
+    fn set_output(&mut self, arg: Option<&str>) -> Res {
+        match arg {
+            None | Some("stdout") => {
+                self.output = None;
+                Ok(())
+            }
+            Some(name) => {
+                let f = std::fs::File::create(name).map_err(|e| format!("open {name}: {}", io_text(&e)))?;
+                self.output = Some((name.to_string(), f));
+                Ok(())
+            }
+        }
+    }
+
+    /// A result of `/db/query` or `/db/request`, printed in the current mode.
+    fn print_rows(&mut self, r: &Value) -> Res {
+        let columns: Vec<String> = r["columns"]
+            .as_array()
+            .map(|c| c.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect())
+            .unwrap_or_default();
+        let empty = Vec::new();
+        let values = r["values"].as_array().unwrap_or(&empty);
+        let table = Table { columns, values };
+        let mode = self.mode.clone();
+        let timer = self.timer;
+        let mut out = self.out();
+        table.write(&mut *out, &mode).map_err(|e| e.to_string())?;
+        if timer {
+            let t = r["time"].as_f64().unwrap_or(0.0);
+            writeln!(out, "Run Time: {t:.6} seconds").map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// A shell query (`.tables` and the like) through `/db/query` at the shell's level.
+    async fn query(&mut self, sql: &str) -> Res {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        if self.blob_array {
+            q.append_pair("blob_array", "");
+        }
+        q.append_pair("level", &self.consistency);
+        q.append_pair("q", sql);
+        if self.timer {
+            q.append_pair("timings", "");
+        }
+        let path = format!("{}db/query?{}", self.client.prefix, sorted_query(&q.finish()));
+        let a = self.get(&path).await?;
+        if a.status != StatusCode::OK {
+            return Err(format!(
+                "server responded with {}: {}",
+                a.status_line(),
+                String::from_utf8_lossy(&a.body)
+            ));
+        }
+        let v = parse(&a.body)?;
+        if let Some(e) = v["error"].as_str().filter(|e| !e.is_empty()) {
+            return Err(e.to_string());
+        }
+        let results = v["results"].as_array().cloned().unwrap_or_default();
+        if results.len() != 1 {
+            return Err(format!("unexpected results length: {}", results.len()));
+        }
+        if let Some(e) = results[0]["error"].as_str().filter(|e| !e.is_empty()) {
+            return Err(e.to_string());
+        }
+        self.print_rows(&results[0])
+    }
+
+    /// A line of SQL, through `/db/request` (or `/db/execute` with `.forcewrites on`).
+    async fn request(&mut self, sql: &str) -> Res {
+        let endpoint = if self.force_writes { "db/execute" } else { "db/request" };
+        // Joined as Go's `url.JoinPath` joins, unlike the other paths.
+        let mut path = format!("{}/{endpoint}", self.client.prefix.trim_end_matches('/'));
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        if self.timer {
+            path.push_str("?timings=");
+        }
+        let body = serde_json::to_vec(&[sql]).map_err(|e| e.to_string())?;
+        let a = self.send(Method::POST, &path, Some(body.into()), None, false).await?;
+        if a.status != StatusCode::OK {
+            return Err(format!(
+                "server responded with {}: {}",
+                a.status_line(),
+                String::from_utf8_lossy(&a.body)
+            ));
+        }
+        let v = parse(&a.body)?;
+        if let Some(e) = v["error"].as_str().filter(|e| !e.is_empty()) {
+            return Err(e.to_string());
+        }
+        let results = v["results"].as_array().cloned().unwrap_or_default();
+        if results.len() != 1 {
+            return Err(format!("unexpected results length: {}", results.len()));
+        }
+        let r = &results[0];
+        if let Some(e) = r["error"].as_str().filter(|e| !e.is_empty()) {
+            let mut out = self.out();
+            return writeln!(out, "Error: {e}").map_err(|e| e.to_string());
+        }
+        let is_rows = !r["columns"].is_null() || !r["types"].is_null() || !r["values"].is_null();
+        if is_rows {
+            return self.print_rows(r);
+        }
+        let affected = r["rows_affected"].as_i64().unwrap_or(0);
+        let rows = if affected > 1 { "rows" } else { "row" };
+        let (timer, changes) = (self.timer, self.changes);
+        let mut out = self.out();
+        if timer {
+            let t = r["time"].as_f64().unwrap_or(0.0);
+            writeln!(out, "{affected} {rows} affected ({t:.6} sec)").map_err(|e| e.to_string())?;
+        } else {
+            writeln!(out, "{affected} {rows} affected").map_err(|e| e.to_string())?;
+        }
+        if changes {
+            let id = r["last_insert_id"].as_i64().unwrap_or(0);
+            writeln!(out, "last insert ID: {id}").map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// GETs JSON and prints it as rqlite's `pprintJSON` does: keys sorted, nested objects
+    /// indented by two spaces, nulls left out. A second word in `line` picks one key.
+    async fn json_at(&mut self, path: &str, line: &str) -> Res {
+        let a = self.get(&format!("{}{path}", self.client.prefix)).await?;
+        if a.status == StatusCode::UNAUTHORIZED {
+            return Err("unauthorized".into());
+        }
+        let v = parse(&a.body)?;
+        let Value::Object(mut map) = v else {
+            return Err("json: cannot unmarshal into map[string]interface {}".into());
+        };
+        let parts: Vec<&str> = line.split(' ').collect();
+        if parts.len() >= 2 {
+            let key = parts[1];
+            let picked = map.remove(key).unwrap_or(Value::Null);
+            map = serde_json::Map::new();
+            map.insert(key.to_string(), picked);
+        }
+        let mut text = String::new();
+        pprint(&mut text, 0, &map);
+        self.say(&text);
+        Ok(())
+    }
+
+    async fn ready(&mut self) -> Res {
+        let a = self.get(&format!("{}readyz", self.client.prefix)).await?;
+        self.say(if a.status == StatusCode::OK {
+            "ready\n"
+        } else {
+            "not ready\n"
+        });
+        Ok(())
+    }
+
+    async fn leader(&mut self) -> Res {
+        let a = self.get(&format!("{}nodes", self.client.prefix)).await?;
+        if a.status == StatusCode::UNAUTHORIZED {
+            return Err("unauthorized".into());
+        }
+        if a.status != StatusCode::OK {
+            return Err(format!(
+                "server responded with {}: {}",
+                a.status_line(),
+                String::from_utf8_lossy(&a.body)
+            ));
+        }
+        let v = parse(&a.body)?;
+        let Some((id, node)) = v
+            .as_object()
+            .and_then(|m| m.iter().find(|(_, n)| n["leader"].as_bool() == Some(true)))
+        else {
+            return Err("no leader found".into());
+        };
+        let mut map = serde_json::Map::new();
+        map.insert(id.clone(), node.clone());
+        let mut text = String::new();
+        pprint(&mut text, 0, &map);
+        self.say(&text);
+        Ok(())
+    }
+
+    async fn extensions(&mut self) -> Res {
+        let a = self
+            .get(&format!("{}status?key=extensions", self.client.prefix))
+            .await?;
+        if a.status == StatusCode::UNAUTHORIZED {
+            return Err("unauthorized".into());
+        }
+        if a.status == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        let v = parse(&a.body)?;
+        let mut text = String::new();
+        for name in v["names"].as_array().into_iter().flatten() {
+            text.push_str(name.as_str().unwrap_or_default());
+            text.push('\n');
+        }
+        self.say(&text);
+        Ok(())
+    }
+
+    async fn remove(&mut self, id: &str) -> Res {
+        let body = serde_json::to_vec(&serde_json::json!({ "id": id })).map_err(|e| e.to_string())?;
+        let path = format!("{}remove", self.client.prefix);
+        let a = self.send(Method::DELETE, &path, Some(body.into()), None, false).await?;
+        expect_ok(&a, "server responded with: ")
+    }
+
+    /// Streams a GET into `file`, with no request timeout.
+    async fn download(&mut self, path: &str, file: &str, done: &str) -> Res {
+        let mut f = std::fs::File::create(file).map_err(|e| format!("open {file}: {}", io_text(&e)))?;
+        let path = format!("{}{path}", self.client.prefix);
+        let a = self.send(Method::GET, &path, None, None, true).await?;
+        if a.status == StatusCode::UNAUTHORIZED {
+            return Err("unauthorized".into());
+        }
+        if a.status != StatusCode::OK {
+            return Err(format!("server responded with: {}", a.status_line()));
+        }
+        f.write_all(&a.body).map_err(|e| e.to_string())?;
+        self.say(done);
+        Ok(())
+    }
+
+    /// The node's `/status`, which restore and boot check first.
+    async fn status_store(&mut self) -> Result<Value, String> {
+        let a = self.get(&format!("{}status", self.client.prefix)).await?;
+        if a.status == StatusCode::UNAUTHORIZED {
+            return Err("unauthorized".into());
+        }
+        let v = parse(&a.body)?;
+        if v["store"].is_null() {
+            return Err("unexpected server response: store status not found".into());
+        }
+        Ok(v)
+    }
+
+    async fn restore(&mut self, file: &str) -> Res {
+        let status = self.status_store().await?;
+        let mut data = std::fs::read(file).map_err(|e| format!("open {file}: {}", io_text(&e)))?;
+        let sqlite = is_sqlite(&data);
+        if !sqlite {
+            let fk = status["store"]["sqlite3"]["fk_constraints"].as_str() == Some("enabled");
+            data.extend_from_slice(if fk {
+                b"PRAGMA foreign_keys=ON;"
+            } else {
+                b"PRAGMA foreign_keys=OFF;"
+            });
+        }
+        let content_type = if sqlite {
+            "application/octet-stream"
+        } else {
+            "text/plain"
+        };
+        let path = format!("{}db/load", self.client.prefix);
+        let a = self
+            .send(Method::POST, &path, Some(data.into()), Some(content_type), true)
+            .await?;
+        if a.status == StatusCode::UNAUTHORIZED {
+            return Err("unauthorized".into());
+        }
+        if a.status != StatusCode::OK {
+            return Err(format!("server responded with: {}", a.status_line()));
+        }
+        let v = parse(&a.body)?;
+        if !sqlite {
+            let results = v["results"].as_array().cloned().unwrap_or_default();
+            if results.is_empty() {
+                return Err(format!("unexpected results length: {}", results.len()));
+            }
+            if let Some(e) = results[0]["error"].as_str().filter(|e| !e.is_empty()) {
+                self.say(&format!("Error: {e}\n"));
+                return Ok(());
+            }
+            self.say(&format!(
+                "last inserted ID: {}\nrows affected: {}\n",
+                results[0]["last_insert_id"].as_i64().unwrap_or(0),
+                results[0]["rows_affected"].as_i64().unwrap_or(0)
+            ));
+        }
+        self.say("Database restored successfully.\n");
+        Ok(())
+    }
+
+    async fn boot(&mut self, file: &str) -> Res {
+        self.status_store().await?;
+        let data = std::fs::read(file).ok().filter(|d| is_sqlite(d));
+        let Some(data) = data else {
+            return Err(format!("{file} is not a valid SQLite file"));
+        };
+        let path = format!("{}boot", self.client.prefix);
+        let a = self.send(Method::POST, &path, Some(data.into()), None, true).await?;
+        if a.status == StatusCode::UNAUTHORIZED {
+            return Err("unauthorized".into());
+        }
+        if a.status != StatusCode::OK {
+            let mut msg = format!("boot failed, status code: {}", a.status_line());
+            if !a.body.is_empty() {
+                msg.push_str(&format!(", {}", String::from_utf8_lossy(&a.body)));
+            }
+            return Err(msg);
+        }
+        self.say("Node booted successfully.\n");
+        Ok(())
+    }
+
+    async fn snapshot(&mut self, arg: Option<&str>) -> Res {
+        let mut trailing = 0i64;
+        if let Some(a) = arg.map(str::trim).filter(|a| !a.is_empty()) {
+            trailing = a
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| format!("invalid trailing logs value: {a}"))?;
+        }
+        let path = format!("{}snapshot?trailing_logs={trailing}", self.client.prefix);
+        let a = self.send(Method::POST, &path, None, None, false).await?;
+        if a.status == StatusCode::UNAUTHORIZED {
+            return Err("unauthorized".into());
+        }
+        if a.status != StatusCode::OK && a.status != StatusCode::NO_CONTENT {
+            return Err(format!("server responded with {}", a.status_line()));
+        }
+        Ok(())
+    }
+
+    async fn reap(&mut self) -> Res {
+        let path = format!("{}reap", self.client.prefix);
+        let a = self.send(Method::POST, &path, None, None, false).await?;
+        if a.status == StatusCode::UNAUTHORIZED {
+            return Err("unauthorized".into());
+        }
+        if a.status != StatusCode::OK {
+            return Err(format!("server responded with {}", a.status_line()));
+        }
+        let v: Value = serde_json::from_slice(&a.body).map_err(|e| format!("failed to decode response: {e}"))?;
+        self.say(&format!(
+            "snapshots reaped: {}, WALs checkpointed: {}\n",
+            v["snapshots_reaped"].as_i64().unwrap_or(0),
+            v["wals_checkpointed"].as_i64().unwrap_or(0)
+        ));
+        Ok(())
+    }
+
+    async fn stepdown(&mut self, id: &str) -> Res {
+        let path = format!("{}leader?wait=true", self.client.prefix);
+        let (body, ct) = if id.is_empty() {
+            (None, None)
+        } else {
+            let b = serde_json::to_vec(&serde_json::json!({ "id": id })).map_err(|e| e.to_string())?;
+            (Some(Bytes::from(b)), Some("application/json"))
+        };
+        let a = self.send(Method::POST, &path, body, ct, false).await?;
+        expect_ok(&a, "server responded with ")
+    }
+
+    /// Every node's `/status?pretty`, `/nodes?pretty`, `/readyz` and `/debug/vars`, into a file.
+    async fn sysdump(&mut self, file: &str) -> Res {
+        let a = self.get(&format!("{}nodes", self.client.prefix)).await?;
+        let nodes = parse(&a.body)?;
+        let mut f = std::fs::File::create(file).map_err(|e| format!("open {file}: {}", io_text(&e)))?;
+        for (_, n) in nodes.as_object().into_iter().flatten() {
+            let Some(api) = n["api_addr"].as_str().filter(|a| !a.is_empty()) else {
+                continue;
+            };
+            for u in [
+                format!("{api}/status?pretty"),
+                format!("{api}/nodes?pretty"),
+                format!("{api}/readyz"),
+                format!("{api}/debug/vars"),
+            ] {
+                let mut text = format!("\n=========================================\nURL: {u}\n");
+                match self.client.get_direct(&u).await {
+                    Err(e) => text.push_str(&format!("Status: {e}\n\n")),
+                    Ok(a) => {
+                        text.push_str(&format!("Status: {}\n\n", a.status_line()));
+                        if a.status == StatusCode::OK {
+                            text.push_str(&String::from_utf8_lossy(&a.body));
+                        }
+                    }
+                }
+                f.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every non-empty line of `file` that is not a `--` comment, one request each.
+    async fn read_file(&mut self, file: &str) -> Res {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("open {file}: {}", io_text(&e)))?;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with("--") {
+                continue;
+            }
+            if let Err(e) = self.request(line).await {
+                self.err(&e);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn expect_ok(a: &Answer, prefix: &str) -> Res {
+    if a.status == StatusCode::UNAUTHORIZED {
+        return Err("unauthorized".into());
+    }
+    if a.status != StatusCode::OK {
+        return Err(format!("{prefix}{}", a.status_line()));
+    }
+    Ok(())
+}
+
+/// An I/O error as Go words the common ones.
+fn io_text(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn is_sqlite(b: &[u8]) -> bool {
+    b.len() > 13 && &b[..13] == b"SQLite format"
+}
+
+/// `.dump FILE [T1,T2 ...]`: the file, and the tables named after it.
+fn dump_args(arg: &str) -> (String, Vec<String>) {
+    let mut words = arg.split_whitespace();
+    let Some(file) = words.next() else {
+        return (arg.to_string(), Vec::new());
+    };
+    let rest: Vec<&str> = words.collect();
+    let tables = rest
+        .join(" ")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    (file.to_string(), tables)
+}
+
+/// Go's `url.Values.Encode`: keys sorted.
+fn sorted_query(q: &str) -> String {
+    let mut pairs: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
+    pairs.sort_by_key(|p| p.split('=').next().unwrap_or_default().to_string());
+    pairs.join("&")
+}
+
+/// rqlite's `pprintJSON`.
+fn pprint(out: &mut String, indent: usize, m: &serde_json::Map<String, Value>) {
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort();
+    for k in keys {
+        let v = &m[k];
+        if v.is_null() {
+            continue;
+        }
+        out.push_str(&"  ".repeat(indent));
+        match v {
+            Value::Object(inner) => {
+                out.push_str(&format!("{k}:\n"));
+                pprint(out, indent + 1, inner);
+            }
+            other => out.push_str(&format!("{k}: {}\n", crate::table::go_value(other))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_arguments_as_rqlite_splits_them() {
+        assert_eq!(dump_args("out.sql"), ("out.sql".into(), vec![]));
+        assert_eq!(
+            dump_args("out.sql a, b ,c"),
+            ("out.sql".into(), vec!["a".to_string(), "b".into(), "c".into()])
+        );
+    }
+
+    #[test]
+    fn json_is_printed_as_rqlite_prints_it() {
+        let v: Value = serde_json::from_str(r#"{"b": {"y": 2, "x": [1, "a"]}, "a": "s", "n": null}"#).unwrap();
+        let mut out = String::new();
+        pprint(&mut out, 0, v.as_object().unwrap());
+        assert_eq!(out, "a: s\nb:\n  x: [1 a]\n  y: 2\n");
+    }
+}

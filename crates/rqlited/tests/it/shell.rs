@@ -1,0 +1,271 @@
+//! The `rqlite` shell driven through its standard input against real nodes.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{DataDir, Node};
+
+const SHELL: &str = env!("CARGO_BIN_EXE_rqlite");
+
+/// Runs the shell with `args`, feeding it `input`; its exit code, stdout and stderr.
+fn shell(args: &[&str], input: &str) -> (i32, String, String) {
+    let mut child = Command::new(SHELL)
+        .args(args)
+        .env_remove("RQLITE_HOST")
+        .env("HOME", std::env::temp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the shell");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn port(node: &Node) -> String {
+    node.http.rsplit_once(':').unwrap().1.to_string()
+}
+
+#[tokio::test]
+async fn a_script_through_stdin_prints_what_rqlites_shell_prints() {
+    let d = DataDir::new();
+    let node = Node::start_in(&d.path, &[]).await;
+    let p = port(&node);
+    let script = "CREATE TABLE foo (id INTEGER NOT NULL PRIMARY KEY, name TEXT)
+INSERT INTO foo(name) VALUES('fiona')
+INSERT INTO foo(name) VALUES('declan'), ('日本')
+.changes on
+INSERT INTO foo(name) VALUES(NULL)
+.changes off
+SELECT * FROM foo
+.mode csv
+SELECT * FROM foo WHERE id < 3
+.mode line
+SELECT * FROM foo WHERE id = 1
+.mode json
+SELECT id FROM foo WHERE id = 2
+.mode column
+.tables
+.consistency linearizable
+.consistency
+SELECT name FROM foo WHERE id = 1
+SELECT * FROM no_such_table
+.mode bogus
+.timer maybe
+.show
+.exit
+";
+    let (code, out, err) = shell(&["-p", &p], script);
+    let prompt = format!("127.0.0.1:{p}> ");
+    let expected = [
+        "Welcome to the rqlite CLI.\n".to_string(),
+        "Enter \".help\" for usage hints.\n".to_string(),
+        format!("Connected to http://127.0.0.1:{p} running version v10.3.0+rs.0.1.0\n"),
+        format!("{prompt}0 row affected\n"),
+        format!("{prompt}1 row affected\n"),
+        format!("{prompt}2 rows affected\n"),
+        prompt.clone(),
+        format!("{prompt}1 row affected\nlast insert ID: 4\n"),
+        prompt.clone(),
+        format!(
+            "{prompt}+----+--------+\n| id | name   |\n+----+--------+\n| 1  | fiona  |\n+----+--------+\n| 2  | declan |\n+----+--------+\n| 3  | 日本     |\n+----+--------+\n| 4  | <nil>  |\n+----+--------+\n"
+        ),
+        prompt.clone(),
+        format!("{prompt}id,name\n1,fiona\n2,declan\n"),
+        prompt.clone(),
+        format!("{prompt}  id = 1\nname = fiona\n"),
+        prompt.clone(),
+        format!("{prompt}[\n  {{\n    \"id\": 2\n  }}\n]\n"),
+        prompt.clone(),
+        format!("{prompt}+------+\n| name |\n+------+\n| foo  |\n+------+\n"),
+        prompt.clone(),
+        format!("{prompt}linearizable\n"),
+        format!("{prompt}+-------+\n| name  |\n+-------+\n| fiona |\n+-------+\n"),
+        format!("{prompt}Error: no such table: no_such_table\n"),
+        format!("{prompt}ERR! invalid mode 'bogus'. Use 'column', 'csv', 'json', or 'line'\n"),
+        format!("{prompt}ERR! invalid option 'maybe'. Use 'on' or 'off' (default)\n"),
+        format!(
+            "{prompt}  blobarray: off\n  changes: off\n  consistency: linearizable\n  forcewrites: off\n  mode: column\n  output: stdout\n  timer: off\n"
+        ),
+        prompt.clone(),
+        "bye~\n".to_string(),
+    ]
+    .concat();
+    assert_eq!(out, expected, "stderr: {err}");
+    // Commands that failed (the bad mode and toggle) make the exit status 1; a statement's
+    // own SQL error does not, as in rqlite.
+    assert_eq!(code, 1);
+    let (code, _, _) = shell(&["-p", &p], ".ready\nSELECT * FROM no_such_table\n");
+    assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn node_commands_and_whole_database_files() {
+    let d = DataDir::new();
+    let node = Node::start_in(&d.path, &[]).await;
+    let p = port(&node);
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("backup.db");
+    let dump = dir.path().join("dump.sql");
+    let rows: Vec<String> = (0..2000).map(|i| format!("({i}, '{}')", "x".repeat(100))).collect();
+    let script = format!(
+        "CREATE TABLE big(id INTEGER PRIMARY KEY, v TEXT)
+INSERT INTO big VALUES {}
+CREATE TABLE small(x)
+.backup {b}
+.dump {s} small
+DROP TABLE big
+.restore {b}
+SELECT COUNT(*) FROM big
+.boot {b}
+.status store
+.ready
+.leader
+.snapshot
+.snapshot -1
+.backup
+.nodes all
+",
+        rows.join(","),
+        b = backup.display(),
+        s = dump.display()
+    );
+    let (code, out, err) = shell(&["-p", &p], &script);
+    assert_eq!(code, 1, "{out}\n{err}");
+    // The table was dropped before the restore, which brought it back with every row.
+    for expected in [
+        "backup file written successfully\n",
+        "SQL text file written successfully\n",
+        "Database restored successfully.\n",
+        "| 2000     |",
+        "Node booted successfully.\n",
+        "store:\n",
+        "ready\n",
+        "  leader: true\n",
+        "ERR! invalid trailing logs value: -1\n",
+        "ERR! please specify an output file for the backup\n",
+        "  api_addr: http://",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in:\n{out}");
+    }
+    let db = std::fs::read(&backup).unwrap();
+    assert!(db.starts_with(b"SQLite format 3"));
+    let sql = std::fs::read_to_string(&dump).unwrap();
+    assert!(sql.contains("CREATE TABLE small(x);") && !sql.contains("big"), "{sql}");
+    // A SQL dump restores too, in one transaction: a table it creates that exists already
+    // stops it, and nothing of it stays.
+    let (_, out, _) = shell(&["-p", &p], &format!(".restore {}\n", dump.display()));
+    assert!(out.contains("> Error: table small already exists\n"), "{out}");
+    let (_, out, _) = shell(
+        &["-p", &p],
+        &format!("DROP TABLE small\n.restore {}\n.tables\n", dump.display()),
+    );
+    assert!(
+        out.contains("rows affected: 0\nDatabase restored successfully.\n") && out.contains("| small |"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn alternatives_take_over_when_the_first_host_is_down() {
+    let d = DataDir::new();
+    let node = Node::start_in(&d.path, &[]).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, out, err) = shell(
+        &["-p", &dead.to_string(), "-a", &format!(", {} ,", node.http)],
+        "SELECT 1\n",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("{}> +---+", node.http)), "{out}");
+    assert!(
+        err.contains(&format!(
+            "host '127.0.0.1:{dead}' is unavailable, retrying with the next available host"
+        )),
+        "{err}"
+    );
+    // Nothing answers at all: rqlite's words, and a failed exit.
+    let (code, out, _) = shell(&["-p", &dead.to_string()], ".ready\n");
+    assert_eq!(code, 1);
+    assert_eq!(out, "ERR! no host available to perform the request\n");
+}
+
+#[tokio::test]
+async fn https_and_basic_auth() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let ca = rq_net::testing::Ca::new("shell CA");
+    let ca_path = ca.write(pki_dir.path(), "ca.pem");
+    let pair = ca.issue("node", &["127.0.0.1"]).write(pki_dir.path(), "node");
+    let users = pki_dir.path().join("users.json");
+    std::fs::write(
+        &users,
+        r#"[{"username": "bob", "password": "pw", "perms": ["all"]}, {"username": "*", "perms": ["ready"]}]"#,
+    )
+    .unwrap();
+    let d = DataDir::new();
+    let cert = pair.cert.display().to_string();
+    let key = pair.key.display().to_string();
+    let users = users.display().to_string();
+    let node = Node::spawn_in(&d.path, &["-http-cert", &cert, "-http-key", &key, "-auth", &users]);
+    let p = port(&node);
+    let ca_arg = ca_path.display().to_string();
+    let mut ready = false;
+    for _ in 0..100 {
+        let (_, out, _) = shell(&["-s", "https", "-c", &ca_arg, "-p", &p], ".ready\n");
+        if out.contains("> ready") {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready);
+    let (code, out, err) = shell(
+        &["-s", "https", "-c", &ca_arg, "-p", &p, "-u", "bob:pw"],
+        "CREATE TABLE t(x)\n.tables\n",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("Connected to https://127.0.0.1:") && out.contains("| t    |"),
+        "{out}"
+    );
+    let (_, out, _) = shell(
+        &["-s", "https", "-c", &ca_arg, "-p", &p, "-u", "bob:wrong"],
+        ".status\n",
+    );
+    assert!(out.contains("ERR! unauthorized"), "{out}");
+    // Without the CA the server's certificate is not trusted; -i skips the check.
+    let (code, out, _) = shell(&["-s", "https", "-p", &p], ".ready\n");
+    assert_eq!(
+        (code, out.as_str()),
+        (1, "ERR! no host available to perform the request\n")
+    );
+    let (_, out, _) = shell(&["-s", "https", "-i", "-p", &p], ".ready\n");
+    assert!(out.contains("> ready"), "{out}");
+}
+
+#[test]
+fn help_and_version() {
+    let (code, out, _) = shell(&["-h"], "");
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("Options:\n\n  -h, --help\n      display help information\n\n"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("  -t, --http-timeout[=30s]\n      set timeout on HTTP requests\n"),
+        "{out}"
+    );
+    let (_, out, _) = shell(&["-v"], "");
+    assert_eq!(out, "Version v10.3.0+rs.0.1.0, commit unknown, built on unknown\n");
+    let (code, _, err) = shell(&["--bogus"], "");
+    assert_eq!((code, err.as_str()), (2, "ERR! undefined option --bogus\n"));
+}
