@@ -12,6 +12,44 @@ use reqwest::{Method, StatusCode};
 /// Redirects followed before a host counts as unavailable.
 const MAX_REDIRECTS: usize = 21;
 
+/// What a request carries.
+#[derive(Clone)]
+pub enum Payload {
+    None,
+    Bytes(Bytes),
+    /// A file read as it is sent, then `suffix`, with `progress` advanced as bytes go out;
+    /// reopened for each host tried.
+    File {
+        path: std::path::PathBuf,
+        suffix: &'static [u8],
+        progress: Option<indicatif::ProgressBar>,
+    },
+}
+
+impl Payload {
+    async fn body(&self) -> Result<Option<reqwest::Body>, String> {
+        use futures::StreamExt;
+        match self {
+            Payload::None => Ok(None),
+            Payload::Bytes(b) => Ok(Some(reqwest::Body::from(b.clone()))),
+            Payload::File { path, suffix, progress } => {
+                let f = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| format!("open {}: {e}", path.display()))?;
+                let progress = progress.clone();
+                let file = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).map(move |chunk| {
+                    if let (Ok(c), Some(p)) = (&chunk, &progress) {
+                        p.inc(c.len() as u64);
+                    }
+                    chunk
+                });
+                let tail = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(suffix))]);
+                Ok(Some(reqwest::Body::wrap_stream(file.chain(tail))))
+            }
+        }
+    }
+}
+
 /// An answer, and the host that gave it when that is not the host asked first.
 pub struct Answer {
     pub status: StatusCode,
@@ -126,17 +164,31 @@ impl Client {
         content_type: Option<&str>,
         unbounded: bool,
     ) -> Result<Answer, RequestError> {
+        let payload = body.map_or(Payload::None, Payload::Bytes);
+        let (resp, new_host) = self.respond(method, path, &payload, content_type, unbounded).await?;
+        Ok(Answer {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            body: resp.bytes().await.map_err(|e| RequestError::Invalid(e.to_string()))?,
+            new_host,
+        })
+    }
+
+    /// As `request`, with the answer's body left to read as a stream.
+    pub async fn respond(
+        &mut self,
+        method: Method,
+        path: &str,
+        payload: &Payload,
+        content_type: Option<&str>,
+        unbounded: bool,
+    ) -> Result<(reqwest::Response, Option<String>), RequestError> {
         let mut tried = 0;
         while tried < self.hosts.len() {
             let host = self.hosts[self.current].clone();
             let url = format!("{}://{host}{path}", self.scheme);
-            match self.follow(&method, url, &body, content_type, unbounded).await {
-                Ok(mut a) => {
-                    if tried > 0 {
-                        a.new_host = Some(host);
-                    }
-                    return Ok(a);
-                }
+            match self.follow(&method, url, payload, content_type, unbounded).await {
+                Ok(resp) => return Ok((resp, (tried > 0).then_some(host))),
                 Err(Failure::Invalid(e)) => return Err(RequestError::Invalid(e)),
                 Err(Failure::TooManyRedirects) => {
                     log(&format!("too many redirects from host: '{host}'"));
@@ -157,16 +209,16 @@ impl Client {
         &self,
         method: &Method,
         mut url: String,
-        body: &Option<Bytes>,
+        payload: &Payload,
         content_type: Option<&str>,
         unbounded: bool,
-    ) -> Result<Answer, Failure> {
+    ) -> Result<reqwest::Response, Failure> {
         let http = if unbounded { &self.unbounded } else { &self.http };
         let mut redirects = 0;
         loop {
             let mut req = http.request(method.clone(), &url);
-            if let Some(b) = body {
-                req = req.body(b.clone());
+            if let Some(b) = payload.body().await.map_err(Failure::Invalid)? {
+                req = req.body(b);
             }
             if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
                 req = req.header(reqwest::header::CONTENT_TYPE, ct);
@@ -186,15 +238,7 @@ impl Client {
                     None => return Err(Failure::Unreachable),
                 }
             }
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let body = resp.bytes().await.map_err(|_| Failure::Unreachable)?;
-            return Ok(Answer {
-                status,
-                headers,
-                body,
-                new_host: None,
-            });
+            return Ok(resp);
         }
     }
 

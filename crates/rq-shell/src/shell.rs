@@ -7,7 +7,7 @@ use bytes::Bytes;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::client::{Answer, Client, RequestError};
+use crate::client::{Answer, Client, Payload, RequestError};
 use crate::table::Table;
 
 /// rqlite's `.help`, sorted as it sorts it.
@@ -497,20 +497,97 @@ impl Shell {
         expect_ok(&a, "server responded with: ")
     }
 
-    /// Streams a GET into `file`, with no request timeout.
+    /// A progress bar for a long transfer, on a terminal only.
+    fn progress(&self, total: Option<u64>, what: &str) -> Option<indicatif::ProgressBar> {
+        if !self.color {
+            return None;
+        }
+        let bar = match total {
+            Some(t) => indicatif::ProgressBar::new(t),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        let template = if total.is_some() {
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}"
+        } else {
+            "{msg} {bytes} {binary_bytes_per_sec}"
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        Some(bar)
+    }
+
+    /// Streams a GET into `file`, with no request timeout; memory holds one chunk at a time.
     async fn download(&mut self, path: &str, file: &str, done: &str) -> Res {
         let mut f = std::fs::File::create(file).map_err(|e| format!("open {file}: {}", io_text(&e)))?;
         let path = format!("{}{path}", self.client.prefix);
-        let a = self.send(Method::GET, &path, None, None, true).await?;
-        if a.status == StatusCode::UNAUTHORIZED {
+        let (mut resp, new_host) = self
+            .client
+            .respond(Method::GET, &path, &Payload::None, None, true)
+            .await
+            .map_err(|e: RequestError| e.to_string())?;
+        if let Some(h) = new_host {
+            self.prompt_host = h;
+        }
+        if resp.status() == StatusCode::UNAUTHORIZED {
             return Err("unauthorized".into());
         }
-        if a.status != StatusCode::OK {
-            return Err(format!("server responded with: {}", a.status_line()));
+        if resp.status() != StatusCode::OK {
+            return Err(format!(
+                "server responded with: {} {}",
+                resp.status().as_u16(),
+                resp.status().canonical_reason().unwrap_or_default()
+            ));
         }
-        f.write_all(&a.body).map_err(|e| e.to_string())?;
+        let bar = self.progress(resp.content_length(), "receiving");
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+            f.write_all(&chunk).map_err(|e| e.to_string())?;
+            if let Some(b) = &bar {
+                b.inc(chunk.len() as u64);
+            }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
         self.say(done);
         Ok(())
+    }
+
+    /// Streams `file` (then `suffix`) in a POST, with no request timeout.
+    async fn upload(
+        &mut self,
+        path: &str,
+        file: &str,
+        suffix: &'static [u8],
+        content_type: Option<&str>,
+    ) -> Result<Answer, String> {
+        let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        let bar = self.progress(Some(size + suffix.len() as u64), "sending");
+        let payload = Payload::File {
+            path: file.into(),
+            suffix,
+            progress: bar.clone(),
+        };
+        let path = format!("{}{path}", self.client.prefix);
+        let r = self
+            .client
+            .respond(Method::POST, &path, &payload, content_type, true)
+            .await
+            .map_err(|e: RequestError| e.to_string());
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let (resp, new_host) = r?;
+        if let Some(h) = new_host {
+            self.prompt_host = h;
+        }
+        Ok(Answer {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            body: resp.bytes().await.map_err(|e| e.to_string())?,
+            new_host: None,
+        })
     }
 
     /// The node's `/status`, which restore and boot check first.
@@ -528,25 +605,20 @@ impl Shell {
 
     async fn restore(&mut self, file: &str) -> Res {
         let status = self.status_store().await?;
-        let mut data = std::fs::read(file).map_err(|e| format!("open {file}: {}", io_text(&e)))?;
-        let sqlite = is_sqlite(&data);
-        if !sqlite {
-            let fk = status["store"]["sqlite3"]["fk_constraints"].as_str() == Some("enabled");
-            data.extend_from_slice(if fk {
-                b"PRAGMA foreign_keys=ON;"
-            } else {
-                b"PRAGMA foreign_keys=OFF;"
-            });
-        }
+        let head = file_head(file).map_err(|e| format!("open {file}: {}", io_text(&e)))?;
+        let sqlite = is_sqlite(&head);
+        // A SQL dump ends by setting foreign keys as the node has them, as rqlite's shell does.
+        let suffix: &'static [u8] = match (sqlite, status["store"]["sqlite3"]["fk_constraints"].as_str()) {
+            (true, _) => b"",
+            (false, Some("enabled")) => b"PRAGMA foreign_keys=ON;",
+            (false, _) => b"PRAGMA foreign_keys=OFF;",
+        };
         let content_type = if sqlite {
             "application/octet-stream"
         } else {
             "text/plain"
         };
-        let path = format!("{}db/load", self.client.prefix);
-        let a = self
-            .send(Method::POST, &path, Some(data.into()), Some(content_type), true)
-            .await?;
+        let a = self.upload("db/load", file, suffix, Some(content_type)).await?;
         if a.status == StatusCode::UNAUTHORIZED {
             return Err("unauthorized".into());
         }
@@ -575,12 +647,10 @@ impl Shell {
 
     async fn boot(&mut self, file: &str) -> Res {
         self.status_store().await?;
-        let data = std::fs::read(file).ok().filter(|d| is_sqlite(d));
-        let Some(data) = data else {
+        if !file_head(file).is_ok_and(|h| is_sqlite(&h)) {
             return Err(format!("{file} is not a valid SQLite file"));
-        };
-        let path = format!("{}boot", self.client.prefix);
-        let a = self.send(Method::POST, &path, Some(data.into()), None, true).await?;
+        }
+        let a = self.upload("boot", file, b"", None).await?;
         if a.status == StatusCode::UNAUTHORIZED {
             return Err("unauthorized".into());
         }
@@ -709,6 +779,14 @@ fn io_text(e: &std::io::Error) -> String {
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
     }
+}
+
+/// The first 16 bytes of a file, or fewer if it is shorter.
+fn file_head(file: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(16);
+    std::fs::File::open(file)?.take(16).read_to_end(&mut head)?;
+    Ok(head)
 }
 
 fn is_sqlite(b: &[u8]) -> bool {

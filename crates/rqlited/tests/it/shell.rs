@@ -269,3 +269,42 @@ fn help_and_version() {
     let (code, _, err) = shell(&["--bogus"], "");
     assert_eq!((code, err.as_str()), (2, "ERR! undefined option --bogus\n"));
 }
+
+#[tokio::test]
+async fn a_100_mb_database_goes_out_and_back_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.db");
+    {
+        let c = rusqlite::Connection::open(&source).unwrap();
+        c.execute_batch("CREATE TABLE big(id INTEGER PRIMARY KEY, v TEXT); BEGIN")
+            .unwrap();
+        let mut insert = c.prepare("INSERT INTO big(v) VALUES(?1)").unwrap();
+        let value = "x".repeat(1000);
+        for _ in 0..100_000 {
+            insert.execute([&value]).unwrap();
+        }
+        drop(insert);
+        c.execute_batch("COMMIT").unwrap();
+    }
+    assert!(std::fs::metadata(&source).unwrap().len() > 100_000_000);
+    let d = DataDir::new();
+    let node = Node::start_in(&d.path, &[]).await;
+    let backup = dir.path().join("big.bak");
+    let script = format!(
+        ".boot {}\n.backup {}\nDELETE FROM big\n.restore {}\nSELECT COUNT(*), SUM(LENGTH(v)) FROM big\n",
+        source.display(),
+        backup.display(),
+        backup.display()
+    );
+    let (code, out, err) = shell(&["-p", &port(&node)], &script);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for expected in [
+        "Node booted successfully.\n",
+        "backup file written successfully\n",
+        "Database restored successfully.\n",
+        "| 100000   | 100000000      |",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in:\n{out}");
+    }
+    assert!(std::fs::metadata(&backup).unwrap().len() > 100_000_000);
+}
