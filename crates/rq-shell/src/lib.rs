@@ -2,6 +2,7 @@
 //! rqlite's own server too. Options, commands and output follow rqlite's CLI.
 
 mod client;
+mod complete;
 mod shell;
 mod table;
 
@@ -309,11 +310,17 @@ fn history_path() -> Option<std::path::PathBuf> {
         .map(|h| std::path::PathBuf::from(h).join(".rqlite_history"))
 }
 
-/// Line editing with history; Ctrl-C drops the line, Ctrl-D leaves.
+/// Line editing with history and tab completion; Ctrl-C drops the line, Ctrl-D leaves.
 async fn interactive(shell: &mut Shell) {
-    let Ok(mut editor) = rustyline::DefaultEditor::new() else {
+    let Ok(mut editor) = rustyline::Editor::<complete::Completion, rustyline::history::DefaultHistory>::new() else {
         return;
     };
+    let names = complete::Names::default();
+    editor.set_helper(Some(complete::Completion {
+        names: names.clone(),
+        commands: shell::command_names(),
+    }));
+    names.set(shell.schema_names().await);
     let history = history_path();
     if let Some(h) = &history {
         let _ = editor.load_history(h);
@@ -328,6 +335,9 @@ async fn interactive(shell: &mut Shell) {
                 let _ = editor.add_history_entry(line.as_str());
                 if let Flow::Exit = shell.run(&line).await {
                     break;
+                }
+                if !line.starts_with('.') {
+                    names.set(shell.schema_names().await);
                 }
             }
             Err(rustyline::error::ReadlineError::Interrupted) => continue,

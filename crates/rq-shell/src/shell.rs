@@ -44,6 +44,15 @@ const HELP: &[&str] = &[
     ".timer [on|off]                               Show setting, or set query timings on or off",
 ];
 
+/// The dot-commands, for completion.
+pub fn command_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = HELP.iter().filter_map(|l| l.split_whitespace().next()).collect();
+    names.push(".exit");
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 /// What a command did besides printing.
 pub enum Flow {
     Continue,
@@ -141,6 +150,33 @@ impl Shell {
 
     async fn get(&mut self, path: &str) -> Result<Answer, String> {
         self.send(Method::GET, path, None, None, false).await
+    }
+
+    /// Table, view and column names, for completion; none if the node cannot say.
+    pub async fn schema_names(&mut self) -> Vec<String> {
+        let sql = "SELECT m.name, p.name FROM sqlite_master AS m LEFT JOIN pragma_table_info(m.name) AS p \
+                   WHERE m.type IN ('table', 'view')";
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("q", sql);
+        let path = format!("{}db/query?{}", self.client.prefix, q.finish());
+        let Ok(a) = self.client.request(Method::GET, &path, None, None, false).await else {
+            return Vec::new();
+        };
+        let Ok(v) = parse(&a.body) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = v["results"][0]["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Runs one line of input.

@@ -308,3 +308,51 @@ async fn a_100_mb_database_goes_out_and_back_in() {
     }
     assert!(std::fs::metadata(&backup).unwrap().len() > 100_000_000);
 }
+
+#[tokio::test]
+async fn on_a_terminal_lines_are_edited_completed_and_remembered() {
+    let d = DataDir::new();
+    let node = Node::start_in(&d.path, &[]).await;
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(SHELL);
+    cmd.args(["-p", &port(&node)])
+        .env_remove("RQLITE_HOST")
+        .env("HOME", home.path())
+        .env("TERM", "xterm");
+    let prompt = format!("{}> ", node.http);
+    let p = tokio::task::spawn_blocking(move || -> Result<String, rexpect::error::Error> {
+        let mut s = rexpect::session::spawn_command(cmd, Some(10_000))?;
+        s.exp_string("Welcome to the rqlite CLI.")?;
+        s.exp_string(&prompt)?;
+        s.send_line("CREATE TABLE fruit(name TEXT)")?;
+        s.exp_string("0 row affected")?;
+        s.exp_string(&prompt)?;
+        // Tab completes a dot-command, then a table name.
+        s.send(".tab\t")?;
+        s.send_line("")?;
+        s.exp_string("| fruit |")?;
+        s.exp_string(&prompt)?;
+        s.send("SELECT COUNT(*) FROM fru\t")?;
+        s.send_line("")?;
+        s.exp_string("| COUNT(*) |")?;
+        s.exp_string(&prompt)?;
+        // Ctrl-C drops the line being typed; the shell carries on.
+        s.send("SELECT nonsense")?;
+        s.send_control('c')?;
+        s.exp_string(&prompt)?;
+        s.send_line(".ready")?;
+        s.exp_string("ready")?;
+        s.exp_string(&prompt)?;
+        // Ctrl-D leaves.
+        s.send_control('d')?;
+        s.exp_string("bye~")?;
+        s.exp_eof()
+    });
+    p.await.unwrap().expect("terminal session");
+    let history = std::fs::read_to_string(home.path().join(".rqlite_history")).unwrap();
+    assert!(
+        history.contains("CREATE TABLE fruit(name TEXT)") && history.contains(".ready"),
+        "{history}"
+    );
+    assert!(!history.contains("nonsense"), "{history}");
+}
