@@ -370,25 +370,11 @@ impl Shell {
         }
         let path = format!("{}db/query?{}", self.client.prefix, sorted_query(&q.finish()));
         let a = self.get(&path).await?;
-        if a.status != StatusCode::OK {
-            return Err(format!(
-                "server responded with {}: {}",
-                a.status_line(),
-                String::from_utf8_lossy(&a.body)
-            ));
-        }
-        let v = parse(&a.body)?;
-        if let Some(e) = v["error"].as_str().filter(|e| !e.is_empty()) {
+        let r = single_result(&a)?;
+        if let Some(e) = r["error"].as_str().filter(|e| !e.is_empty()) {
             return Err(e.to_string());
         }
-        let results = v["results"].as_array().cloned().unwrap_or_default();
-        if results.len() != 1 {
-            return Err(format!("unexpected results length: {}", results.len()));
-        }
-        if let Some(e) = results[0]["error"].as_str().filter(|e| !e.is_empty()) {
-            return Err(e.to_string());
-        }
-        self.print_rows(&results[0])
+        self.print_rows(&r)
     }
 
     /// A line of SQL, through `/db/request` (or `/db/execute` with `.forcewrites on`).
@@ -404,22 +390,7 @@ impl Shell {
         }
         let body = serde_json::to_vec(&[sql]).map_err(|e| e.to_string())?;
         let a = self.send(Method::POST, &path, Some(body.into()), None, false).await?;
-        if a.status != StatusCode::OK {
-            return Err(format!(
-                "server responded with {}: {}",
-                a.status_line(),
-                String::from_utf8_lossy(&a.body)
-            ));
-        }
-        let v = parse(&a.body)?;
-        if let Some(e) = v["error"].as_str().filter(|e| !e.is_empty()) {
-            return Err(e.to_string());
-        }
-        let results = v["results"].as_array().cloned().unwrap_or_default();
-        if results.len() != 1 {
-            return Err(format!("unexpected results length: {}", results.len()));
-        }
-        let r = &results[0];
+        let r = &single_result(&a)?;
         if let Some(e) = r["error"].as_str().filter(|e| !e.is_empty()) {
             let mut out = self.out();
             return writeln!(out, "Error: {e}").map_err(|e| e.to_string());
@@ -795,6 +766,26 @@ impl Shell {
             }
         }
         Ok(())
+    }
+}
+
+/// The one result of a `/db/query` or `/db/request` answer, with rqlite's errors for anything
+/// else.
+fn single_result(a: &Answer) -> Result<Value, String> {
+    if a.status != StatusCode::OK {
+        return Err(format!(
+            "server responded with {}: {}",
+            a.status_line(),
+            String::from_utf8_lossy(&a.body)
+        ));
+    }
+    let v = parse(&a.body)?;
+    if let Some(e) = v["error"].as_str().filter(|e| !e.is_empty()) {
+        return Err(e.to_string());
+    }
+    match v["results"].as_array() {
+        Some(results) if results.len() == 1 => Ok(results[0].clone()),
+        other => Err(format!("unexpected results length: {}", other.map_or(0, Vec::len))),
     }
 }
 
