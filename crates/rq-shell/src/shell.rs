@@ -754,9 +754,18 @@ impl Shell {
     }
 
     /// Runs every non-empty line of `file` that is not a `--` comment, one request each.
+    /// On a terminal a progress bar counts the bytes of the file done, and the file is read a
+    /// line at a time.
     async fn read_file(&mut self, file: &str) -> Res {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("open {file}: {}", io_text(&e)))?;
-        for line in text.lines() {
+        use std::io::BufRead;
+        let f = std::fs::File::open(file).map_err(|e| format!("open {file}: {}", io_text(&e)))?;
+        let size = f.metadata().map(|m| m.len()).ok();
+        let bar = self.progress(size, "reading");
+        for line in std::io::BufReader::new(f).lines() {
+            let line = line.map_err(|e| e.to_string())?;
+            if let Some(b) = &bar {
+                b.inc(line.len() as u64 + 1);
+            }
             let line = line.trim();
             if line.is_empty() || line.starts_with("--") {
                 continue;
@@ -764,6 +773,9 @@ impl Shell {
             if let Err(e) = self.request(line).await {
                 self.err(&e);
             }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
         }
         Ok(())
     }

@@ -356,3 +356,49 @@ async fn on_a_terminal_lines_are_edited_completed_and_remembered() {
     );
     assert!(!history.contains("nonsense"), "{history}");
 }
+
+#[tokio::test]
+async fn cluster_commands_on_three_nodes() {
+    let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let id = format!("n{i}");
+        let mut args = vec!["-node-id".to_string(), id];
+        if i > 0 {
+            args.extend(["-join".to_string(), nodes[0].raft.clone()]);
+        }
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.push(Node::start_in(&d.path, &a).await);
+    }
+    let first = port(&nodes[0]);
+    nodes[0]
+        .wait_for(Duration::from_secs(20), "three voters", || async {
+            shell(&["-p", &first], ".nodes\n").1.matches("  voter: true").count() == 3
+        })
+        .await;
+    let (_, out, _) = shell(&["-p", &first], ".leader\n");
+    assert!(out.contains("n0:\n") && out.contains("  leader: true\n"), "{out}");
+
+    // Writes through a follower reach the leader.
+    let (code, out, _) = shell(
+        &["-p", &port(&nodes[2])],
+        "CREATE TABLE t(x)\nINSERT INTO t VALUES(1)\n",
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("1 row affected"), "{out}");
+
+    // The leader steps down to n1 when asked, and n2 is taken out.
+    let (code, out, err) = shell(&["-p", &first], ".stepdown n1\n");
+    assert_eq!(code, 0, "{out}\n{err}");
+    nodes[0]
+        .wait_for(Duration::from_secs(20), "n1 to lead", || async {
+            shell(&["-p", &first], ".leader\n").1.contains("n1:\n")
+        })
+        .await;
+    let (code, out, _) = shell(&["-p", &first], ".remove n2\n.nodes all\n");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.contains("n2:\n") && out.matches("  voter: true").count() == 2,
+        "{out}"
+    );
+}
