@@ -59,6 +59,16 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Reads a response's body into an answer.
+    pub async fn read(resp: reqwest::Response, new_host: Option<String>) -> Result<Answer, String> {
+        Ok(Answer {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            body: resp.bytes().await.map_err(|e| e.to_string())?,
+            new_host,
+        })
+    }
+
     /// Go's `resp.Status`: the code and its reason, e.g. `503 Service Unavailable`.
     pub fn status_line(&self) -> String {
         format!(
@@ -166,12 +176,7 @@ impl Client {
     ) -> Result<Answer, RequestError> {
         let payload = body.map_or(Payload::None, Payload::Bytes);
         let (resp, new_host) = self.respond(method, path, &payload, content_type, unbounded).await?;
-        Ok(Answer {
-            status: resp.status(),
-            headers: resp.headers().clone(),
-            body: resp.bytes().await.map_err(|e| RequestError::Invalid(e.to_string()))?,
-            new_host,
-        })
+        Answer::read(resp, new_host).await.map_err(RequestError::Invalid)
     }
 
     /// As `request`, with the answer's body left to read as a stream.
@@ -246,12 +251,7 @@ impl Client {
     pub async fn get_direct(&self, url: &str) -> Result<Answer, String> {
         let req = self.authorize(self.http.get(url)).map_err(|e| e.to_string())?;
         let resp = req.send().await.map_err(|e| e.to_string())?;
-        Ok(Answer {
-            status: resp.status(),
-            headers: resp.headers().clone(),
-            body: resp.bytes().await.map_err(|e| e.to_string())?,
-            new_host: None,
-        })
+        Answer::read(resp, None).await
     }
 }
 

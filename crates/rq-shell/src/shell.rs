@@ -195,30 +195,18 @@ impl Shell {
             ".FORCEWRITES" => self.toggle(arg, |s| &mut s.force_writes),
             ".TIMER" => self.toggle(arg, |s| &mut s.timer),
             ".BLOBARRAY" => self.toggle(arg, |s| &mut s.blob_array),
-            ".CONSISTENCY" => match arg {
-                None => {
-                    self.say(&format!("{}\n", self.consistency));
-                    Ok(())
-                }
-                Some(c @ ("none" | "weak" | "linearizable" | "strong")) => {
-                    self.consistency = c.into();
-                    Ok(())
-                }
-                Some(c) => Err(format!(
-                    "invalid consistency '{c}'. Use 'none', 'weak', 'linearizable', or 'strong'"
-                )),
-            },
-            ".MODE" => match arg {
-                None => {
-                    self.say(&format!("{}\n", self.mode));
-                    Ok(())
-                }
-                Some(m @ ("column" | "csv" | "json" | "line")) => {
-                    self.mode = m.into();
-                    Ok(())
-                }
-                Some(m) => Err(format!("invalid mode '{m}'. Use 'column', 'csv', 'json', or 'line'")),
-            },
+            ".CONSISTENCY" => self.choose(
+                arg,
+                |s| &mut s.consistency,
+                &["none", "weak", "linearizable", "strong"],
+                "invalid consistency '{}'. Use 'none', 'weak', 'linearizable', or 'strong'",
+            ),
+            ".MODE" => self.choose(
+                arg,
+                |s| &mut s.mode,
+                &["column", "csv", "json", "line"],
+                "invalid mode '{}'. Use 'column', 'csv', 'json', or 'line'",
+            ),
             ".TABLES" => {
                 self.query(r#"SELECT name FROM sqlite_master WHERE type="table" ORDER BY name ASC"#)
                     .await
@@ -306,6 +294,28 @@ impl Shell {
             self.err(&e);
         }
         Flow::Continue
+    }
+
+    /// Shows a setting, or sets it to one of `allowed`; `refusal` words a bad value, at `{}`.
+    fn choose(
+        &mut self,
+        arg: Option<&str>,
+        setting: fn(&mut Shell) -> &mut String,
+        allowed: &[&str],
+        refusal: &str,
+    ) -> Res {
+        match arg {
+            None => {
+                let v = setting(self).clone();
+                self.say(&format!("{v}\n"));
+                Ok(())
+            }
+            Some(v) if allowed.contains(&v) => {
+                *setting(self) = v.to_string();
+                Ok(())
+            }
+            Some(v) => Err(refusal.replace("{}", v)),
+        }
     }
 
     fn toggle(&mut self, arg: Option<&str>, flag: fn(&mut Shell) -> &mut bool) -> Res {
@@ -589,12 +599,7 @@ impl Shell {
         if let Some(h) = new_host {
             self.prompt_host = h;
         }
-        Ok(Answer {
-            status: resp.status(),
-            headers: resp.headers().clone(),
-            body: resp.bytes().await.map_err(|e| e.to_string())?,
-            new_host: None,
-        })
+        Answer::read(resp, None).await
     }
 
     /// The node's `/status`, which restore and boot check first.
