@@ -3,6 +3,7 @@
 
 mod client;
 mod complete;
+mod gather;
 mod shell;
 mod table;
 
@@ -284,13 +285,27 @@ async fn run(mut args: Args) -> std::process::ExitCode {
         let show_prompt = !color || dumb;
         let stdin = std::io::stdin();
         let mut lines = stdin.lock().lines();
-        loop {
+        let mut gather = gather::Gather::default();
+        'read: loop {
             if show_prompt {
-                print!("{}", shell.prompt());
+                let prompt = if gather.pending() {
+                    shell.continuation()
+                } else {
+                    shell.prompt()
+                };
+                print!("{prompt}");
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             }
-            let Some(Ok(line)) = lines.next() else { break };
-            if let Flow::Exit = shell.run(&line).await {
+            let (units, end) = match lines.next() {
+                Some(Ok(line)) => (gather.push(&line), false),
+                _ => (gather.finish().into_iter().collect(), true),
+            };
+            for unit in units {
+                if let Flow::Exit = shell.run_unit(unit).await {
+                    break 'read;
+                }
+            }
+            if end {
                 break;
             }
         }
@@ -325,22 +340,29 @@ async fn interactive(shell: &mut Shell) {
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
-    loop {
-        match editor.readline(&shell.prompt()) {
+    let mut gather = gather::Gather::default();
+    'read: loop {
+        let prompt = if gather.pending() {
+            shell.continuation()
+        } else {
+            shell.prompt()
+        };
+        match editor.readline(&prompt) {
             Ok(line) => {
-                let line = line.trim().to_string();
-                if line.is_empty() {
-                    continue;
-                }
-                let _ = editor.add_history_entry(line.as_str());
-                if let Flow::Exit = shell.run(&line).await {
-                    break;
-                }
-                if !line.starts_with('.') {
-                    names.set(shell.schema_names().await);
+                for unit in gather.push(&line) {
+                    let (gather::Unit::Command(text) | gather::Unit::Sql(text)) = &unit;
+                    let _ = editor.add_history_entry(text.lines().map(str::trim).collect::<Vec<_>>().join(" "));
+                    let sql = matches!(unit, gather::Unit::Sql(_));
+                    if let Flow::Exit = shell.run_unit(unit).await {
+                        break 'read;
+                    }
+                    if sql {
+                        names.set(shell.schema_names().await);
+                    }
                 }
             }
-            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            // Ctrl-C drops the line and any statement it was continuing; Ctrl-D leaves.
+            Err(rustyline::error::ReadlineError::Interrupted) => gather.clear(),
             Err(_) => break,
         }
     }

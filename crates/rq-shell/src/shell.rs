@@ -8,6 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::client::{Answer, Client, Payload, RequestError};
+use crate::gather::{Gather, Unit};
 use crate::table::Table;
 
 /// rqlite's `.help`, sorted as it sorts it.
@@ -109,6 +110,24 @@ impl Shell {
         format!("{}> ", self.prompt_host)
     }
 
+    /// The prompt for the further lines of a statement: `...>` under the end of the first.
+    pub fn continuation(&self) -> String {
+        format!("{:>width$}> ", "...", width = self.prompt_host.chars().count())
+    }
+
+    /// Runs one gathered unit of input.
+    pub async fn run_unit(&mut self, unit: Unit) -> Flow {
+        match unit {
+            Unit::Command(line) => self.run(&line).await,
+            Unit::Sql(sql) => {
+                if let Err(e) = self.request(&sql).await {
+                    self.err(&e);
+                }
+                Flow::Continue
+            }
+        }
+    }
+
     /// Where results go: stdout, or the `.output` file.
     fn out(&mut self) -> Box<dyn Write + '_> {
         match &mut self.output {
@@ -179,7 +198,7 @@ impl Shell {
         names
     }
 
-    /// Runs one line of input.
+    /// Runs one dot-command line (anything else on it is sent as SQL, as rqlite does).
     pub async fn run(&mut self, input: &str) -> Flow {
         let input = input.trim();
         if input.is_empty() {
@@ -758,25 +777,36 @@ impl Shell {
         Ok(())
     }
 
-    /// Runs every non-empty line of `file` that is not a `--` comment, one request each.
-    /// On a terminal a progress bar counts the bytes of the file done, and the file is read a
-    /// line at a time.
+    /// Runs the statements of `file`, gathered as typed ones are (a statement may span lines
+    /// and ends at its `;`); lines starting with `--` between statements are skipped, and a
+    /// dot-command line is sent as SQL, as rqlite's `.read` sends every line. On a terminal a
+    /// progress bar counts the bytes of the file done, and the file is read a line at a time.
     async fn read_file(&mut self, file: &str) -> Res {
         use std::io::BufRead;
         let f = std::fs::File::open(file).map_err(|e| format!("open {file}: {}", io_text(&e)))?;
         let size = f.metadata().map(|m| m.len()).ok();
         let bar = self.progress(size, "reading");
-        for line in std::io::BufReader::new(f).lines() {
-            let line = line.map_err(|e| e.to_string())?;
-            if let Some(b) = &bar {
-                b.inc(line.len() as u64 + 1);
+        let mut gather = Gather::default();
+        let mut lines = std::io::BufReader::new(f).lines();
+        loop {
+            let (units, end) = match lines.next() {
+                Some(line) => {
+                    let line = line.map_err(|e| e.to_string())?;
+                    if let Some(b) = &bar {
+                        b.inc(line.len() as u64 + 1);
+                    }
+                    (gather.push(&line), false)
+                }
+                None => (gather.finish().into_iter().collect(), true),
+            };
+            for unit in units {
+                let (Unit::Command(sql) | Unit::Sql(sql)) = unit;
+                if let Err(e) = self.request(&sql).await {
+                    self.err(&e);
+                }
             }
-            let line = line.trim();
-            if line.is_empty() || line.starts_with("--") {
-                continue;
-            }
-            if let Err(e) = self.request(line).await {
-                self.err(&e);
+            if end {
+                break;
             }
         }
         if let Some(b) = bar {

@@ -37,24 +37,28 @@ async fn a_script_through_stdin_prints_what_rqlites_shell_prints() {
     let d = DataDir::new();
     let node = Node::start_in(&d.path, &[]).await;
     let p = port(&node);
-    let script = "CREATE TABLE foo (id INTEGER NOT NULL PRIMARY KEY, name TEXT)
-INSERT INTO foo(name) VALUES('fiona')
-INSERT INTO foo(name) VALUES('declan'), ('日本')
+    let script = "CREATE TABLE foo (
+  id INTEGER NOT NULL PRIMARY KEY,
+  name TEXT);
+INSERT INTO foo(name) VALUES('fiona');
+INSERT INTO foo(name) VALUES('declan'), ('日本');
 .changes on
-INSERT INTO foo(name) VALUES(NULL)
+INSERT INTO foo(name) VALUES(NULL);
 .changes off
-SELECT * FROM foo
+SELECT * FROM foo;
 .mode csv
-SELECT * FROM foo WHERE id < 3
+SELECT * FROM foo WHERE id < 3;
 .mode line
-SELECT * FROM foo WHERE id = 1
+SELECT * FROM foo WHERE id = 1;
 .mode json
-SELECT id FROM foo WHERE id = 2
+SELECT id FROM foo WHERE id = 2;
 .mode column
 .tables
 .consistency linearizable
 .consistency
-SELECT name FROM foo WHERE id = 1
+SELECT name
+  FROM foo -- a comment; not the end
+  WHERE id = 1;
 SELECT * FROM no_such_table
 .mode bogus
 .timer maybe
@@ -63,11 +67,13 @@ SELECT * FROM no_such_table
 ";
     let (code, out, err) = shell(&["-p", &p], script);
     let prompt = format!("127.0.0.1:{p}> ");
+    // Further lines of a statement get `...>`, aligned under the end of the prompt.
+    let more = format!("{}...> ", " ".repeat(prompt.len() - 5));
     let expected = [
         "Welcome to the rqlite CLI.\n".to_string(),
         "Enter \".help\" for usage hints.\n".to_string(),
         format!("Connected to http://127.0.0.1:{p} running version v10.3.0+rs.0.1.0\n"),
-        format!("{prompt}0 row affected\n"),
+        format!("{prompt}{more}{more}0 row affected\n"),
         format!("{prompt}1 row affected\n"),
         format!("{prompt}2 rows affected\n"),
         prompt.clone(),
@@ -86,9 +92,10 @@ SELECT * FROM no_such_table
         format!("{prompt}+------+\n| name |\n+------+\n| foo  |\n+------+\n"),
         prompt.clone(),
         format!("{prompt}linearizable\n"),
-        format!("{prompt}+-------+\n| name  |\n+-------+\n| fiona |\n+-------+\n"),
-        format!("{prompt}Error: no such table: no_such_table\n"),
-        format!("{prompt}ERR! invalid mode 'bogus'. Use 'column', 'csv', 'json', or 'line'\n"),
+        format!("{prompt}{more}{more}+-------+\n| name  |\n+-------+\n| fiona |\n+-------+\n"),
+        // Without its `;` a statement runs when a dot-command follows it.
+        format!("{prompt}{more}Error: no such table: no_such_table\n"),
+        "ERR! invalid mode 'bogus'. Use 'column', 'csv', 'json', or 'line'\n".to_string(),
         format!("{prompt}ERR! invalid option 'maybe'. Use 'on' or 'off' (default)\n"),
         format!(
             "{prompt}  blobarray: off\n  changes: off\n  consistency: linearizable\n  forcewrites: off\n  mode: column\n  output: stdout\n  timer: off\n"
@@ -101,8 +108,117 @@ SELECT * FROM no_such_table
     // Commands that failed (the bad mode and toggle) make the exit status 1; a statement's
     // own SQL error does not, as in rqlite.
     assert_eq!(code, 1);
-    let (code, _, _) = shell(&["-p", &p], ".ready\nSELECT * FROM no_such_table\n");
+    // Nor at the end of the input: there it runs as it is.
+    let (code, out, _) = shell(&["-p", &p], ".ready\nSELECT * FROM no_such_table\n");
     assert_eq!(code, 0);
+    assert!(
+        out.ends_with("...> Error: no such table: no_such_table\nbye~\n"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn blobs_schema_writes_timings_and_output_files_print_as_rqlites_shell_prints() {
+    let d = DataDir::new();
+    let node = Node::start_in(&d.path, &[]).await;
+    let p = port(&node);
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.txt");
+    let script = format!(
+        "CREATE TABLE b(id INTEGER PRIMARY KEY, d BLOB, r REAL);
+CREATE INDEX bi ON b(r);
+INSERT INTO b VALUES(1, x'00ff10', 1.5), (2, NULL, 1e20);
+SELECT * FROM b;
+.blobarray on
+SELECT * FROM b;
+.mode csv
+SELECT * FROM b;
+.mode line
+SELECT * FROM b;
+.mode column
+.blobarray off
+.indexes
+.schema
+.forcewrites on
+INSERT INTO b(id) VALUES(3);
+.forcewrites
+.forcewrites off
+.timer on
+SELECT 1;
+.timer off
+.output {}
+SELECT 2;
+.output
+.reap
+.foo
+.sysdump
+.help
+.quit
+SELECT 'never run';
+",
+        output.display()
+    );
+    let (code, out, err) = shell(&["-p", &p], &script);
+    assert_eq!(code, 1, "{out}\n{err}");
+    // The one line that varies.
+    let timed = out
+        .lines()
+        .find(|l| l.starts_with("Run Time: "))
+        .unwrap_or_else(|| panic!("no timing in:\n{out}"));
+    let secs = timed.trim_start_matches("Run Time: ").trim_end_matches(" seconds");
+    assert!(secs.parse::<f64>().is_ok(), "{timed}");
+    let out = out.replace(timed, "Run Time: T seconds");
+    let prompt = format!("127.0.0.1:{p}> ");
+    let table = "+----+-------+-----------------------+\n| id | d     | r                     |\n+----+-------+-----------------------+\n| 1  | AP8Q  | 1.5                   |\n+----+-------+-----------------------+\n| 2  | <nil> | 100000000000000000000 |\n+----+-------+-----------------------+\n";
+    let help: String = out
+        .lines()
+        .filter(|l| l.starts_with('.') || l.starts_with(&format!("{prompt}.")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(help.lines().count(), 30, "{help}");
+    let expected = [
+        format!("{prompt}0 row affected\n"),
+        format!("{prompt}0 row affected\n"),
+        format!("{prompt}2 rows affected\n"),
+        format!("{prompt}{table}"),
+        // As in rqlite, `.blobarray` changes only the shell's own queries (`.tables` and the
+        // like), not the statements typed.
+        prompt.clone(),
+        format!("{prompt}{table}"),
+        prompt.clone(),
+        format!("{prompt}id,d,r\n1,AP8Q,1.5\n2,NULL,100000000000000000000\n"),
+        prompt.clone(),
+        format!("{prompt}id = 1\n d = AP8Q\n r = 1.5\n\nid = 2\n d = NULL\n r = 100000000000000000000\n"),
+        prompt.clone(),
+        prompt.clone(),
+        format!("{prompt}+-------------------------+\n| sql                     |\n+-------------------------+\n| CREATE INDEX bi ON b(r) |\n+-------------------------+\n"),
+        format!("{prompt}+--------------------------------------------------------+\n| sql                                                    |\n+--------------------------------------------------------+\n| CREATE TABLE b(id INTEGER PRIMARY KEY, d BLOB, r REAL) |\n+--------------------------------------------------------+\n| CREATE INDEX bi ON b(r)                                |\n+--------------------------------------------------------+\n"),
+        prompt.clone(),
+        format!("{prompt}1 row affected\n"),
+        format!("{prompt}on\n"),
+        prompt.clone(),
+        prompt.clone(),
+        format!("{prompt}+---+\n| 1 |\n+---+\n| 1 |\n+---+\nRun Time: T seconds\n"),
+        prompt.clone(),
+        prompt.clone(),
+        prompt.clone(),
+        prompt.clone(),
+        format!("{prompt}snapshots reaped: 0, WALs checkpointed: 1\n"),
+        // An unknown command goes to the server as SQL, as in rqlite.
+        format!("{prompt}Error: near \".\": syntax error\n"),
+        format!("{prompt}ERR! please specify an output file for the sysdump\n"),
+        format!("{prompt}{}", help.trim_start_matches(&prompt)),
+        prompt.clone(),
+        "bye~\n".to_string(),
+    ]
+    .concat();
+    let session = out.split_once(" running version ").map(|(_, s)| s).unwrap_or_default();
+    assert_eq!(session.split_once('\n').unwrap().1, expected, "stderr: {err}");
+    assert!(help.contains(".timer [on|off]  ") && help.contains(".reap  "), "{help}");
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "+---+\n| 2 |\n+---+\n| 2 |\n+---+\n"
+    );
 }
 
 #[tokio::test]
@@ -113,16 +229,34 @@ async fn node_commands_and_whole_database_files() {
     let dir = tempfile::tempdir().unwrap();
     let backup = dir.path().join("backup.db");
     let dump = dir.path().join("dump.sql");
+    let migration = dir.path().join("migration.sql");
+    std::fs::write(
+        &migration,
+        "-- a migration with statements over several lines
+CREATE TABLE audit(
+  n INTEGER -- how many; counted by the trigger
+);
+INSERT INTO audit VALUES (0);
+CREATE TRIGGER counted AFTER INSERT ON small BEGIN
+  UPDATE audit SET n = n + 1;
+END;
+INSERT INTO small VALUES ('a;b'),
+  ('c');
+SELECT n FROM audit
+",
+    )
+    .unwrap();
     let rows: Vec<String> = (0..2000).map(|i| format!("({i}, '{}')", "x".repeat(100))).collect();
     let script = format!(
-        "CREATE TABLE big(id INTEGER PRIMARY KEY, v TEXT)
-INSERT INTO big VALUES {}
-CREATE TABLE small(x)
+        "CREATE TABLE big(id INTEGER PRIMARY KEY, v TEXT);
+INSERT INTO big VALUES {};
+CREATE TABLE small(x);
+.read {m}
 .backup {b}
 .dump {s} small
-DROP TABLE big
+DROP TABLE big;
 .restore {b}
-SELECT COUNT(*) FROM big
+SELECT COUNT(*) FROM big;
 .boot {b}
 .status store
 .ready
@@ -134,12 +268,16 @@ SELECT COUNT(*) FROM big
 ",
         rows.join(","),
         b = backup.display(),
-        s = dump.display()
+        s = dump.display(),
+        m = migration.display()
     );
     let (code, out, err) = shell(&["-p", &p], &script);
     assert_eq!(code, 1, "{out}\n{err}");
     // The table was dropped before the restore, which brought it back with every row.
     for expected in [
+        // `.read` ran the migration a statement at a time (a DDL statement reports the
+        // last count, as SQLite does); the trigger counted both rows.
+        "1 row affected\n1 row affected\n2 rows affected\n+---+\n| n |\n+---+\n| 2 |\n",
         "backup file written successfully\n",
         "SQL text file written successfully\n",
         "Database restored successfully.\n",
@@ -157,17 +295,21 @@ SELECT COUNT(*) FROM big
     let db = std::fs::read(&backup).unwrap();
     assert!(db.starts_with(b"SQLite format 3"));
     let sql = std::fs::read_to_string(&dump).unwrap();
-    assert!(sql.contains("CREATE TABLE small(x);") && !sql.contains("big"), "{sql}");
+    assert!(
+        sql.contains("CREATE TABLE small(x);") && sql.contains("'a;b'") && !sql.contains("big"),
+        "{sql}"
+    );
     // A SQL dump restores too, in one transaction: a table it creates that exists already
     // stops it, and nothing of it stays.
     let (_, out, _) = shell(&["-p", &p], &format!(".restore {}\n", dump.display()));
     assert!(out.contains("> Error: table small already exists\n"), "{out}");
     let (_, out, _) = shell(
         &["-p", &p],
-        &format!("DROP TABLE small\n.restore {}\n.tables\n", dump.display()),
+        &format!("DROP TABLE small;\n.restore {}\n.tables\n", dump.display()),
     );
     assert!(
-        out.contains("rows affected: 0\nDatabase restored successfully.\n") && out.contains("| small |"),
+        out.contains("last inserted ID: 2\nrows affected: 1\nDatabase restored successfully.\n")
+            && out.contains("| small |"),
         "{out}"
     );
 }
@@ -183,7 +325,7 @@ async fn alternatives_take_over_when_the_first_host_is_down() {
         .port();
     let (code, out, err) = shell(
         &["-p", &dead.to_string(), "-a", &format!(", {} ,", node.http)],
-        "SELECT 1\n",
+        "SELECT 1;\n",
     );
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains(&format!("{}> +---+", node.http)), "{out}");
@@ -230,7 +372,7 @@ async fn https_and_basic_auth() {
     assert!(ready);
     let (code, out, err) = shell(
         &["-s", "https", "-c", &ca_arg, "-p", &p, "-u", "bob:pw"],
-        "CREATE TABLE t(x)\n.tables\n",
+        "CREATE TABLE t(x);\n.tables\n",
     );
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
@@ -291,7 +433,7 @@ async fn a_100_mb_database_goes_out_and_back_in() {
     let node = Node::start_in(&d.path, &[]).await;
     let backup = dir.path().join("big.bak");
     let script = format!(
-        ".boot {}\n.backup {}\nDELETE FROM big\n.restore {}\nSELECT COUNT(*), SUM(LENGTH(v)) FROM big\n",
+        ".boot {}\n.backup {}\nDELETE FROM big;\n.restore {}\nSELECT COUNT(*), SUM(LENGTH(v)) FROM big;\n",
         source.display(),
         backup.display(),
         backup.display()
@@ -324,7 +466,9 @@ async fn on_a_terminal_lines_are_edited_completed_and_remembered() {
         let mut s = rexpect::session::spawn_command(cmd, Some(10_000))?;
         s.exp_string("Welcome to the rqlite CLI.")?;
         s.exp_string(&prompt)?;
-        s.send_line("CREATE TABLE fruit(name TEXT)")?;
+        s.send_line("CREATE TABLE fruit(")?;
+        s.exp_string("...> ")?;
+        s.send_line("  name TEXT);")?;
         s.exp_string("0 row affected")?;
         s.exp_string(&prompt)?;
         // Tab completes a dot-command, then a table name.
@@ -333,11 +477,16 @@ async fn on_a_terminal_lines_are_edited_completed_and_remembered() {
         s.exp_string("| fruit |")?;
         s.exp_string(&prompt)?;
         s.send("SELECT COUNT(*) FROM fru\t")?;
-        s.send_line("")?;
+        s.send_line(";")?;
         s.exp_string("| COUNT(*) |")?;
         s.exp_string(&prompt)?;
         // Ctrl-C drops the line being typed; the shell carries on.
         s.send("SELECT nonsense")?;
+        s.send_control('c')?;
+        s.exp_string(&prompt)?;
+        // ... and any statement it was continuing.
+        s.send_line("SELECT more")?;
+        s.exp_string("...> ")?;
         s.send_control('c')?;
         s.exp_string(&prompt)?;
         s.send_line(".ready")?;
@@ -351,10 +500,10 @@ async fn on_a_terminal_lines_are_edited_completed_and_remembered() {
     p.await.unwrap().expect("terminal session");
     let history = std::fs::read_to_string(home.path().join(".rqlite_history")).unwrap();
     assert!(
-        history.contains("CREATE TABLE fruit(name TEXT)") && history.contains(".ready"),
+        history.contains("CREATE TABLE fruit( name TEXT);") && history.contains(".ready"),
         "{history}"
     );
-    assert!(!history.contains("nonsense"), "{history}");
+    assert!(!history.contains("nonsense") && !history.contains("more"), "{history}");
 }
 
 #[tokio::test]
@@ -379,10 +528,30 @@ async fn cluster_commands_on_three_nodes() {
     let (_, out, _) = shell(&["-p", &first], ".leader\n");
     assert!(out.contains("n0:\n") && out.contains("  leader: true\n"), "{out}");
 
+    // A read replica is listed by `.nodes all` only.
+    let rd = DataDir::new();
+    let replica = Node::start_in(
+        &rd.path,
+        &["-node-id", "r1", "-raft-non-voter", "-join", &nodes[0].raft],
+    )
+    .await;
+    nodes[0]
+        .wait_for(Duration::from_secs(20), "the replica", || async {
+            shell(&["-p", &first], ".nodes all\n").1.contains("r1:\n")
+        })
+        .await;
+    let (_, out, _) = shell(&["-p", &first], ".nodes all\n");
+    assert!(
+        out.contains("  voter: false\n") && out.matches("  voter: true").count() == 3,
+        "{out}"
+    );
+    let (_, out, _) = shell(&["-p", &first], ".nodes\n");
+    assert!(!out.contains("r1:") && !out.contains("voter: false"), "{out}");
+
     // Writes through a follower reach the leader.
     let (code, out, _) = shell(
         &["-p", &port(&nodes[2])],
-        "CREATE TABLE t(x)\nINSERT INTO t VALUES(1)\n",
+        "CREATE TABLE t(x);\nINSERT INTO t VALUES(1);\n",
     );
     assert_eq!(code, 0);
     assert!(out.contains("1 row affected"), "{out}");
@@ -398,7 +567,8 @@ async fn cluster_commands_on_three_nodes() {
     let (code, out, _) = shell(&["-p", &first], ".remove n2\n.nodes all\n");
     assert_eq!(code, 0, "{out}");
     assert!(
-        !out.contains("n2:\n") && out.matches("  voter: true").count() == 2,
+        !out.contains("n2:\n") && out.matches("  voter: true").count() == 2 && out.contains("r1:\n"),
         "{out}"
     );
+    drop(replica);
 }
