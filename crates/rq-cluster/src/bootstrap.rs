@@ -7,6 +7,7 @@ use rq_proto::auth::Credentials;
 use rq_store::Store;
 
 use crate::Network;
+use crate::disco::dns::DnsLookup;
 use crate::messages::{JoinRequest, NotifyRequest};
 
 /// Longest a join request waits: the leader answers once the node is a member, which for a
@@ -78,17 +79,19 @@ pub async fn join(store: &Store, net: &Network, plan: &JoinPlan) -> Result<(), S
     ))
 }
 
-/// Forms a cluster with the `plan.expect` nodes named in `plan.targets`: each round tries to
-/// join (the cluster may already exist), then tells every target this node is here. The node
-/// with the smallest id, once it has heard from enough nodes, initializes the cluster with all
-/// of them; the others are then joined by it. Done once this node hears from a leader or leads.
+/// Forms a cluster with the `plan.expect` nodes named in `plan.targets`, or found by `lookup`
+/// afresh each round (`-disco-mode dns` or `dns-srv`): each round tries to join (the cluster may
+/// already exist), then a voter tells every target this node is here. The node with the
+/// smallest id, once it has heard from enough nodes, initializes the cluster with all of them;
+/// the others are then joined by it. Done once this node hears from a leader or leads.
 ///
 /// A node that already has Raft state never forms a cluster again, but it still asks to join
 /// until it hears from a leader: it may have been removed from its cluster (as
 /// `-raft-cluster-remove-shutdown` does at a clean stop), and then no leader will ever contact it
 /// unless it is added again. A member's join changes nothing.
-pub async fn form(store: &Store, net: &Network, plan: &JoinPlan) -> Result<(), String> {
+pub async fn form(store: &Store, net: &Network, plan: &JoinPlan, lookup: Option<&DnsLookup>) -> Result<(), String> {
     let deadline = Instant::now() + plan.expect_timeout;
+    let mut plan = plan.clone();
     let note = NotifyRequest {
         id: store.node_id().to_string(),
         addr: store.config().raft_addr.clone(),
@@ -99,10 +102,18 @@ pub async fn form(store: &Store, net: &Network, plan: &JoinPlan) -> Result<(), S
         if store.is_leader() || store.leader_contact_age().is_some() {
             return Ok(());
         }
-        if try_join(store, net, plan).await.is_ok() {
+        let mut found = true;
+        if let Some(lookup) = lookup {
+            match lookup.lookup().await {
+                Ok(targets) => plan.targets = targets,
+                Err(e) => tracing::warn!(error = %e, "discovery: lookup failed"),
+            }
+            found = !plan.targets.is_empty();
+        }
+        if found && try_join(store, net, &plan).await.is_ok() {
             return Ok(());
         }
-        if !store.is_initialized().await {
+        if found && plan.voter && !store.is_initialized().await {
             store.notify(&note.id, &note.addr);
             for target in plan.targets.iter().filter(|t| **t != note.addr) {
                 if let Err(e) = net

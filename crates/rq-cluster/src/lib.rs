@@ -7,6 +7,7 @@
 pub mod bootstrap;
 mod client;
 pub mod conn;
+pub mod disco;
 pub mod messages;
 pub mod reaper;
 mod server;

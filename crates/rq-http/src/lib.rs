@@ -212,7 +212,12 @@ pub struct Service {
     /// Values of the headers every answer carries, made once.
     version: Option<HeaderValue>,
     allow_origin: Option<HeaderValue>,
+    /// Sections other parts of the node add to `/status` (as `disco`).
+    sections: std::sync::RwLock<Vec<(String, StatusSection)>>,
 }
+
+/// Produces one section of `/status` when asked.
+pub type StatusSection = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 impl Service {
     pub fn new(store: Store, cluster: Arc<dyn Cluster>, cfg: HttpConfig) -> Arc<Service> {
@@ -229,7 +234,15 @@ impl Service {
             started: SystemTime::now(),
             version,
             allow_origin,
+            sections: Default::default(),
         })
+    }
+
+    /// Adds (or replaces) the `/status` section `name`.
+    pub fn register_status(&self, name: &str, section: StatusSection) {
+        let mut sections = self.sections.write().unwrap_or_else(|e| e.into_inner());
+        sections.retain(|(n, _)| n != name);
+        sections.push((name.to_string(), section));
     }
 
     /// The router serving every path.

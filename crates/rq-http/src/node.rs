@@ -162,7 +162,7 @@ impl Service {
         let cfg = &self.cfg;
         let uptime = self.started.elapsed().unwrap_or_default();
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        json!({
+        let mut doc = json!({
             "build": {
                 "build_time": cfg.build.build_time,
                 "commit": cfg.build.commit,
@@ -218,7 +218,12 @@ impl Service {
                 "version": "rust",
             },
             "store": self.store.status(),
-        })
+        });
+        let sections = self.sections.read().unwrap_or_else(|e| e.into_inner());
+        for (name, section) in sections.iter() {
+            doc[name.as_str()] = section();
+        }
+        doc
     }
 
     /// Probes one member: itself in process, others over the node-to-node API.

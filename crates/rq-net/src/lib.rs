@@ -248,32 +248,111 @@ pub struct ClientOptions {
 /// A client configuration for calls to other nodes.
 pub fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
-    let algorithms = provider.signature_verification_algorithms;
-    let verifier: Arc<dyn ServerCertVerifier> = if opts.no_verify {
-        Arc::new(AnyServer { algorithms })
-    } else {
-        let inner = WebPkiServerVerifier::builder_with_provider(roots(opts.ca.as_deref())?, provider.clone())
-            .build()
-            .map_err(|e| TlsError::Config(format!("server verification: {e}")))?;
-        match &opts.server_name {
-            Some(name) => Arc::new(NamedServer {
-                inner,
-                name: ServerName::try_from(name.clone())
-                    .map_err(|e| TlsError::Config(format!("-node-verify-server-name {name}: {e}")))?,
-            }),
-            None => inner,
-        }
-    };
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier);
+    let verifier = server_verifier(
+        &provider,
+        roots(opts.ca.as_deref())?,
+        opts.no_verify,
+        opts.server_name.as_deref(),
+        "-node-verify-server-name",
+    )?;
+    let builder = client_builder(&provider, verifier)?;
     let config = match &opts.pair {
         Some(pair) => builder.with_client_cert_resolver(Arc::new(Reloading::new(pair.clone(), provider)?)),
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// A client's trust and identity given as PEM text, for services whose configurations hold
+/// certificates inline (or read from files by the caller).
+#[derive(Debug, Clone, Default)]
+pub struct PemClientOptions {
+    /// Roots to verify the server with, replacing the system's when given.
+    pub ca: Option<Vec<u8>>,
+    /// This client's certificate chain and key, shown when the server asks for one.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub no_verify: bool,
+    /// The name the server's certificate must carry, instead of the host called.
+    pub server_name: Option<String>,
+}
+
+/// A client configuration for calls to a service outside the cluster.
+pub fn client_config_from_pem(opts: &PemClientOptions) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = provider();
+    let roots = match &opts.ca {
+        Some(pem) => {
+            let mut store = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
+                store
+                    .add(cert)
+                    .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
+            }
+            if store.is_empty() {
+                return Err(TlsError::Config("the CA certificates hold no PEM certificate".into()));
+            }
+            Arc::new(store)
+        }
+        None => roots(None)?,
+    };
+    let verifier = server_verifier(
+        &provider,
+        roots,
+        opts.no_verify,
+        opts.server_name.as_deref(),
+        "server name",
+    )?;
+    let builder = client_builder(&provider, verifier)?;
+    let config = match &opts.identity {
+        Some((cert, key)) => {
+            let certs = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| TlsError::Config(format!("client certificate: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::Config(format!("client key: {e}")))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| TlsError::Config(format!("client certificate and key: {e}")))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// How a client checks servers: against `roots`, under `server_name` if given, or not at all.
+fn server_verifier(
+    provider: &Arc<CryptoProvider>,
+    roots: Arc<RootCertStore>,
+    no_verify: bool,
+    server_name: Option<&str>,
+    what: &str,
+) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
+    if no_verify {
+        return Ok(Arc::new(AnyServer {
+            algorithms: provider.signature_verification_algorithms,
+        }));
+    }
+    let inner = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Config(format!("server verification: {e}")))?;
+    Ok(match server_name {
+        Some(name) => Arc::new(NamedServer {
+            inner,
+            name: ServerName::try_from(name.to_string())
+                .map_err(|e| TlsError::Config(format!("{what} {name}: {e}")))?,
+        }),
+        None => inner,
+    })
+}
+
+fn client_builder(
+    provider: &Arc<CryptoProvider>,
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, TlsError> {
+    Ok(ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier))
 }
 
 /// The common name of a certificate's subject, if it has one.

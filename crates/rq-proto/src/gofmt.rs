@@ -128,6 +128,56 @@ pub fn rfc3339_ms(ms: u64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
+/// Go's `os.ExpandEnv`: `$NAME` and `${NAME}` become the variable's value (empty when unset);
+/// `$` before anything that cannot start a name stays as it is, and a malformed `${...` is
+/// dropped, as Go drops it.
+pub fn expand_env(s: &str) -> String {
+    expand_with(s, |name| std::env::var(name).unwrap_or_default())
+}
+
+fn expand_with(s: &str, lookup: impl Fn(&str) -> String) -> String {
+    let special = |c: u8| matches!(c, b'*' | b'#' | b'$' | b'@' | b'!' | b'?' | b'-') || c.is_ascii_digit();
+    let name_char = |c: u8| c == b'_' || c.is_ascii_alphanumeric();
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut done = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' || i + 1 >= b.len() {
+            i += 1;
+            continue;
+        }
+        out.push_str(&s[done..i]);
+        let rest = &b[i + 1..];
+        // The variable's name and how many bytes after the `$` it took.
+        let (name, width): (&str, usize) = if rest[0] == b'{' {
+            if rest.len() > 2 && special(rest[1]) && rest[2] == b'}' {
+                (&s[i + 2..i + 3], 3)
+            } else {
+                match rest.iter().position(|&c| c == b'}') {
+                    Some(1) => ("", 2),
+                    Some(end) => (&s[i + 2..i + 1 + end], end + 1),
+                    None => ("", 1),
+                }
+            }
+        } else if special(rest[0]) {
+            (&s[i + 1..i + 2], 1)
+        } else {
+            let n = rest.iter().take_while(|&&c| name_char(c)).count();
+            (&s[i + 1..i + 1 + n], n)
+        };
+        if name.is_empty() && width == 0 {
+            out.push('$');
+        } else if !name.is_empty() {
+            out.push_str(&lookup(name));
+        }
+        i += 1 + width;
+        done = i;
+    }
+    out.push_str(&s[done..]);
+    out
+}
+
 /// Bytes in SI units as rqlite's humanizer writes them (`4.1 kB`, `33 kB`).
 pub fn friendly_bytes(n: u64) -> String {
     if n < 10 {
@@ -182,5 +232,28 @@ mod tests {
         assert_eq!(friendly_bytes(4096), "4.1 kB");
         assert_eq!(friendly_bytes(32768), "33 kB");
         assert_eq!(friendly_bytes(4194304), "4.2 MB");
+    }
+
+    #[test]
+    fn environment_variables_expand_as_go_expands_them() {
+        let env = |name: &str| match name {
+            "HOST" => "db1".to_string(),
+            "1" => "one".to_string(),
+            _ => String::new(),
+        };
+        for (input, want) in [
+            ("http://$HOST:2379", "http://db1:2379"),
+            ("${HOST}x", "db1x"),
+            ("$UNSET.", "."),
+            ("a$", "a$"),
+            ("$ $", "$ $"),
+            ("${1}$1", "oneone"),
+            ("${}end", "end"),
+            ("${HOST", "HOST"),
+            ("100%", "100%"),
+            ("é$HOSTé", "édb1é"),
+        ] {
+            assert_eq!(expand_with(input, env), want, "{input}");
+        }
     }
 }

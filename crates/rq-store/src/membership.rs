@@ -132,6 +132,23 @@ impl Store {
     /// With `expect` nodes notified (this one included), the one with the smallest id forms the
     /// cluster with all of them as voters; the others are brought in by it. Returns whether
     /// this node is, or became, part of an initialized cluster.
+    /// Makes a node with no Raft state the single member of a new cluster; a node with state
+    /// is left as it is.
+    pub async fn bootstrap_alone(&self) -> Result<(), StoreError> {
+        if self.is_initialized().await {
+            return Ok(());
+        }
+        let me = NodeInfo {
+            id: self.node_id().to_string(),
+            addr: self.config().raft_addr.clone(),
+        };
+        tracing::info!(node = %me, "bootstrapping a new single-node cluster");
+        self.raft()
+            .initialize(BTreeMap::from([(raft_id(&me.id), me)]))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
     pub async fn bootstrap_if_ready(&self, expect: usize) -> Result<bool, StoreError> {
         if self.is_initialized().await {
             return Ok(true);

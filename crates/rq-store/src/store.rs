@@ -312,18 +312,8 @@ impl Store {
         tokio::spawn(snapshot_ticker(store.clone()));
         tokio::spawn(background_flush_switch(store.inner.raft.clone(), flush_switch, id));
 
-        if bootstrap && !store.inner.raft.is_initialized().await.map_err(internal)? {
-            let me = NodeInfo {
-                id: store.inner.cfg.node_id.clone(),
-                addr: store.inner.cfg.raft_addr.clone(),
-            };
-            tracing::info!(node = %me, "bootstrapping a new single-node cluster");
-            store
-                .inner
-                .raft
-                .initialize(BTreeMap::from([(id, me)]))
-                .await
-                .map_err(internal)?;
+        if bootstrap {
+            store.bootstrap_alone().await?;
         } else if store.is_sole_member() {
             // Alone, there is nobody to wait for: stand for election now, not after a timeout.
             let _ = store.inner.raft.trigger().elect().await;

@@ -131,21 +131,21 @@ pub const FLAGS: &[FlagDef] = &[
         Str,
         "",
         "Set discovery config, or path to cluster discovery config file",
-        false,
+        true,
     ),
     f(
         "disco-key",
         Str,
         "rqlite",
         "Key prefix for cluster discovery service",
-        false,
+        true,
     ),
     f(
         "disco-mode",
         Str,
         "",
         "Choose clustering discovery mode. If not set, no node discovery is performed",
-        false,
+        true,
     ),
     f(
         "extensions-path",
@@ -606,6 +606,36 @@ impl Flags {
                 return Err(FlagError::Fatal(format!(
                     "either both -{cert} and -{key} must be set, or neither"
                 )));
+            }
+        }
+        let expect = parse_go_int(self.raw("bootstrap-expect")).unwrap_or(0);
+        let non_voter = parse_bool(self.raw("raft-non-voter")).unwrap_or(false);
+        let disco = self.raw("disco-mode");
+        if expect > 0 && non_voter {
+            return Err(FlagError::Fatal("bootstrapping only applicable to voting nodes".into()));
+        }
+        if !self.raw("join").is_empty() && !disco.is_empty() {
+            return Err(FlagError::Fatal(
+                "disco mode cannot be used when also explicitly joining a cluster".into(),
+            ));
+        }
+        match disco {
+            "" => {}
+            "etcd-kv" | "consul-kv" if expect > 0 => {
+                return Err(FlagError::Fatal(format!(
+                    "bootstrapping not applicable when using {disco}"
+                )));
+            }
+            "dns" | "dns-srv" if expect == 0 && !non_voter => {
+                return Err(FlagError::Fatal(format!(
+                    "bootstrap-expect value required when using {disco} with a voting node"
+                )));
+            }
+            "etcd-kv" | "consul-kv" | "dns" | "dns-srv" => {}
+            _ => {
+                return Err(FlagError::Fatal(
+                    "disco mode must be one of consul-kv, etcd-kv, dns, or dns-srv".into(),
+                ));
             }
         }
         for side in ["http", "node"] {

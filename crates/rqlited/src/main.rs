@@ -13,6 +13,7 @@ use anyhow::{Context, anyhow, bail};
 use flags::{FlagError, Flags};
 use futures::future::BoxFuture;
 use rq_cluster::bootstrap::{self, JoinPlan};
+use rq_cluster::disco::Disco;
 use rq_http::{BuildInfo, HttpConfig, QueueConfig, Service};
 use rq_proto::auth::Credentials;
 use rq_store::{BackupOptions, Forward, Outcome, Store, StoreConfig, StoreError};
@@ -235,16 +236,14 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     // only a node on its own bootstraps itself.
     let expect = flags.int("bootstrap-expect").max(0) as usize;
     let non_voter = cfg.non_voter;
-    if non_voter && expect > 0 {
-        bail!("bootstrapping not applicable to non-voting nodes");
-    }
-    let bootstrap = join.is_none() && expect == 0;
+    let disco = disco_from_flags(&flags, bound_raft.port())?;
+    let bootstrap = join.is_none() && expect == 0 && disco.is_none();
     tracing::info!(version = VERSION, sqlite = rq_store::sqlite_version(), launch = %args.join(" "), "rqlited starting");
     let store = Store::open(cfg, network.clone(), bootstrap)
         .await
         .map_err(|e| anyhow!("cannot open store: {e}"))?;
     network.report_to(store.stats().clone());
-    if non_voter && join.is_none() && !store.is_initialized().await {
+    if non_voter && join.is_none() && disco.is_none() && !store.is_initialized().await {
         store.shutdown().await;
         bail!("a new read-only node needs -join to find its cluster");
     }
@@ -267,7 +266,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     let node_router = rq_cluster::router(
         store.clone(),
         network.clone(),
-        api_url,
+        api_url.clone(),
         VERSION.to_string(),
         auth.clone(),
     );
@@ -319,47 +318,69 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     };
     let http = tokio::spawn(rq_net::serve(
         http_listener,
-        service.router(),
+        service.clone().router(),
         http_opts,
         shutdown_signal(),
     ));
 
     // Joining needs the node-to-node API up (the leader calls back) and the HTTP API serving.
-    if join.is_some() || expect > 0 {
-        let plan = JoinPlan {
-            targets: join
-                .as_deref()
-                .unwrap_or_default()
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            attempts: flags.int("join-attempts").max(1) as u32,
-            interval: flags.duration("join-interval"),
-            voter: !non_voter,
-            expect,
-            expect_timeout: flags.duration("bootstrap-expect-timeout"),
-            credentials: join_as.clone(),
-        };
-        let had_state = store.is_initialized().await;
-        let joined = if expect > 0 {
-            bootstrap::form(&store, &network, &plan).await
-        } else {
-            bootstrap::join(&store, &network, &plan).await
-        };
-        match joined {
+    // It runs beside the servers, so that a node still looking for its cluster stops when told.
+    let plan = JoinPlan {
+        targets: join
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        attempts: flags.int("join-attempts").max(1) as u32,
+        interval: flags.duration("join-interval"),
+        voter: !non_voter,
+        expect,
+        expect_timeout: flags.duration("bootstrap-expect-timeout"),
+        credentials: join_as.clone(),
+    };
+    let had_state = store.is_initialized().await;
+    let forming = async {
+        match &disco {
+            Some(Disco::Dns(lookup)) => {
+                tracing::info!(mode = %flags.string("disco-mode"), "discovery: looking up the cluster's nodes");
+                let l = lookup.clone();
+                service.register_status("disco", Arc::new(move || l.status()));
+                bootstrap::form(&store, &network, &plan, Some(lookup.as_ref())).await
+            }
+            Some(Disco::Kv(kv)) => {
+                let me = rq_cluster::disco::kv::Leader {
+                    id: store.node_id().to_string(),
+                    api_addr: api_url.clone(),
+                    addr: raft_adv.clone(),
+                };
+                let k = kv.clone();
+                service.register_status("disco", Arc::new(move || k.status()));
+                tokio::spawn(kv.clone().report(store.clone(), me.clone()));
+                rq_cluster::disco::form_by_kv(&store, &network, &plan, kv, &me).await
+            }
+            None if expect > 0 => bootstrap::form(&store, &network, &plan, None).await,
+            None if join.is_some() => bootstrap::join(&store, &network, &plan).await,
+            None => Ok(()),
+        }
+    };
+    let forming = async {
+        match forming.await {
             Ok(()) => {}
             // A node with state is already a member; it serves whatever the join said.
-            Err(e) if had_state => tracing::warn!(error = %e, "could not join through -join"),
-            Err(e) => {
-                store.shutdown().await;
-                bail!("{e}");
-            }
+            Err(e) if had_state => tracing::warn!(error = %e, "could not join the cluster"),
+            Err(e) => return anyhow!("{e}"),
         }
-    }
+        std::future::pending().await
+    };
 
     tokio::select! {
         served = http => served?.context("HTTP server failed")?,
+        e = forming => {
+            store.shutdown().await;
+            return Err(e);
+        }
         e = store.fault() => {
             // Everything acknowledged is in the log; without a clean-stop record the next start
             // trusts the database as after a crash and replays the log's tail into it.
@@ -381,6 +402,18 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
 }
 
 /// TLS for the two ports, from the flags, as rqlite sets it up.
+/// `-disco-mode` with its `-disco-key` and `-disco-config`, if set; the flags were checked.
+fn disco_from_flags(flags: &Flags, raft_port: u16) -> anyhow::Result<Option<Disco>> {
+    let Some(mode) = non_empty(flags.string("disco-mode")) else {
+        return Ok(None);
+    };
+    let mode = rq_cluster::disco::Mode::parse(&mode).ok_or_else(|| anyhow!("invalid disco mode {mode}"))?;
+    let config = rq_cluster::disco::config_text(&flags.string("disco-config")).map_err(|e| anyhow!(e))?;
+    let disco = Disco::new(mode, &flags.string("disco-key"), config.as_deref(), raft_port)
+        .map_err(|e| anyhow!("failed to start discovery service: {e}"))?;
+    Ok(Some(disco))
+}
+
 struct Tls {
     /// The HTTP API's server side (`-http-cert`, `-http-key`, `-http-ca-cert`,
     /// `-http-verify-client`, `-http-verify-common-name`).

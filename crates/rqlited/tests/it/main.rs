@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod cluster;
 mod crash;
+mod disco;
 mod durability;
 mod faults;
 mod node_api;
