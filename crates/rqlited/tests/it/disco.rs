@@ -589,6 +589,20 @@ async fn consul_forms_a_cluster_and_follows_a_new_leader() {
     let mut expected: Vec<(String, bool)> = members(&nodes[0]).await;
     expected.retain(|(id, _)| id != &first);
     assert_eq!(expected.len(), 3);
+
+    // Every node restarts with the same flags: the same cluster, led by one of them.
+    for n in &mut nodes {
+        n.kill();
+    }
+    for n in &mut nodes {
+        n.kill_and_respawn();
+    }
+    for n in &nodes {
+        n.wait_ready().await;
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    agreed_leader(&all, Duration::from_secs(20)).await;
+    assert_eq!(members(&nodes[1]).await.len(), 4);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -645,19 +659,7 @@ async fn dns_cluster(mode: &str, config: &str, raft: &[String], env: &[(&str, &s
     let nodes: Vec<Node> = dirs
         .iter()
         .zip(raft)
-        .map(|(d, r)| {
-            let args = [
-                "-raft-addr",
-                r.as_str(),
-                "-disco-mode",
-                mode,
-                "-disco-config",
-                config,
-                "-bootstrap-expect",
-                "3",
-            ];
-            Node::spawn_env(&d.path, &args, env)
-        })
+        .map(|(d, r)| dns_node(d, r, mode, config, env))
         .collect();
     for n in &nodes {
         n.wait_ready().await;
@@ -668,25 +670,58 @@ async fn dns_cluster(mode: &str, config: &str, raft: &[String], env: &[(&str, &s
     (dirs, nodes)
 }
 
+/// A voter that finds its cluster with `mode`, expecting three.
+fn dns_node(d: &DataDir, raft: &str, mode: &str, config: &str, env: &[(&str, &str)]) -> Node {
+    let args = [
+        "-raft-addr",
+        raft,
+        "-disco-mode",
+        mode,
+        "-disco-config",
+        config,
+        "-bootstrap-expect",
+        "3",
+    ];
+    Node::spawn_env(&d.path, &args, env)
+}
+
 #[tokio::test]
 async fn dns_a_records_from_a_dns_server() {
-    // Three loopback addresses, one port: what an A lookup of one name can describe.
+    // Loopback addresses and one port: what an A lookup of one name can describe. The name
+    // has four addresses; three nodes start and form the cluster, the fourth comes later.
     let port = free_port();
-    let ips = [
-        Ipv4Addr::new(127, 0, 0, 1),
-        Ipv4Addr::new(127, 0, 0, 2),
-        Ipv4Addr::new(127, 0, 0, 3),
-    ];
+    let ips: Vec<Ipv4Addr> = (1..=4).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
     let server = start_dns(ips.iter().map(|ip| a_record("rqlite.test.", *ip)).collect()).await;
     let raft: Vec<String> = ips.iter().map(|ip| format!("{ip}:{port}")).collect();
     let config = json!({"name": "rqlite.test.", "port": port}).to_string();
     let server = server.to_string();
-    let (_dirs, nodes) = dns_cluster("dns", &config, &raft, &[("RQLITE_DISCO_DNS_SERVER", &server)]).await;
+    let env = [("RQLITE_DISCO_DNS_SERVER", server.as_str())];
+    let (mut dirs, mut nodes) = dns_cluster("dns", &config, &raft[..3], &env).await;
     let disco = nodes[0].status().await["disco"].clone();
     assert_eq!(disco["mode"], "dns");
     assert_eq!(disco["name"], "rqlite.test.");
     assert_eq!(disco["last_addresses"], json!(raft));
     assert!(disco["last_contact"].is_string());
+
+    dirs.push(DataDir::new());
+    nodes.push(dns_node(&dirs[3], &raft[3], "dns", &config, &env));
+    nodes[3].wait_ready().await;
+    let four = ids(&[&raft[0], &raft[1], &raft[2], &raft[3]], true);
+    wait_members(&nodes[0], four.clone()).await;
+
+    // Every node restarts with the same flags: the same cluster.
+    for n in &mut nodes {
+        n.kill();
+    }
+    for n in &mut nodes {
+        n.kill_and_respawn();
+    }
+    for n in &nodes {
+        n.wait_ready().await;
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    agreed_leader(&all, Duration::from_secs(20)).await;
+    wait_members(&nodes[2], four).await;
 }
 
 #[tokio::test]
