@@ -91,6 +91,10 @@ pub struct AppliedInfo {
     pub last_appended_at_ms: u64,
     /// The write connection's reported pragmas, read when it was opened.
     pub rw_pragmas: BTreeMap<String, String>,
+    /// The index of the last applied entry that could change the database (writes and loads,
+    /// not reads through the log, no-ops or membership changes), as rqlite's
+    /// `db_applied_index`. After a start or a snapshot install it is the last applied index.
+    pub db_applied_index: u64,
 }
 
 enum Op {
@@ -166,6 +170,7 @@ impl StateMachine {
             let _ = std::fs::remove_file(staging_path(db_path));
         }
         let applied = Arc::new(Mutex::new(AppliedInfo {
+            db_applied_index: state.last_applied.map_or(0, |l| l.index),
             state,
             last_apply_ms: 0,
             last_appended_at_ms: 0,
@@ -200,6 +205,11 @@ impl StateMachine {
     /// The last applied log id and membership.
     pub fn state(&self) -> SmState {
         self.applied.lock().unwrap().state.clone()
+    }
+
+    /// See `AppliedInfo::db_applied_index`.
+    pub fn db_applied_index(&self) -> u64 {
+        self.applied.lock().unwrap().db_applied_index
     }
 
     /// Wall-clock milliseconds of the most recent apply (0 if none since start).
@@ -383,6 +393,19 @@ fn statements(entries: &[Entry]) -> usize {
         .sum()
 }
 
+/// Whether applying `e` could have changed the database: a write, or a load's last piece.
+fn may_change_database(e: &Entry) -> bool {
+    fn writes(cmd: &Command) -> bool {
+        match cmd {
+            Command::Execute(_) | Command::ExecuteQuery(_) => true,
+            Command::LoadChunk(c) => c.last,
+            Command::Batch(cmds) => cmds.iter().any(writes),
+            Command::Query(_) | Command::Noop => false,
+        }
+    }
+    matches!(&e.payload, EntryPayload::Normal(l) if writes(&l.cmd))
+}
+
 fn load_chunk_of(e: &Entry) -> Option<&LoadChunk> {
     match &e.payload {
         EntryPayload::Normal(Logged {
@@ -452,7 +475,11 @@ fn apply_batch(
         EntryPayload::Normal(l) => Some(l.appended_at_ms),
         _ => None,
     });
+    let changed = entries.iter().rev().find(|e| may_change_database(e));
     let mut a = applied.lock().unwrap();
+    if let Some(e) = changed {
+        a.db_applied_index = a.db_applied_index.max(e.log_id.index);
+    }
     a.state = state;
     a.last_apply_ms = now_ms();
     if let Some(at) = appended_at {
@@ -529,6 +556,7 @@ fn apply_load_chunk(
 fn install(db: &mut Database, snap: &Path, state: SmState, applied: &Mutex<AppliedInfo>) -> io::Result<()> {
     db.replace_with(snap, &state.encode()).map_err(io::Error::other)?;
     let mut a = applied.lock().unwrap();
+    a.db_applied_index = state.last_applied.map_or(0, |l| l.index);
     a.state = state;
     a.rw_pragmas = db.pragmas();
     Ok(())

@@ -141,7 +141,7 @@ impl Store {
             "fsm_index": applied,
             "fsm_term": applied_term,
             "fsm_update_time": rfc3339_ms(self.last_apply_ms()),
-            "db_applied_index": applied,
+            "db_applied_index": self.db_applied_index(),
             "leader_appended_at_time": rfc3339_ms(self.last_apply_ms()),
             "strong_read_term": 0,
             "observer": {"dropped": 0, "observed": 0},

@@ -1045,6 +1045,12 @@ impl Store {
     }
 
     /// Index and term of the last entry applied to the database.
+    /// The index of the last applied entry that could change the database (rqlite's
+    /// `db_applied_index`): what automatic backups compare to decide whether to upload.
+    pub fn db_applied_index(&self) -> u64 {
+        self.inner.sm.db_applied_index()
+    }
+
     pub fn applied(&self) -> (u64, u64) {
         self.inner
             .sm

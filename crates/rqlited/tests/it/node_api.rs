@@ -34,6 +34,11 @@ async fn status_readyz_nodes_leader() {
     assert_eq!(st["store"]["raft"]["commit_index"].as_u64().unwrap(), applied);
     assert_eq!(st["store"]["fsm_index"].as_u64().unwrap(), applied);
     assert_eq!(st["store"]["db_applied_index"].as_u64().unwrap(), applied);
+    // A read through the log is applied but changes nothing: `db_applied_index` stays.
+    n.query("?level=strong", r#"["SELECT * FROM t"]"#).await;
+    let st = n.status().await;
+    assert!(st["store"]["fsm_index"].as_u64().unwrap() > applied);
+    assert_eq!(st["store"]["db_applied_index"].as_u64().unwrap(), applied);
 
     // ?key= selects a subtree; a missing key is {}.
     assert_eq!(n.get("/status?key=store.raft.state").await.1, r#""Leader""#);
