@@ -17,6 +17,19 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The automatic backup tests run real object stores on loopback: moto's S3 server and the GCS
+# emulator from PyPI, in a virtual environment of their own (pinned versions).
+venv=target/test-venv
+if [[ ! -x $venv/bin/moto_server || ! -x $venv/bin/gcp-storage-emulator ]]; then
+    if ! python3 -m venv "$venv"; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install -q "moto[server]==5.2.6" "gcp-storage-emulator==2026.7.19"
+fi
+export RQ_TEST_VENV="$PWD/$venv"
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

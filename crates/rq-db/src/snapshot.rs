@@ -137,10 +137,28 @@ pub fn validate(path: &Path) -> Result<(), Error> {
     if &header != SQLITE_HEADER {
         return Err(Error::Corrupt("file is not a SQLite database".into()));
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    let result: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
-    if result != "ok" {
-        return Err(Error::Corrupt(format!("integrity check failed: {result}")));
+    // Opening a WAL-mode file makes `-wal` and `-shm` files beside it, which a read-only
+    // connection leaves behind: remove the ones this check made.
+    let siblings: Vec<std::path::PathBuf> = ["-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            std::path::PathBuf::from(p)
+        })
+        .filter(|p| !p.exists())
+        .collect();
+    let checked = (|| {
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        let result: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if result != "ok" {
+            return Err(Error::Corrupt(format!("integrity check failed: {result}")));
+        }
+        Ok(())
+    })();
+    for p in siblings {
+        let _ = std::fs::remove_file(p);
     }
-    Ok(())
+    checked
 }

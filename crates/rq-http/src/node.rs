@@ -45,10 +45,6 @@ const IDLE_MAPS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "downloader",
-        &["download_bytes", "num_downloads_fail", "num_downloads_ok"],
-    ),
-    (
         "mux",
         &[
             "num_connections_handled",
@@ -91,18 +87,6 @@ const IDLE_MAPS: &[(&str, &[&str])] = &[
     ),
     ("snapshot.plan", &["calc_crc32_duration_ms", "checkpoint_duration_ms"]),
     ("sql.processor", &["num_parser_panics", "num_rewritten_stmts"]),
-    (
-        "uploader",
-        &[
-            "last_upload_bytes",
-            "num_sum_get_fail",
-            "num_uploads_fail",
-            "num_uploads_ok",
-            "num_uploads_skipped",
-            "num_uploads_skipped_id",
-            "total_upload_bytes",
-        ],
-    ),
 ];
 
 fn write_json(v: &Value, pretty: bool) -> Vec<u8> {
@@ -492,6 +476,8 @@ pub(crate) fn expvar(svc: &Arc<Service>, p: &Params) -> Response {
         ("store".into(), expvar_map(&stats.store.entries())),
         ("cluster".into(), expvar_map(&stats.cluster.entries())),
         ("proxy".into(), expvar_map(&stats.proxy.entries())),
+        ("uploader".into(), expvar_map(&stats.uploader.entries())),
+        ("downloader".into(), expvar_map(&stats.downloader.entries())),
     ];
     for (name, keys) in IDLE_MAPS {
         let zeros: Vec<(&str, i64)> = keys.iter().map(|k| (*k, 0)).collect();

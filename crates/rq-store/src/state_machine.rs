@@ -334,6 +334,10 @@ fn writer_loop(writer: Arc<Mutex<Writer>>, mut rx: mpsc::Receiver<Op>) {
             Op::Boot { path: src, reply } => {
                 let state = w.applied.lock().unwrap().state.clone();
                 let r = w.db.replace_with(&src, &state.encode()).map_err(io::Error::other);
+                if r.is_ok() {
+                    // The database changed at the entry that fenced the boot.
+                    w.applied.lock().unwrap().db_applied_index = state.last_applied.map_or(0, |l| l.index);
+                }
                 (w.on_replaced)();
                 let _ = reply.send(r);
             }

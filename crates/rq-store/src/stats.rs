@@ -191,7 +191,25 @@ pub struct Stats {
     pub queue: ExpvarMap,
     pub cluster: ExpvarMap,
     pub proxy: ExpvarMap,
+    /// Automatic backups (`-auto-backup`).
+    pub uploader: ExpvarMap,
+    /// The automatic restore's download (`-auto-restore`).
+    pub downloader: ExpvarMap,
 }
+
+/// rqlite's `uploader` map.
+pub const UPLOADER_KEYS: &[&str] = &[
+    "last_upload_bytes",
+    "num_sum_get_fail",
+    "num_uploads_fail",
+    "num_uploads_ok",
+    "num_uploads_skipped",
+    "num_uploads_skipped_id",
+    "total_upload_bytes",
+];
+
+/// rqlite's `downloader` map.
+pub const DOWNLOADER_KEYS: &[&str] = &["download_bytes", "num_downloads_fail", "num_downloads_ok"];
 
 impl Default for Stats {
     fn default() -> Self {
@@ -201,6 +219,8 @@ impl Default for Stats {
             queue: ExpvarMap::new(QUEUE_KEYS),
             cluster: ExpvarMap::new(CLUSTER_KEYS),
             proxy: ExpvarMap::new(PROXY_KEYS),
+            uploader: ExpvarMap::new(UPLOADER_KEYS),
+            downloader: ExpvarMap::new(DOWNLOADER_KEYS),
         }
     }
 }

@@ -183,6 +183,8 @@ struct Inner {
     /// What the other nodes answered to this leader's AppendEntries.
     acks: Arc<AckClock>,
     started: Instant,
+    /// Reasons the node is not ready yet besides having no leader (`hold_ready`).
+    ready_holds: std::sync::atomic::AtomicUsize,
 }
 
 /// The node's store. Cheap to clone.
@@ -305,6 +307,7 @@ impl Store {
                 notified: std::sync::Mutex::new(BTreeMap::new()),
                 acks,
                 started: Instant::now(),
+                ready_holds: std::sync::atomic::AtomicUsize::new(0),
             }),
         };
         tokio::spawn(read_barrier_loop(store.clone(), barrier_rx));
@@ -603,7 +606,20 @@ impl Store {
     /// Ready: a leader is known and this node has applied everything up to its commit index
     /// that existed when it started.
     pub fn is_ready(&self) -> bool {
-        self.leader().is_some()
+        self.inner.ready_holds.load(Ordering::Acquire) == 0 && self.leader().is_some()
+    }
+
+    /// Keeps the node from reporting ready (an automatic restore not yet attempted) until as
+    /// many `release_ready` calls.
+    pub fn hold_ready(&self) {
+        self.inner.ready_holds.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn release_ready(&self) {
+        let _ = self
+            .inner
+            .ready_holds
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     fn leader_error(&self) -> StoreError {

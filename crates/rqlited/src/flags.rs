@@ -54,7 +54,7 @@ pub const FLAGS: &[FlagDef] = &[
         Str,
         "",
         "Path to automatic backup configuration file. If not set, not enabled",
-        false,
+        true,
     ),
     f(
         "auto-optimize-int",
@@ -68,7 +68,7 @@ pub const FLAGS: &[FlagDef] = &[
         Str,
         "",
         "Path to automatic restore configuration file. If not set, not enabled",
-        false,
+        true,
     ),
     f(
         "auto-vacuum-int",
@@ -613,6 +613,11 @@ impl Flags {
         let disco = self.raw("disco-mode");
         if expect > 0 && non_voter {
             return Err(FlagError::Fatal("bootstrapping only applicable to voting nodes".into()));
+        }
+        if !self.raw("join").is_empty() && expect == 0 && !self.raw("auto-restore").is_empty() {
+            return Err(FlagError::Fatal(
+                "auto-restoring cannot be used when joining a cluster".into(),
+            ));
         }
         if !self.raw("join").is_empty() && !disco.is_empty() {
             return Err(FlagError::Fatal(

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use flags::{FlagError, Flags};
 use futures::future::BoxFuture;
+use rq_auto::{BackupConfig, RestoreConfig, Uploader};
 use rq_cluster::bootstrap::{self, JoinPlan};
 use rq_cluster::disco::Disco;
 use rq_http::{BuildInfo, HttpConfig, QueueConfig, Service};
@@ -238,11 +239,33 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     let non_voter = cfg.non_voter;
     let disco = disco_from_flags(&flags, bound_raft.port())?;
     let bootstrap = join.is_none() && expect == 0 && disco.is_none();
+    let auto_backup = match non_empty(flags.string("auto-backup")) {
+        None => None,
+        Some(path) => {
+            let text =
+                rq_auto::config::read_file(&path).map_err(|e| anyhow!("failed to read auto-backup file: {e}"))?;
+            Some(BackupConfig::parse(&text).map_err(|e| anyhow!("failed to parse auto-backup file: {e}"))?)
+        }
+    };
     tracing::info!(version = VERSION, sqlite = rq_store::sqlite_version(), launch = %args.join(" "), "rqlited starting");
-    let store = Store::open(cfg, network.clone(), bootstrap)
+    // Opened without bootstrapping: whether the node is new decides the automatic restore.
+    let store = Store::open(cfg, network.clone(), false)
         .await
         .map_err(|e| anyhow!("cannot open store: {e}"))?;
     network.report_to(store.stats().clone());
+    if let Some(path) = non_empty(flags.string("auto-restore")) {
+        auto_restore(&store, &path).await?;
+    }
+    if bootstrap {
+        store
+            .bootstrap_alone()
+            .await
+            .map_err(|e| anyhow!("failed to bootstrap single new node: {e}"))?;
+    }
+    let uploader = match auto_backup {
+        None => None,
+        Some(cfg) => Some(Uploader::new(store.clone(), cfg).map_err(|e| anyhow!("failed to start auto-backups: {e}"))?),
+    };
     if non_voter && join.is_none() && disco.is_none() && !store.is_initialized().await {
         store.shutdown().await;
         bail!("a new read-only node needs -join to find its cluster");
@@ -316,6 +339,11 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         header_read_timeout: HEADER_READ_TIMEOUT,
         port: "http",
     };
+    if let Some(u) = uploader {
+        let status = u.clone();
+        service.register_status("auto_backups", Arc::new(move || status.status()));
+        tokio::spawn(u.run());
+    }
     let http = tokio::spawn(rq_net::serve(
         http_listener,
         service.clone().router(),
@@ -402,6 +430,46 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
 }
 
 /// TLS for the two ports, from the flags, as rqlite sets it up.
+/// `-auto-restore`: on a node with no Raft state, downloads the file now and holds the node
+/// not ready until the first leader has loaded it (or another node leads). A failed download
+/// stops the node unless the configuration says `continue_on_failure`.
+async fn auto_restore(store: &Store, path: &str) -> anyhow::Result<()> {
+    if store.is_initialized().await {
+        tracing::info!(dir = %store.config().data_dir.display(), "auto-restore requested, but data already exists; skipping");
+        return Ok(());
+    }
+    tracing::info!("auto-restore requested, initiating download");
+    let cfg = rq_auto::config::read_file(path)
+        .map_err(|e| format!("failed to read auto-restore file: {e}"))
+        .and_then(|text| RestoreConfig::parse(&text).map_err(|e| format!("failed to create storage client: {e}")));
+    let (cfg, continue_on_failure) = match cfg {
+        Ok(c) => {
+            let cont = c.continue_on_failure;
+            (Ok(c), cont)
+        }
+        Err(e) => (Err(e), false),
+    };
+    let downloaded = match cfg {
+        Ok(cfg) => rq_auto::restore::download(store, &cfg).await,
+        Err(e) => Err(e),
+    };
+    match downloaded {
+        Ok(file) => {
+            store.hold_ready();
+            tokio::spawn(rq_auto::restore::install_at_first_leader(store.clone(), file));
+            Ok(())
+        }
+        Err(e) if continue_on_failure => {
+            tracing::warn!(error = %e, "failed to download auto-restore file, continuing with node startup anyway");
+            Ok(())
+        }
+        Err(e) => {
+            store.shutdown().await;
+            bail!("failed to download auto-restore file: {e}")
+        }
+    }
+}
+
 /// `-disco-mode` with its `-disco-key` and `-disco-config`, if set; the flags were checked.
 fn disco_from_flags(flags: &Flags, raft_port: u16) -> anyhow::Result<Option<Disco>> {
     let Some(mode) = non_empty(flags.string("disco-mode")) else {

@@ -4,6 +4,7 @@ mod harness;
 
 mod api;
 mod auth;
+mod auto;
 mod backup;
 mod bad_input;
 mod cli;
