@@ -2,9 +2,11 @@
 //! on loopback: moto's S3 server and the GCS emulator (both from PyPI, in the virtual
 //! environment `scripts/test.sh` makes), and local directories.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -332,6 +334,73 @@ async fn gcs_backups_and_restores_through_the_emulator() {
     let (_, body) = fresh.get("/db/query?q=SELECT+x+FROM+t+ORDER+BY+x").await;
     assert!(body.contains("[[3],[4]]"), "{body}");
     assert_eq!(fresh.expvar().await["downloader"]["num_downloads_ok"], 0);
+}
+
+/// A stand-in for Google's OAuth token endpoint: checks the service account's signed JWT
+/// with the account's public key and answers with a token; records each assertion's claims.
+async fn token_endpoint(public_pem: String, uri: String) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{uri}", listener.local_addr().unwrap());
+    let (record, aud) = (seen.clone(), url.clone());
+    let app = axum::Router::new().route(
+        &uri,
+        axum::routing::post(move |body: String| {
+            let (record, aud, public_pem) = (record.clone(), aud.clone(), public_pem.clone());
+            async move {
+                let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+                assert_eq!(form["grant_type"], "urn:ietf:params:oauth:grant-type:jwt-bearer");
+                let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_pem.as_bytes()).unwrap();
+                let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+                v.set_audience(&[aud]);
+                let claims = jsonwebtoken::decode::<Value>(&form["assertion"], &key, &v)
+                    .expect("a JWT signed with the account's key")
+                    .claims;
+                record.lock().unwrap().push(claims);
+                axum::Json(json!({"access_token": "token-1", "expires_in": 3600, "token_type": "Bearer"}))
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn gcs_with_a_service_account_gets_a_token_and_keeps_it() {
+    let gcs = Server::gcs("rq-sa").await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let (token_uri, seen) = token_endpoint(key.public_key_pem(), "/token".into()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let account = config_file(
+        tmp.path(),
+        "account.json",
+        json!({"type": "service_account", "client_email": "backup@p.iam.gserviceaccount.com",
+               "private_key": key.serialize_pem(), "token_uri": token_uri}),
+    );
+    let backup = config_file(
+        tmp.path(),
+        "backup.json",
+        json!({"version": 1, "type": "gcs", "interval": "200ms",
+               "sub": {"project_id": "p", "bucket": "rq-sa", "name": "db.gz", "endpoint": gcs.url,
+                       "credentials_path": account}}),
+    );
+    let d = DataDir::new();
+    let node = Node::start_in(&d.path, &["-auto-backup", &backup]).await;
+    node.execute(r#"["CREATE TABLE t(x)", "INSERT INTO t VALUES(5)"]"#)
+        .await;
+    wait_counter(&node, "num_uploads_ok", 1).await;
+    node.execute(r#"["INSERT INTO t VALUES(6)"]"#).await;
+    wait_counter(&node, "num_uploads_ok", 2).await;
+    let (body, _) = gcs.gcs_object("rq-sa", "db.gz").await.unwrap();
+    assert_eq!(rows_in(&body), [5, 6]);
+    // One token served every request since.
+    let claims = seen.lock().unwrap().clone();
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(claims[0]["iss"], "backup@p.iam.gserviceaccount.com");
+    assert_eq!(
+        claims[0]["scope"],
+        "https://www.googleapis.com/auth/devstorage.read_write"
+    );
 }
 
 #[tokio::test]
