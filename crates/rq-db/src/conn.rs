@@ -116,10 +116,15 @@ impl Deadline {
 
 /// A connection and the deadline its progress handler watches.
 pub struct Conn {
+    /// The preupdate hook, if any: declared first so that it is dropped (unregistered) before
+    /// the connection closes.
+    pub(crate) preupdate: Option<crate::preupdate::Hook>,
     pub(crate) conn: Connection,
     pub(crate) deadline: Deadline,
     /// While set, the authorizer lets through what only the node itself may do.
     trusted: Arc<AtomicBool>,
+    /// Change capture, on the write connection when it is on.
+    pub(crate) capture: Option<Arc<crate::capture::Capture>>,
 }
 
 impl Conn {
@@ -184,9 +189,11 @@ impl Conn {
         let d = deadline.clone();
         conn.progress_handler(PROGRESS_STEPS, Some(move || d.expired() || d.budget_spent()))?;
         Ok(Conn {
+            preupdate: None,
             conn,
             deadline,
             trusted,
+            capture: None,
         })
     }
 

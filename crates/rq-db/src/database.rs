@@ -7,11 +7,13 @@
 //! it again once the new file is synced. Commits in between reach only the WAL.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rq_proto::{Request, StmtResult};
 use rusqlite::OptionalExtension;
 use rusqlite::config::DbConfig;
 
+use crate::capture::{Capture, CaptureConfig, RowEvent};
 use crate::Error;
 use crate::conn::{Conn, ConnConfig};
 use crate::exec::{self, Mode, Outcome};
@@ -40,7 +42,15 @@ pub struct Database {
     path: PathBuf,
     /// Whether a valid state record describes the file now.
     recorded: bool,
+    /// Change capture, when on: the capture, and where committed changes go.
+    capture: Option<(Arc<Capture>, CaptureSink)>,
+    /// The log index of each entry of the batch being applied, for captured changes.
+    entry_ids: Vec<u64>,
 }
+
+/// Receives the changes of each committed batch, per log index in order, before the batch's
+/// commit: what it holds is then at least as durable as the changes themselves.
+pub type CaptureSink = Box<dyn FnMut(Vec<(u64, Vec<RowEvent>)>) -> Result<(), String> + Send>;
 
 /// Reads the state blob of a database written by an earlier version, if it has one.
 fn read_legacy_state(conn: &rusqlite::Connection) -> Result<Option<Vec<u8>>, Error> {
@@ -121,6 +131,8 @@ impl Database {
             cfg,
             path: path.to_path_buf(),
             recorded: false,
+            capture: None,
+            entry_ids: Vec::new(),
         };
         if let Some(state) = file_state::read(path)? {
             file_state::discard_wal(path)?;
@@ -156,6 +168,7 @@ impl Database {
         self.conn = Conn::open_memory(self.cfg)?;
         file_state::remove_all(&self.path)?;
         self.conn = Conn::open_writer(&self.path, self.cfg)?;
+        self.install_capture()?;
         self.record_checkpoint(&[])
     }
 
@@ -170,6 +183,67 @@ impl Database {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Turns change capture on: from now on every committed row change goes to `sink`.
+    pub fn enable_capture(&mut self, cfg: CaptureConfig, sink: CaptureSink) -> Result<(), Error> {
+        self.capture = Some((Capture::new(cfg), sink));
+        self.install_capture()
+    }
+
+    pub fn capture_enabled(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// Puts the capture hook on the write connection (again, after it was reopened).
+    fn install_capture(&mut self) -> Result<(), Error> {
+        if let Some((c, _)) = &self.capture {
+            self.conn.preupdate = Some(c.hook(&self.conn.conn));
+            self.conn.capture = Some(c.clone());
+        }
+        Ok(())
+    }
+
+    /// The log index of each entry of the next `apply`.
+    pub fn set_entry_ids(&mut self, ids: Vec<u64>) {
+        self.entry_ids = ids;
+    }
+
+    fn capture_entry(&self, entry: usize) {
+        if let Some((c, _)) = &self.capture {
+            c.set_entry(entry);
+        }
+    }
+
+    /// Drops captured changes that will not be committed.
+    fn discard_capture(&self) {
+        if let Some((c, _)) = &self.capture {
+            c.take();
+        }
+    }
+
+    /// Hands the captured changes to the sink, grouped per log index: call just before a commit.
+    fn flush_capture(&mut self) -> Result<(), Error> {
+        let Some((c, sink)) = &mut self.capture else {
+            return Ok(());
+        };
+        let events = c.take();
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut groups: Vec<(u64, Vec<RowEvent>)> = Vec::new();
+        let mut last = usize::MAX;
+        for (entry, e) in events {
+            if entry != last {
+                let id = self.entry_ids.get(entry).copied().unwrap_or(0);
+                groups.push((id, Vec::new()));
+                last = entry;
+            }
+            if let Some(g) = groups.last_mut() {
+                g.1.push(e);
+            }
+        }
+        sink(groups).map_err(Error::Storage)
     }
 
     /// Applies committed log entries in one transaction, each entry a list of work items.
@@ -205,6 +279,7 @@ impl Database {
     /// Ends a budgeted run that cannot finish: rolls back what it did.
     fn give_up(&mut self) -> Result<Option<Vec<Vec<Vec<StmtResult>>>>, Error> {
         self.conn.deadline.end_budget();
+        self.discard_capture();
         if !self.conn.conn.is_autocommit() {
             self.conn.conn.execute_batch("ROLLBACK")?;
         }
@@ -226,10 +301,12 @@ impl Database {
         let mut reruns = 0usize;
         'batch: loop {
             self.conn.conn.execute_batch("BEGIN")?;
+            self.discard_capture();
             out.truncate(done);
             let mut i = done;
             while i < entries.len() {
                 let works = &entries[i];
+                self.capture_entry(i);
                 // A statement that must run outside a transaction is honoured only when it is
                 // its entry's sole request, so the entry still commits as a whole.
                 if let [work] = works.as_slice()
@@ -239,8 +316,10 @@ impl Database {
                     if budgeted {
                         return self.give_up();
                     }
+                    self.flush_capture()?;
                     self.conn.conn.execute_batch("COMMIT")?;
                     let res = exec::run_autocommit(&self.conn, req, mode)?;
+                    self.flush_capture()?;
                     out.push(vec![res]);
                     done = i + 1;
                     if done == entries.len() {
@@ -285,6 +364,7 @@ impl Database {
             if budgeted && self.conn.deadline.end_budget() {
                 return self.give_up();
             }
+            self.flush_capture()?;
             self.conn.conn.execute_batch("COMMIT")?;
             return Ok(Some(out));
         }
@@ -356,6 +436,7 @@ impl Database {
             std::fs::File::open(dir)?.sync_all()?;
         }
         self.conn = Conn::open_writer(&path, self.cfg)?;
+        self.install_capture()?;
         file_state::write(&path, state)?;
         self.recorded = true;
         Ok(())
@@ -405,6 +486,124 @@ mod tests {
             .conn
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap()
+    }
+
+    /// A database capturing changes into the returned list, as (index, op, table, before,
+    /// after) with row images as "col=value" strings.
+    #[allow(clippy::type_complexity)]
+    fn capturing(cfg: CaptureConfig) -> (tempfile::TempDir, Database, Arc<std::sync::Mutex<Vec<(u64, String)>>>) {
+        let d = tempfile::tempdir().unwrap();
+        let (mut db, _) = Database::open(&d.path().join("db.sqlite"), ConnConfig::default()).unwrap();
+        let seen: Arc<std::sync::Mutex<Vec<(u64, String)>>> = Arc::default();
+        let s = seen.clone();
+        db.enable_capture(
+            cfg,
+            Box::new(move |groups| {
+                for (index, events) in groups {
+                    for e in events {
+                        let image = |row: &Option<Vec<rusqlite::types::Value>>| match (row, &e.columns) {
+                            (Some(r), Some(c)) => c
+                                .iter()
+                                .zip(r)
+                                .map(|(c, v)| format!("{c}={v:?}"))
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            (Some(_), None) => "?".into(),
+                            (None, _) => "-".into(),
+                        };
+                        let text = format!(
+                            "{} {} {}>{} [{}] [{}]{}",
+                            e.op.as_str(),
+                            e.table,
+                            e.old_rowid,
+                            e.new_rowid,
+                            image(&e.before),
+                            image(&e.after),
+                            e.error.as_deref().map(|x| format!(" error {x}")).unwrap_or_default()
+                        );
+                        s.lock().unwrap().push((index, text));
+                    }
+                }
+                Ok(())
+            }),
+        )
+        .unwrap();
+        (d, db, seen)
+    }
+
+    fn apply_at(db: &mut Database, index: u64, req: &Request) {
+        db.set_entry_ids(vec![index]);
+        db.apply(&[vec![Work::Execute(req)]]).unwrap();
+    }
+
+    #[test]
+    fn committed_row_changes_are_captured_per_entry_and_undone_ones_are_not() {
+        let (_d, mut db, seen) = capturing(CaptureConfig::default());
+        apply_at(&mut db, 1, &request(&["CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT UNIQUE, data BLOB)"]));
+        assert!(seen.lock().unwrap().is_empty(), "DDL changes no rows");
+        // Two entries in one batch: each keeps its own index.
+        let ins = request(&["INSERT INTO t(name, data) VALUES('a', x'01'), ('b', NULL)"]);
+        let upd = request(&["UPDATE t SET name = 'c' WHERE id = 2", "DELETE FROM t WHERE id = 1"]);
+        db.set_entry_ids(vec![2, 3]);
+        db.apply(&[vec![Work::Execute(&ins)], vec![Work::Execute(&upd)]]).unwrap();
+        // A failed statement's rows, a failed transaction's rows, a user's rolled-back
+        // transaction and a rolled-back savepoint leave nothing.
+        let mut tx = request(&["INSERT INTO t(name) VALUES('d')", "INSERT INTO t(name) VALUES('c')"]);
+        tx.transaction = true;
+        apply_at(&mut db, 4, &tx);
+        apply_at(&mut db, 5, &request(&["INSERT INTO t(name) VALUES('e'), ('c')"]));
+        apply_at(
+            &mut db,
+            6,
+            &request(&["BEGIN", "INSERT INTO t(name) VALUES('f')", "ROLLBACK", "INSERT INTO t(name) VALUES('g')"]),
+        );
+        apply_at(
+            &mut db,
+            7,
+            &request(&[
+                "SAVEPOINT one",
+                "INSERT INTO t(name) VALUES('h')",
+                "SAVEPOINT two",
+                "INSERT INTO t(name) VALUES('i')",
+                "ROLLBACK TO one",
+                "INSERT INTO t(name) VALUES('j')",
+                "RELEASE one",
+            ]),
+        );
+        let got: Vec<(u64, String)> = seen.lock().unwrap().clone();
+        let want: Vec<(u64, String)> = [
+            (2, "INSERT t 0>1 [-] [id=Integer(1),name=Text(\"a\"),data=Blob([1])]"),
+            (2, "INSERT t 0>2 [-] [id=Integer(2),name=Text(\"b\"),data=Null]"),
+            (3, "UPDATE t 2>2 [id=Integer(2),name=Text(\"b\"),data=Null] [id=Integer(2),name=Text(\"c\"),data=Null]"),
+            (3, "DELETE t 1>0 [id=Integer(1),name=Text(\"a\"),data=Blob([1])] [-]"),
+            (6, "INSERT t 0>3 [-] [id=Integer(3),name=Text(\"g\"),data=Null]"),
+            (7, "INSERT t 0>4 [-] [id=Integer(4),name=Text(\"j\"),data=Null]"),
+        ]
+        .into_iter()
+        .map(|(i, s)| (i, s.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        let rows: i64 = db.conn.conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 3, "what was captured is what is there");
+    }
+
+    #[test]
+    fn a_filter_limits_tables_and_row_ids_only_drops_images() {
+        let cfg = CaptureConfig {
+            table_filter: Some(regex::Regex::new("^keep").unwrap()),
+            row_ids_only: true,
+        };
+        let (_d, mut db, seen) = capturing(cfg);
+        apply_at(&mut db, 1, &request(&["CREATE TABLE keep_me(x)", "CREATE TABLE other(x)"]));
+        apply_at(&mut db, 2, &request(&["INSERT INTO keep_me VALUES(1)", "INSERT INTO other VALUES(1)"]));
+        // The hook survives the connection being replaced.
+        db.recreate().unwrap();
+        apply_at(&mut db, 3, &request(&["CREATE TABLE keep_too(x)", "INSERT INTO keep_too VALUES(5)"]));
+        let got: Vec<(u64, String)> = seen.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            [(2, "INSERT keep_me 0>1 [-] [-]".to_string()), (3, "INSERT keep_too 0>1 [-] [-]".to_string())]
+        );
     }
 
     #[test]

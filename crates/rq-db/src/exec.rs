@@ -445,6 +445,8 @@ fn readonly_message(e: &rusqlite::Error, m: String) -> String {
 #[derive(Default)]
 struct UserTx {
     open: bool,
+    /// Where the captured changes stood when the user's transaction began.
+    mark: Option<crate::capture::Mark>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -503,6 +505,17 @@ impl UserTx {
         run.conn
             .trusted(|c| c.execute_batch(&script))
             .map_err(|e| classify(&e, "execute timeout"))?;
+        if let Some(cap) = &run.conn.capture {
+            match ctl {
+                TxControl::Begin => self.mark = Some(cap.mark()),
+                TxControl::Rollback => {
+                    if let Some(m) = self.mark.take() {
+                        cap.undo(m);
+                    }
+                }
+                TxControl::Commit => self.mark = None,
+            }
+        }
         self.open = next;
         Ok(Some(StmtResult::Execute(ExecuteResult {
             last_insert_id: conn.last_insert_rowid(),
@@ -599,6 +612,9 @@ fn run_statements(
         }
     }
     let mut user_tx = UserTx::default();
+    let capture = conn.capture.as_deref();
+    let request_mark = capture.map(|c| c.mark());
+    let mut marks = CaptureMarks::default();
     let mut results = Vec::with_capacity(req.statements.len());
     if mode == Mode::Query {
         conn.deadline.arm(timeout);
@@ -619,6 +635,7 @@ fn run_statements(
         if mode != Mode::Query {
             conn.deadline.arm(timeout);
         }
+        let statement_mark = capture.map(|c| c.mark());
         let outcome = if crate::sql::attaches(&st.sql) {
             Ok(StmtResult::Error(ATTACH_ERROR.into()))
         } else {
@@ -653,6 +670,15 @@ fn run_statements(
             return Ok(Outcome::Aborted { statement: i, error });
         }
         let is_error = result.error().is_some();
+        if let (Some(c), Some(m)) = (capture, statement_mark) {
+            if is_error {
+                // SQLite undid the failed statement's changes.
+                c.undo(m);
+            } else {
+                c.name_columns(&conn.conn, m);
+                marks.after(c, &st.sql, m, run.in_batch);
+            }
+        }
         results.push(result);
         if is_error && stop_on_error && mode != Mode::Query {
             failed = true;
@@ -671,10 +697,16 @@ fn run_statements(
     }
     if rollback_open_tx && !conn.conn.is_autocommit() {
         let script = if failed { "ROLLBACK" } else { "COMMIT" };
+        if let (Some(c), Some(m), true) = (capture, marks.open_tx, failed) {
+            c.undo(m);
+        }
         if let Err(e) = conn.trusted(|c| c.execute_batch(script)) {
             let _ = conn.trusted(|c| c.execute_batch("ROLLBACK"));
             return Ok(Outcome::Done(vec![StmtResult::Error(message(&e))]));
         }
+    }
+    if let (true, Some(c), Some(m)) = (savepoint && failed, capture, request_mark) {
+        c.undo(m);
     }
     if savepoint {
         let script = match (run.in_batch, failed) {
@@ -692,6 +724,60 @@ fn run_statements(
         }
     }
     Ok(Outcome::Done(results))
+}
+
+/// Marks of the capture buffer at the points a statement can roll back to: the user's own
+/// savepoints (`SAVEPOINT name`, undone by `ROLLBACK TO name`) and, outside the batch
+/// transaction, the user's `BEGIN`.
+#[derive(Default)]
+struct CaptureMarks {
+    savepoints: Vec<(String, crate::capture::Mark)>,
+    open_tx: Option<crate::capture::Mark>,
+}
+
+impl CaptureMarks {
+    /// Notes what the statement `sql`, which succeeded and began at `mark`, did to them.
+    fn after(&mut self, capture: &crate::capture::Capture, sql: &str, mark: crate::capture::Mark, in_batch: bool) {
+        let toks = lex::tokenize(sql);
+        let Some(first) = toks.first() else { return };
+        let word = |t: &lex::Token| t.unquoted(sql).to_ascii_lowercase();
+        if first.is_word(sql, "savepoint") {
+            if let Some(name) = toks.get(1) {
+                self.savepoints.push((word(name), mark));
+            }
+        } else if first.is_word(sql, "release") {
+            let name = toks.iter().skip(1).find(|t| !t.is_word(sql, "savepoint")).map(word);
+            if let Some(at) = name.and_then(|n| self.savepoints.iter().rposition(|(s, _)| *s == n)) {
+                self.savepoints.truncate(at);
+            }
+        } else if first.is_word(sql, "rollback") && toks.iter().any(|t| t.is_word(sql, "to")) {
+            let name = toks
+                .iter()
+                .skip_while(|t| !t.is_word(sql, "to"))
+                .skip(1)
+                .find(|t| !t.is_word(sql, "savepoint"))
+                .map(word);
+            if let Some(at) = name.and_then(|n| self.savepoints.iter().rposition(|(s, _)| *s == n)) {
+                capture.undo(self.savepoints[at].1);
+                self.savepoints.truncate(at + 1);
+            }
+        } else if !in_batch {
+            match tx_control(sql) {
+                Some(TxControl::Begin) => self.open_tx = Some(mark),
+                Some(TxControl::Rollback) => {
+                    if let Some(m) = self.open_tx.take() {
+                        capture.undo(m);
+                    }
+                    self.savepoints.clear();
+                }
+                Some(TxControl::Commit) => {
+                    self.open_tx = None;
+                    self.savepoints.clear();
+                }
+                None => {}
+            }
+        }
+    }
 }
 
 /// Whether a request holds a statement that cannot run inside a transaction.

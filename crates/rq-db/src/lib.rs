@@ -3,6 +3,7 @@
 //!
 //! This crate knows nothing of Raft, HTTP or async; callers run it on threads that may block.
 
+pub mod capture;
 pub mod conn;
 mod database;
 pub mod dump;
@@ -10,6 +11,7 @@ pub mod exec;
 mod file_state;
 mod gotime;
 mod lex;
+pub mod preupdate;
 pub mod pool;
 pub mod snapshot;
 pub mod sql;
@@ -19,7 +21,7 @@ pub mod stats;
 mod fuzz_test;
 
 pub use conn::{Conn, ConnConfig};
-pub use database::{Database, Work};
+pub use database::{CaptureSink, Database, Work};
 pub use file_state::remove_all as remove_database;
 pub use pool::{PooledConn, ReadPool};
 
