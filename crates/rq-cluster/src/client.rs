@@ -159,6 +159,11 @@ impl Network {
         self.call(addr, paths::NOTIFY, req, creds, timeout).await
     }
 
+    /// Tells the node at `addr` the change data capture high-water mark.
+    pub async fn send_cdc_hwm(&self, addr: &str, hwm: u64, timeout: Duration) -> Result<(), StoreError> {
+        self.call(addr, paths::CDC_HWM, &hwm, None, timeout).await
+    }
+
     pub async fn remove(
         &self,
         addr: &str,

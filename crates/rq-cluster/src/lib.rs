@@ -33,4 +33,5 @@ pub(crate) mod paths {
     pub const LOAD: &str = "/load";
     pub const ELECT: &str = "/elect";
     pub const STEPDOWN: &str = "/stepdown";
+    pub const CDC_HWM: &str = "/cdc/hwm";
 }

@@ -75,6 +75,7 @@ pub fn router(
         .route(paths::META, get(meta))
         .route(paths::JOIN, post(join))
         .route(paths::NOTIFY, post(notify))
+        .route(paths::CDC_HWM, post(cdc_hwm))
         .route(paths::REMOVE, post(remove))
         .route(paths::FORWARD, post(forward))
         .route(paths::BACKUP, post(backup))
@@ -178,6 +179,23 @@ async fn notify(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
         return unauthorized();
     }
     ctx.store.notify(&req.id, &req.addr);
+    reply(&Ok::<(), StoreError>(()))
+}
+
+/// The leader's change data capture high-water mark: this node prunes its queue up to it. Like
+/// the Raft messages on this port (and rqlite's broadcast), it carries no credentials; protect
+/// the port with `-node-verify-client`.
+async fn cdc_hwm(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    ctx.store.stats().cluster.add("num_broadcast_hwm_req", 1);
+    let hwm: u64 = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_body(e),
+    };
+    if let Some(q) = ctx.store.cdc_queue()
+        && let Err(e) = q.set_hwm(hwm)
+    {
+        tracing::warn!(error = %e, "CDC: could not record the high-water mark");
+    }
     reply(&Ok::<(), StoreError>(()))
 }
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use regex::Regex;
 use rusqlite::Connection;
-use rusqlite::types::Value;
+pub use rusqlite::types::Value;
 
 use crate::preupdate::{Action, Hook, Row};
 

@@ -13,8 +13,8 @@ use rq_proto::{Request, StmtResult};
 use rusqlite::OptionalExtension;
 use rusqlite::config::DbConfig;
 
-use crate::capture::{Capture, CaptureConfig, RowEvent};
 use crate::Error;
+use crate::capture::{Capture, CaptureConfig, RowEvent};
 use crate::conn::{Conn, ConnConfig};
 use crate::exec::{self, Mode, Outcome};
 use crate::file_state::{self, sibling};
@@ -539,13 +539,18 @@ mod tests {
     #[test]
     fn committed_row_changes_are_captured_per_entry_and_undone_ones_are_not() {
         let (_d, mut db, seen) = capturing(CaptureConfig::default());
-        apply_at(&mut db, 1, &request(&["CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT UNIQUE, data BLOB)"]));
+        apply_at(
+            &mut db,
+            1,
+            &request(&["CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT UNIQUE, data BLOB)"]),
+        );
         assert!(seen.lock().unwrap().is_empty(), "DDL changes no rows");
         // Two entries in one batch: each keeps its own index.
         let ins = request(&["INSERT INTO t(name, data) VALUES('a', x'01'), ('b', NULL)"]);
         let upd = request(&["UPDATE t SET name = 'c' WHERE id = 2", "DELETE FROM t WHERE id = 1"]);
         db.set_entry_ids(vec![2, 3]);
-        db.apply(&[vec![Work::Execute(&ins)], vec![Work::Execute(&upd)]]).unwrap();
+        db.apply(&[vec![Work::Execute(&ins)], vec![Work::Execute(&upd)]])
+            .unwrap();
         // A failed statement's rows, a failed transaction's rows, a user's rolled-back
         // transaction and a rolled-back savepoint leave nothing.
         let mut tx = request(&["INSERT INTO t(name) VALUES('d')", "INSERT INTO t(name) VALUES('c')"]);
@@ -555,7 +560,12 @@ mod tests {
         apply_at(
             &mut db,
             6,
-            &request(&["BEGIN", "INSERT INTO t(name) VALUES('f')", "ROLLBACK", "INSERT INTO t(name) VALUES('g')"]),
+            &request(&[
+                "BEGIN",
+                "INSERT INTO t(name) VALUES('f')",
+                "ROLLBACK",
+                "INSERT INTO t(name) VALUES('g')",
+            ]),
         );
         apply_at(
             &mut db,
@@ -574,7 +584,10 @@ mod tests {
         let want: Vec<(u64, String)> = [
             (2, "INSERT t 0>1 [-] [id=Integer(1),name=Text(\"a\"),data=Blob([1])]"),
             (2, "INSERT t 0>2 [-] [id=Integer(2),name=Text(\"b\"),data=Null]"),
-            (3, "UPDATE t 2>2 [id=Integer(2),name=Text(\"b\"),data=Null] [id=Integer(2),name=Text(\"c\"),data=Null]"),
+            (
+                3,
+                "UPDATE t 2>2 [id=Integer(2),name=Text(\"b\"),data=Null] [id=Integer(2),name=Text(\"c\"),data=Null]",
+            ),
             (3, "DELETE t 1>0 [id=Integer(1),name=Text(\"a\"),data=Blob([1])] [-]"),
             (6, "INSERT t 0>3 [-] [id=Integer(3),name=Text(\"g\"),data=Null]"),
             (7, "INSERT t 0>4 [-] [id=Integer(4),name=Text(\"j\"),data=Null]"),
@@ -583,7 +596,11 @@ mod tests {
         .map(|(i, s)| (i, s.to_string()))
         .collect();
         assert_eq!(got, want);
-        let rows: i64 = db.conn.conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let rows: i64 = db
+            .conn
+            .conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(rows, 3, "what was captured is what is there");
     }
 
@@ -594,15 +611,30 @@ mod tests {
             row_ids_only: true,
         };
         let (_d, mut db, seen) = capturing(cfg);
-        apply_at(&mut db, 1, &request(&["CREATE TABLE keep_me(x)", "CREATE TABLE other(x)"]));
-        apply_at(&mut db, 2, &request(&["INSERT INTO keep_me VALUES(1)", "INSERT INTO other VALUES(1)"]));
+        apply_at(
+            &mut db,
+            1,
+            &request(&["CREATE TABLE keep_me(x)", "CREATE TABLE other(x)"]),
+        );
+        apply_at(
+            &mut db,
+            2,
+            &request(&["INSERT INTO keep_me VALUES(1)", "INSERT INTO other VALUES(1)"]),
+        );
         // The hook survives the connection being replaced.
         db.recreate().unwrap();
-        apply_at(&mut db, 3, &request(&["CREATE TABLE keep_too(x)", "INSERT INTO keep_too VALUES(5)"]));
+        apply_at(
+            &mut db,
+            3,
+            &request(&["CREATE TABLE keep_too(x)", "INSERT INTO keep_too VALUES(5)"]),
+        );
         let got: Vec<(u64, String)> = seen.lock().unwrap().clone();
         assert_eq!(
             got,
-            [(2, "INSERT keep_me 0>1 [-] [-]".to_string()), (3, "INSERT keep_too 0>1 [-] [-]".to_string())]
+            [
+                (2, "INSERT keep_me 0>1 [-] [-]".to_string()),
+                (3, "INSERT keep_too 0>1 [-] [-]".to_string())
+            ]
         );
     }
 

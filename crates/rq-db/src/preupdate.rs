@@ -162,10 +162,7 @@ unsafe extern "C" fn trampoline(
             CStr::from_ptr(table).to_string_lossy(),
         )
     };
-    let row = Row {
-        db,
-        _hook: PhantomData,
-    };
+    let row = Row { db, _hook: PhantomData };
     // A panic must not unwind into SQLite.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         f(action, &db_name, &table, old_rowid, new_rowid, &row);

@@ -16,24 +16,6 @@ use crate::{Service, empty, json_response, served_by, text_error};
 /// the feature they count is not in use.
 const IDLE_MAPS: &[(&str, &[&str])] = &[
     (
-        "cdc.service",
-        &[
-            "batcher_events_write",
-            "batcher_reads",
-            "batcher_write_ignored",
-            "batcher_writes",
-            "dropped_failed_to_send",
-            "fifo_enqueue_ignored",
-            "fifo_size",
-            "hwm_ignored",
-            "num_bytes_tx",
-            "num_events_tx_failed",
-            "num_events_tx_ok",
-            "retries",
-            "snapshot_sync",
-        ],
-    ),
-    (
         "db.wal",
         &[
             "compact_frames_input",
@@ -478,6 +460,7 @@ pub(crate) fn expvar(svc: &Arc<Service>, p: &Params) -> Response {
         ("proxy".into(), expvar_map(&stats.proxy.entries())),
         ("uploader".into(), expvar_map(&stats.uploader.entries())),
         ("downloader".into(), expvar_map(&stats.downloader.entries())),
+        ("cdc.service".into(), expvar_map(&stats.cdc.entries())),
     ];
     for (name, keys) in IDLE_MAPS {
         let zeros: Vec<(&str, i64)> = keys.iter().map(|k| (*k, 0)).collect();

@@ -4,6 +4,7 @@
 //!
 //! This crate opens no sockets and knows nothing of HTTP.
 
+pub mod cdc;
 mod commit_gate;
 pub mod error;
 mod freshness;
@@ -22,7 +23,9 @@ pub mod types;
 pub use error::StoreError;
 pub use membership::JoinOutcome;
 pub use rq_db::snapshot::BackupFormat;
-pub use store::{BackupOptions, Forward, Outcome, ReadOptions, SqlOptions, Store, StoreConfig, trailing_logs};
+pub use store::{
+    BackupOptions, CdcCapture, Forward, Outcome, ReadOptions, SqlOptions, Store, StoreConfig, trailing_logs,
+};
 pub use types::NodeInfo;
 
 #[cfg(test)]

@@ -129,6 +129,8 @@ struct Writer {
     path: PathBuf,
     applied: Arc<Mutex<AppliedInfo>>,
     on_replaced: Box<dyn Fn() + Send>,
+    /// The change data capture queue, synced before each snapshot.
+    cdc: Option<Arc<crate::cdc::CdcQueue>>,
 }
 
 /// The state machine handle openraft drives. Cheap to clone.
@@ -182,6 +184,7 @@ impl StateMachine {
             path: db_path.to_path_buf(),
             applied: applied.clone(),
             on_replaced,
+            cdc: None,
         }));
         let w = writer.clone();
         std::thread::Builder::new()
@@ -195,6 +198,12 @@ impl StateMachine {
             db_path: db_path.to_path_buf(),
             log_durable: None,
         })
+    }
+
+    /// The change data capture queue the database's capture sink appends to: synced before
+    /// every snapshot, so the log entries a snapshot lets go of have their changes on disk.
+    pub fn set_cdc_queue(&self, q: Arc<crate::cdc::CdcQueue>) {
+        self.writer.lock().unwrap().cdc = Some(q);
     }
 
     /// Applies entries only once the Raft log has them on disk (`durable`).
@@ -268,6 +277,9 @@ impl StateMachine {
     /// the file's recorded state. (Blocks: call on a blocking thread.)
     fn pin_for_snapshot(&self) -> io::Result<(rq_db::snapshot::PinnedRead, SmState)> {
         let mut w = self.writer.lock().unwrap();
+        if let Some(q) = &w.cdc {
+            q.sync()?;
+        }
         let state = w.applied.lock().unwrap().state.clone();
         match w.db.checkpoint(&state.encode()) {
             Ok(true) => {}
@@ -453,6 +465,9 @@ fn apply_batch(
                     EntryPayload::Normal(l) => works_of(&l.cmd),
                 })
                 .collect();
+            if db.capture_enabled() {
+                db.set_entry_ids(run.iter().map(|e| e.log_id.index).collect());
+            }
             let results = match budget {
                 Some(b) => match db.apply_within(&works, b).map_err(io::Error::other)? {
                     Some(r) => r,

@@ -195,7 +195,30 @@ pub struct Stats {
     pub uploader: ExpvarMap,
     /// The automatic restore's download (`-auto-restore`).
     pub downloader: ExpvarMap,
+    /// Change data capture (`-cdc-config`), rqlite's `cdc.service` map.
+    pub cdc: ExpvarMap,
 }
+
+/// rqlite's `cdc.service` map, and this node's own: `fifo_bytes` (the queue's size on disk),
+/// `dropped_fifo_full` (changes dropped at the queue's bound) and `highwater_mark`.
+pub const CDC_KEYS: &[&str] = &[
+    "batcher_events_write",
+    "batcher_reads",
+    "batcher_write_ignored",
+    "batcher_writes",
+    "dropped_failed_to_send",
+    "dropped_fifo_full",
+    "fifo_bytes",
+    "fifo_enqueue_ignored",
+    "fifo_size",
+    "highwater_mark",
+    "hwm_ignored",
+    "num_bytes_tx",
+    "num_events_tx_failed",
+    "num_events_tx_ok",
+    "retries",
+    "snapshot_sync",
+];
 
 /// rqlite's `uploader` map.
 pub const UPLOADER_KEYS: &[&str] = &[
@@ -221,6 +244,7 @@ impl Default for Stats {
             proxy: ExpvarMap::new(PROXY_KEYS),
             uploader: ExpvarMap::new(UPLOADER_KEYS),
             downloader: ExpvarMap::new(DOWNLOADER_KEYS),
+            cdc: ExpvarMap::new(CDC_KEYS),
         }
     }
 }

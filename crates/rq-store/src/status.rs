@@ -145,7 +145,7 @@ impl Store {
             "leader_appended_at_time": rfc3339_ms(self.last_apply_ms()),
             "strong_read_term": 0,
             "observer": {"dropped": 0, "observed": 0},
-            "cdc": {"enabled": false, "registered": false},
+            "cdc": {"enabled": self.cdc_queue().is_some(), "registered": self.cdc_queue().is_some()},
             "apply_timeout": go_duration(cfg.apply_timeout),
             "heartbeat_timeout": go_duration(cfg.heartbeat_timeout),
             "election_timeout": go_duration(cfg.election_timeout),

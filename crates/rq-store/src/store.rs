@@ -16,6 +16,7 @@ use rq_db::{ConnConfig, Database, ReadPool};
 use rq_proto::{Command, Level, LoadChunk, Logged, Request, StmtResult};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cdc::CdcQueue;
 use crate::commit_gate::CommitGate;
 use crate::error::StoreError;
 use crate::freshness::Freshness;
@@ -31,6 +32,8 @@ use crate::types::{NodeInfo, Raft, TypeConfig, raft_id};
 pub const DB_FILE: &str = "db.sqlite";
 pub const LOG_DIR: &str = "raft-log";
 pub const SNAPSHOT_DIR: &str = "snapshots";
+/// Where the change data capture queue lives.
+pub const CDC_DIR: &str = "cdc";
 
 /// How often a wait for a quorum checks that this node still leads.
 const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
@@ -88,6 +91,16 @@ pub struct StoreConfig {
     /// `/status` (the reaper acts on them); zero disables.
     pub reap_timeout: Duration,
     pub reap_read_only_timeout: Duration,
+    /// Change data capture (`-cdc-config`), if on.
+    pub cdc: Option<CdcCapture>,
+}
+
+/// What change data capture keeps: which changes, and how much may wait on disk.
+#[derive(Debug, Clone)]
+pub struct CdcCapture {
+    pub capture: rq_db::capture::CaptureConfig,
+    /// The queue's bound in bytes; changes past it are dropped (and counted).
+    pub max_queue_bytes: u64,
 }
 
 /// Read options from the query string.
@@ -185,6 +198,8 @@ struct Inner {
     started: Instant,
     /// Reasons the node is not ready yet besides having no leader (`hold_ready`).
     ready_holds: std::sync::atomic::AtomicUsize,
+    /// The change data capture queue, when capture is on.
+    cdc: Option<Arc<CdcQueue>>,
 }
 
 /// The node's store. Cheap to clone.
@@ -268,11 +283,30 @@ impl Store {
         }
         let (mut db, state) = Database::open(&db_path, conn_cfg).map_err(internal)?;
         let state = restore_if_behind(&mut db, state, &snapshots, &stats)?;
+        let cdc = match &cfg.cdc {
+            None => None,
+            Some(c) => {
+                let queue = CdcQueue::open(
+                    crate::cdc::QueueConfig {
+                        dir: cfg.data_dir.join(CDC_DIR),
+                        max_bytes: c.max_queue_bytes,
+                    },
+                    stats.clone(),
+                )
+                .map_err(internal)?;
+                db.enable_capture(c.capture.clone(), crate::cdc::sink(queue.clone(), stats.clone()))
+                    .map_err(internal)?;
+                Some(queue)
+            }
+        };
         run_marker::begin(&cfg.data_dir).map_err(internal)?;
         let pool = ReadPool::new(&db_path, conn_cfg, cfg.max_read_conns);
         let p = pool.clone();
         let mut sm = StateMachine::open(db, state, &db_path, snapshots.clone(), Box::new(move || p.reset()))
             .map_err(internal)?;
+        if let Some(q) = &cdc {
+            sm.set_cdc_queue(q.clone());
+        }
         crate::recovery::recover_if_asked(&cfg.data_dir, &mut log, &mut sm, &stats).await?;
 
         let id = raft_id(&cfg.node_id);
@@ -308,6 +342,7 @@ impl Store {
                 acks,
                 started: Instant::now(),
                 ready_holds: std::sync::atomic::AtomicUsize::new(0),
+                cdc,
             }),
         };
         tokio::spawn(read_barrier_loop(store.clone(), barrier_rx));
@@ -607,6 +642,11 @@ impl Store {
     /// that existed when it started.
     pub fn is_ready(&self) -> bool {
         self.inner.ready_holds.load(Ordering::Acquire) == 0 && self.leader().is_some()
+    }
+
+    /// The change data capture queue, when `-cdc-config` is set.
+    pub fn cdc_queue(&self) -> Option<&Arc<CdcQueue>> {
+        self.inner.cdc.as_ref()
     }
 
     /// Keeps the node from reporting ready (an automatic restore not yet attempted) until as

@@ -9,6 +9,7 @@
 //! hour to hour. `--cluster N` runs the workloads against the leader of an N-node cluster;
 //! `--failover N` times N leader failovers.
 
+mod cdc_sink;
 mod client;
 mod failover;
 mod fsync;
@@ -89,6 +90,10 @@ struct Args {
     ca_cert: Option<std::path::PathBuf>,
     /// The statement for the rqbench-compatible mode.
     statement: Option<String>,
+    /// With --spawn: turn change data capture on in every node, sending to an endpoint in this
+    /// process, and print each workload's delivery lag (commit to endpoint).
+    #[arg(long)]
+    cdc: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,8 +113,15 @@ fn main() -> anyhow::Result<()> {
             let bin = args.spawn.as_deref().context("--failover needs --spawn")?;
             return failover::run(bin, times).await;
         }
+        let lags = if args.cdc {
+            let (url, lags) = cdc_sink::start().await?;
+            node::add_flags_to_every_node(vec!["-cdc-config".into(), url]);
+            Some(lags)
+        } else {
+            None
+        };
         match (&args.workloads, &args.statement) {
-            (Some(w), _) => run_workloads(&args, w).await,
+            (Some(w), _) => run_workloads(&args, w, lags).await,
             (None, Some(stmt)) => run_statement(&args, stmt).await,
             (None, None) => bail!("give a SQL statement, or named workloads with -w (see --help)"),
         }
@@ -185,7 +197,7 @@ async fn run_statement(args: &Args, stmt: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_workloads(args: &Args, names: &str) -> anyhow::Result<()> {
+async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -> anyhow::Result<()> {
     let list: Vec<Workload> = if names == "all" {
         Workload::all()
     } else {
@@ -223,6 +235,17 @@ async fn run_workloads(args: &Args, names: &str) -> anyhow::Result<()> {
             };
             let out = w.run(&addr, duration).await?;
             runs.push(out);
+            if let Some(l) = &lags {
+                // Let the last changes arrive before the nodes go.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut v = l.take();
+                println!(
+                    "  cdc: {} messages delivered; lag p50 {} ms, p99 {} ms",
+                    v.len(),
+                    cdc_sink::percentile(&mut v, 0.5),
+                    cdc_sink::percentile(&mut v, 0.99)
+                );
+            }
             drop(cluster);
         }
         runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));

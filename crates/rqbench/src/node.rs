@@ -2,7 +2,7 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -18,12 +18,13 @@ pub struct Node {
     extra: Vec<String>,
 }
 
-/// Flags every spawned node gets (`-http-cert` and `-http-key` with `--tls`).
-static COMMON_FLAGS: OnceLock<Vec<String>> = OnceLock::new();
+/// Flags every spawned node gets (`-http-cert` and `-http-key` with `--tls`, `-cdc-config`
+/// with `--cdc`).
+static COMMON_FLAGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Starts every node from now on with `flags` too.
 pub fn add_flags_to_every_node(flags: Vec<String>) {
-    let _ = COMMON_FLAGS.set(flags);
+    COMMON_FLAGS.lock().unwrap().extend(flags);
 }
 
 /// A free loopback port (bound, then released for the node to take).
@@ -134,7 +135,7 @@ impl Cluster {
 fn spawn(bin: &str, http: &str, raft: &str, dir: &std::path::Path, extra: &[String]) -> anyhow::Result<Child> {
     Command::new(bin)
         .args(["-http-addr", http, "-raft-addr", raft])
-        .args(COMMON_FLAGS.get().into_iter().flatten())
+        .args(COMMON_FLAGS.lock().unwrap().iter())
         .args(extra)
         .arg(dir)
         .stdout(Stdio::null())

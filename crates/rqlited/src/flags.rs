@@ -96,7 +96,7 @@ pub const FLAGS: &[FlagDef] = &[
         Str,
         "",
         "Set CDC HTTP endpoint, or path to CDC config file. If not set, CDC not enabled",
-        false,
+        true,
     ),
     f(
         "cluster-connect-timeout",
@@ -611,6 +611,9 @@ impl Flags {
         let expect = parse_go_int(self.raw("bootstrap-expect")).unwrap_or(0);
         let non_voter = parse_bool(self.raw("raft-non-voter")).unwrap_or(false);
         let disco = self.raw("disco-mode");
+        if !self.raw("cdc-config").is_empty() && non_voter {
+            return Err(FlagError::Fatal("CDC cannot be enabled on non-voting nodes".into()));
+        }
         if expect > 0 && non_voter {
             return Err(FlagError::Fatal("bootstrapping only applicable to voting nodes".into()));
         }

@@ -13,6 +13,7 @@ use anyhow::{Context, anyhow, bail};
 use flags::{FlagError, Flags};
 use futures::future::BoxFuture;
 use rq_auto::{BackupConfig, RestoreConfig, Uploader};
+use rq_cdc::{CdcConfig, CdcService};
 use rq_cluster::bootstrap::{self, JoinPlan};
 use rq_cluster::disco::Disco;
 use rq_http::{BuildInfo, HttpConfig, QueueConfig, Service};
@@ -196,6 +197,16 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     let join = non_empty(flags.string("join"));
     tracing::info!(http = %bound_http, raft = %bound_raft, "listening");
 
+    let cdc = match non_empty(flags.string("cdc-config")) {
+        None => None,
+        Some(arg) => {
+            let cfg = CdcConfig::parse(&arg)
+                .map_err(|e| anyhow!("failed to create CDC Service: failed to create CDC config: {e}"))?;
+            cfg.check_endpoint()
+                .map_err(|e| anyhow!("failed to create CDC Service: failed to create CDC Service: {e}"))?;
+            Some(cfg)
+        }
+    };
     let heartbeat = if flags.is_set("raft-heartbeat-timeout") {
         flags.duration("raft-heartbeat-timeout")
     } else {
@@ -217,6 +228,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         raft_log_level: flags.string("raft-log-level"),
         reap_timeout: flags.duration("raft-reap-node-timeout"),
         reap_read_only_timeout: flags.duration("raft-reap-read-only-node-timeout"),
+        cdc: cdc.as_ref().map(rq_cdc::capture),
     };
     let tls = Tls::from_flags(&flags)?;
     let auth = match non_empty(flags.string("auth")) {
@@ -339,6 +351,13 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         header_read_timeout: HEADER_READ_TIMEOUT,
         port: "http",
     };
+    if let Some(cfg) = cdc {
+        let svc = CdcService::new(cfg, store.clone(), network.clone())
+            .map_err(|e| anyhow!("failed to create CDC Service: failed to create CDC Service: {e}"))?;
+        let status = svc.clone();
+        service.register_status("cdc", Arc::new(move || status.status()));
+        tokio::spawn(svc.run());
+    }
     if let Some(u) = uploader {
         let status = u.clone();
         service.register_status("auto_backups", Arc::new(move || status.status()));

@@ -7,6 +7,7 @@ mod auth;
 mod auto;
 mod backup;
 mod bad_input;
+mod cdc;
 mod cli;
 mod cluster;
 mod crash;
