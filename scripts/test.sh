@@ -3,7 +3,8 @@
 # fault tests. This is the command the README gives and CI runs.
 #
 # The fault tests build network namespaces and cut links with iptables, so they run as root
-# and need iproute2 and iptables; the discovery tests run a real etcd (Debian's etcd-server).
+# and need iproute2 and iptables; the discovery tests run a real etcd (Debian's etcd-server);
+# the extension tests build SQLite extensions with gcc and libsqlite3-dev's sqlite3ext.h.
 # Missing packages are installed from apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,21 +13,24 @@ missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
 command -v etcd >/dev/null || missing+=(etcd-server)
+command -v gcc >/dev/null || missing+=(gcc)
+[[ -f /usr/include/sqlite3ext.h ]] || missing+=(libsqlite3-dev)
 if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# The automatic backup tests run real object stores on loopback: moto's S3 server and the GCS
-# emulator from PyPI, in a virtual environment of their own (pinned versions).
+# From PyPI, in a virtual environment of their own (pinned versions): the automatic backup
+# tests run real object stores on loopback (moto's S3 server and the GCS emulator), and the
+# extension tests load sqlite-vec.
 venv=target/test-venv
-if [[ ! -x $venv/bin/moto_server || ! -x $venv/bin/gcp-storage-emulator ]]; then
+if ! "$venv/bin/python" -c "import moto, gcp_storage_emulator, sqlite_vec" 2>/dev/null; then
     if ! python3 -m venv "$venv"; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
         python3 -m venv "$venv"
     fi
-    "$venv/bin/pip" install -q "moto[server]==5.2.6" "gcp-storage-emulator==2026.7.19"
+    "$venv/bin/pip" install -q "moto[server]==5.2.6" "gcp-storage-emulator==2026.7.19" "sqlite-vec==0.1.9"
 fi
 export RQ_TEST_VENV="$PWD/$venv"
 

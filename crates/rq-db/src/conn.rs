@@ -114,6 +114,46 @@ impl Deadline {
     }
 }
 
+/// The SQLite extensions every connection loads (`-extensions-path`), set once at start.
+static EXTENSIONS: std::sync::OnceLock<Vec<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+/// Makes every connection opened from now on load the extensions at `paths`, after checking
+/// that each one loads; the error names the file that does not.
+pub fn set_extensions(paths: Vec<std::path::PathBuf>) -> Result<(), String> {
+    let check = Connection::open_in_memory().map_err(|e| e.to_string())?;
+    for p in &paths {
+        load_extension(&check, p).map_err(|e| format!("failed to load extension {}: {e}", p.display()))?;
+    }
+    EXTENSIONS
+        .set(paths)
+        .map_err(|_| "the extensions are set already".to_string())
+}
+
+/// The extensions connections load.
+pub fn extensions() -> &'static [std::path::PathBuf] {
+    EXTENSIONS.get().map_or(&[], Vec::as_slice)
+}
+
+fn load_extensions(conn: &Connection) -> Result<(), Error> {
+    for p in extensions() {
+        load_extension(conn, p)?;
+    }
+    Ok(())
+}
+
+/// Loads one extension through the C API only: SQL's `load_extension()` stays refused (and the
+/// authorizer refuses it as well).
+#[allow(unsafe_code)]
+fn load_extension(conn: &Connection, path: &Path) -> rusqlite::Result<()> {
+    // SAFETY: the extensions are code the operator chose to run in this process
+    // (`-extensions-path`); they are loaded while no statement is running on `conn`, and the
+    // guard turns extension loading off again before any statement runs.
+    unsafe {
+        let _guard = rusqlite::LoadExtensionGuard::new(conn)?;
+        conn.load_extension(path, None::<&str>)
+    }
+}
+
 /// A connection and the deadline its progress handler watches.
 pub struct Conn {
     /// The preupdate hook, if any: declared first so that it is dropped (unregistered) before
@@ -161,6 +201,7 @@ impl Conn {
     }
 
     fn finish(mut conn: Connection, cfg: ConnConfig) -> Result<Conn, Error> {
+        load_extensions(&conn)?;
         // Only the writer's own checkpoints may change the database file (see `file_state`),
         // never a connection that happens to close last.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;

@@ -143,7 +143,7 @@ impl Service {
             },
             "extensions": {
                 "dir": self.store.config().data_dir.join("extensions").display().to_string(),
-                "names": [],
+                "names": extension_names(&self.store.config().data_dir.join("extensions")),
             },
             "http": {
                 "auth": if cfg.auth.is_some() { "enabled" } else { "disabled" },
@@ -224,6 +224,21 @@ impl Service {
             }),
         }
     }
+}
+
+/// The extension files every connection loads (`-extensions-path`), sorted, as rqlite lists
+/// them: the regular files of the directory whose names do not start with a dot.
+fn extension_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
 }
 
 /// Writes a node object with rqlite's field order (a struct, not a map).

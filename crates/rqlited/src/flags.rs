@@ -152,7 +152,7 @@ pub const FLAGS: &[FlagDef] = &[
         Str,
         "",
         "Comma-delimited list of paths to directories, zipfiles, or tar.gz files containing SQLite extensions",
-        false,
+        true,
     ),
     f("fk", Bool, "false", "Enable SQLite foreign key constraints", true),
     f(
@@ -611,6 +611,11 @@ impl Flags {
         let expect = parse_go_int(self.raw("bootstrap-expect")).unwrap_or(0);
         let non_voter = parse_bool(self.raw("raft-non-voter")).unwrap_or(false);
         let disco = self.raw("disco-mode");
+        for p in self.raw("extensions-path").split(',').filter(|p| !p.is_empty()) {
+            if !std::path::Path::new(p).exists() {
+                return Err(FlagError::Fatal(format!("extension path does not exist: {p}")));
+            }
+        }
         if !self.raw("cdc-config").is_empty() && non_voter {
             return Err(FlagError::Fatal("CDC cannot be enabled on non-voting nodes".into()));
         }

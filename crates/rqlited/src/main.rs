@@ -1,6 +1,7 @@
 //! `rqlited`: reads the command line, opens the store, and serves the public API and the
 //! node-to-node API until it is told to stop. Wiring only; the work is in the libraries.
 
+mod extensions;
 mod flags;
 
 use std::net::SocketAddr;
@@ -207,6 +208,17 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
             Some(cfg)
         }
     };
+    // Extensions go into the data directory and are checked before anything opens a database.
+    let ext_paths: Vec<String> = flags
+        .string("extensions-path")
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    let ext_files = extensions::gather(&ext_paths, &data_dir.join("extensions"))?;
+    if !ext_files.is_empty() {
+        rq_db::conn::set_extensions(ext_files).map_err(|e| anyhow!(e))?;
+    }
     let heartbeat = if flags.is_set("raft-heartbeat-timeout") {
         flags.duration("raft-heartbeat-timeout")
     } else {

@@ -13,6 +13,7 @@ mod cluster;
 mod crash;
 mod disco;
 mod durability;
+mod extensions;
 mod faults;
 mod node_api;
 mod queue;
