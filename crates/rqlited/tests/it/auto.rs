@@ -11,22 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{BIN, DataDir, Node};
+use crate::harness::{BIN, DataDir, Node, free_port, refused_start, test_venv};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A program of the test virtual environment (`RQ_TEST_VENV`, or `target/test-venv`).
+/// A program of the test virtual environment.
 fn venv_bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("RQ_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-venv"));
-    dir.join("bin").join(name)
+    test_venv().join("bin").join(name)
 }
 
 /// A server process on a loopback port, killed when dropped.
@@ -533,14 +522,7 @@ fn configurations_and_combinations_rqlite_refuses_are_refused() {
             "auto-restoring cannot be used when joining a cluster",
         ),
     ] {
-        let out = Command::new(BIN)
-            .args(["-http-addr", "127.0.0.1:0", "-raft-addr", "127.0.0.1:0"])
-            .args(&args)
-            .arg(&dir)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let err = refused_start(&args, &dir);
         assert!(err.contains(message), "{args:?}: {err}");
     }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{BIN, DataDir, Node};
+use crate::harness::{DataDir, Node, refused_start};
 
 /// An HTTP sink: every request body it took, and a status to answer with instead of 200.
 #[derive(Clone, Default)]
@@ -390,14 +389,7 @@ async fn refused_configurations_stop_the_node_with_rqlites_messages() {
             "failed to create CDC config: invalid regexp \"(\"",
         ),
     ] {
-        let out = Command::new(BIN)
-            .args(["-http-addr", "127.0.0.1:0", "-raft-addr", "127.0.0.1:0"])
-            .args(&args)
-            .arg(&dir)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let err = refused_start(&args, &dir);
         assert!(err.contains(message), "{args:?}: {err}");
     }
 }

@@ -20,15 +20,7 @@ use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record};
 use serde_json::{Value, json};
 
-use crate::harness::{BIN, DataDir, Node};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::harness::{DataDir, Node, free_port, refused_start, restart_all};
 
 fn random_key() -> String {
     format!("rq{}", rand::random::<u32>())
@@ -309,15 +301,7 @@ async fn etcd_forms_a_cluster_that_grows_fails_over_and_restarts() {
     let mut everyone = nodes;
     everyone.push(dead);
     everyone.push(replica);
-    for n in &mut everyone {
-        n.kill();
-    }
-    for n in &mut everyone {
-        n.kill_and_respawn();
-    }
-    for n in &everyone {
-        n.wait_ready().await;
-    }
+    restart_all(&mut everyone).await;
     let all: Vec<&Node> = everyone.iter().collect();
     agreed_leader(&all, Duration::from_secs(20)).await;
     let mut expected = ids(&["n0", "n1", "n2", "n3", "n4"], true);
@@ -591,15 +575,7 @@ async fn consul_forms_a_cluster_and_follows_a_new_leader() {
     assert_eq!(expected.len(), 3);
 
     // Every node restarts with the same flags: the same cluster, led by one of them.
-    for n in &mut nodes {
-        n.kill();
-    }
-    for n in &mut nodes {
-        n.kill_and_respawn();
-    }
-    for n in &nodes {
-        n.wait_ready().await;
-    }
+    restart_all(&mut nodes).await;
     let all: Vec<&Node> = nodes.iter().collect();
     agreed_leader(&all, Duration::from_secs(20)).await;
     assert_eq!(members(&nodes[1]).await.len(), 4);
@@ -710,15 +686,7 @@ async fn dns_a_records_from_a_dns_server() {
     wait_members(&nodes[0], four.clone()).await;
 
     // Every node restarts with the same flags: the same cluster.
-    for n in &mut nodes {
-        n.kill();
-    }
-    for n in &mut nodes {
-        n.kill_and_respawn();
-    }
-    for n in &nodes {
-        n.wait_ready().await;
-    }
+    restart_all(&mut nodes).await;
     let all: Vec<&Node> = nodes.iter().collect();
     agreed_leader(&all, Duration::from_secs(20)).await;
     wait_members(&nodes[2], four).await;
@@ -775,7 +743,6 @@ async fn dns_hosts_from_the_environment_and_a_replica_that_joins_later() {
 fn combinations_rqlite_refuses_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("data");
-    let dir = dir.to_str().unwrap();
     for (args, message) in [
         (
             vec![
@@ -822,14 +789,7 @@ fn combinations_rqlite_refuses_are_refused() {
             "error reading DNS configuration",
         ),
     ] {
-        let out = Command::new(BIN)
-            .args(["-http-addr", "127.0.0.1:0", "-raft-addr", "127.0.0.1:0"])
-            .args(&args)
-            .arg(dir)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let err = refused_start(&args, &dir);
         assert!(err.contains(message), "{args:?}: {err}");
     }
 }

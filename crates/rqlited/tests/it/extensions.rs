@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::harness::{BIN, DataDir, Node};
+use crate::harness::{DataDir, Node, refused_start, test_venv};
 
 /// The built extensions: rot13.so, carray.so, a zip and a tar.gz of rot13.so, and a directory
 /// with both.
@@ -63,10 +63,7 @@ fn built() -> &'static Built {
 
 /// sqlite-vec's loadable extension in the test virtual environment.
 fn vec0() -> PathBuf {
-    let venv = std::env::var_os("RQ_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-venv"));
-    let lib = venv.join("lib");
+    let lib = test_venv().join("lib");
     std::fs::read_dir(&lib)
         .unwrap_or_else(|e| panic!("{}: {e}; scripts/test.sh makes it", lib.display()))
         .filter_map(Result::ok)
@@ -203,20 +200,7 @@ fn an_extension_that_does_not_load_stops_the_node_naming_it() {
             "extension path does not exist: /no/such/extension.so".into(),
         ),
     ] {
-        let out = Command::new(BIN)
-            .args([
-                "-http-addr",
-                "127.0.0.1:0",
-                "-raft-addr",
-                "127.0.0.1:0",
-                "-extensions-path",
-                &path,
-            ])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        let err = refused_start(&["-extensions-path", &path], &dir);
         assert!(err.contains(&message), "{err}");
         if path.contains("junk") {
             assert!(err.contains("junk.so"), "the file is named: {err}");

@@ -306,3 +306,48 @@ pub async fn acknowledged(client: &reqwest::Client, url: &str, body: String) -> 
     let code = r.status().as_u16();
     r.text().await.is_ok_and(|text| code == 200 && !text.contains("error"))
 }
+
+/// A free loopback port (bound, then released for a server to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `rqlited` with `args` on `dir` (loopback, port 0), expecting it to refuse to start:
+/// asserts exit status 1 and returns what it wrote on stderr.
+pub fn refused_start(args: &[&str], dir: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["-http-addr", "127.0.0.1:0", "-raft-addr", "127.0.0.1:0"])
+        .args(args)
+        .arg(dir)
+        .output()
+        .expect("run rqlited");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    err
+}
+
+/// Kills every node, starts each again on its directory and addresses, and waits until all
+/// are ready.
+pub async fn restart_all(nodes: &mut [Node]) {
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+    for n in nodes.iter_mut() {
+        n.kill_and_respawn();
+    }
+    for n in nodes.iter() {
+        n.wait_ready().await;
+    }
+}
+
+/// The directory of the PyPI test tools (`RQ_TEST_VENV`, or `target/test-venv`), which
+/// `scripts/test.sh` makes.
+pub fn test_venv() -> PathBuf {
+    std::env::var_os("RQ_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-venv"))
+}
