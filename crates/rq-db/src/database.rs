@@ -198,6 +198,9 @@ impl Database {
     /// Puts the capture hook on the write connection (again, after it was reopened).
     fn install_capture(&mut self) -> Result<(), Error> {
         if let Some((c, _)) = &self.capture {
+            // Unregister any hook first: dropping the old one after registering the new one
+            // would unregister the new one.
+            self.conn.preupdate = None;
             self.conn.preupdate = Some(c.hook(&self.conn.conn));
             self.conn.capture = Some(c.clone());
         }
