@@ -24,7 +24,7 @@ pub use error::StoreError;
 pub use membership::JoinOutcome;
 pub use rq_db::snapshot::BackupFormat;
 pub use store::{
-    BackupOptions, CdcCapture, Forward, Outcome, ReadOptions, SqlOptions, Store, StoreConfig, trailing_logs,
+    BackupOptions, CdcCapture, Forward, LOG_DIR, Outcome, ReadOptions, SqlOptions, Store, StoreConfig, trailing_logs,
 };
 pub use types::NodeInfo;
 

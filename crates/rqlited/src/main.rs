@@ -208,6 +208,19 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
             Some(cfg)
         }
     };
+    // A directory rqlite wrote: say what it holds, and how to bring its data over.
+    if data_dir.join("raft.db").exists() && !data_dir.join(rq_store::LOG_DIR).exists() {
+        let found = match rq_upgrade::inspect(&data_dir) {
+            Ok(f) => f.to_string(),
+            Err(e) => format!("a raft.db this build cannot read ({e})"),
+        };
+        bail!(
+            "{} holds data written by rqlite: {found}. Opening it in place is not supported yet: \
+             start rqlite on it, take a backup (`.backup FILE` in its shell, or GET /db/backup), \
+             and load that here with /db/load, /boot or -auto-restore",
+            data_dir.display()
+        );
+    }
     // Extensions go into the data directory and are checked before anything opens a database.
     let ext_paths: Vec<String> = flags
         .string("extensions-path")

@@ -1,0 +1,85 @@
+//! What an rqlite data directory holds, found without changing it.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::raft_db::{LogType, RaftDb, RaftDbError};
+
+/// The snapshot layouts rqlite has used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `snapshots/` (v7).
+    V7,
+    /// `rsnapshots/` (v8 and v9).
+    V8,
+    /// `wsnapshots/` (v10).
+    V10,
+    /// No snapshot directory yet.
+    NoSnapshots,
+}
+
+/// A summary of an rqlite data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub layout: Layout,
+    pub entries: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub commands: u64,
+    pub current_term: u64,
+}
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let layout = match self.layout {
+            Layout::V7 => "rqlite v7 (snapshots/)",
+            Layout::V8 => "rqlite v8 or v9 (rsnapshots/)",
+            Layout::V10 => "rqlite v10 (wsnapshots/)",
+            Layout::NoSnapshots => "rqlite (no snapshot yet)",
+        };
+        write!(f, "{layout}, Raft term {}, ", self.current_term)?;
+        if self.entries == 0 {
+            write!(f, "an empty log")
+        } else {
+            write!(
+                f,
+                "{} log entries ({}..{}, {} commands)",
+                self.entries, self.first_index, self.last_index, self.commands
+            )
+        }
+    }
+}
+
+/// Reads `dir`'s `raft.db` and snapshot directories.
+pub fn inspect(dir: &Path) -> Result<Found, RaftDbError> {
+    let layout = if dir.join("wsnapshots").is_dir() {
+        Layout::V10
+    } else if dir.join("rsnapshots").is_dir() {
+        Layout::V8
+    } else if dir.join("snapshots").is_dir() {
+        Layout::V7
+    } else {
+        Layout::NoSnapshots
+    };
+    let db = RaftDb::open(&dir.join("raft.db"))?;
+    let mut found = Found {
+        layout,
+        entries: 0,
+        first_index: 0,
+        last_index: 0,
+        commands: 0,
+        current_term: db.stable()?.current_term,
+    };
+    db.for_each_entry(&mut |e| {
+        if found.entries == 0 {
+            found.first_index = e.index;
+        }
+        found.entries += 1;
+        found.last_index = e.index;
+        if e.kind == LogType::Command {
+            found.commands += 1;
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
