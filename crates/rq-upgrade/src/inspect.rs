@@ -26,6 +26,8 @@ pub struct Found {
     pub first_index: u64,
     pub last_index: u64,
     pub commands: u64,
+    /// Commands that could not be decoded.
+    pub undecodable: u64,
     pub current_term: u64,
 }
 
@@ -43,9 +45,13 @@ impl fmt::Display for Found {
         } else {
             write!(
                 f,
-                "{} log entries ({}..{}, {} commands)",
+                "{} log entries ({}..{}, {} commands",
                 self.entries, self.first_index, self.last_index, self.commands
-            )
+            )?;
+            if self.undecodable > 0 {
+                write!(f, ", {} of them not understood", self.undecodable)?;
+            }
+            write!(f, ")")
         }
     }
 }
@@ -68,6 +74,7 @@ pub fn inspect(dir: &Path) -> Result<Found, RaftDbError> {
         first_index: 0,
         last_index: 0,
         commands: 0,
+        undecodable: 0,
         current_term: db.stable()?.current_term,
     };
     db.for_each_entry(&mut |e| {
@@ -78,6 +85,9 @@ pub fn inspect(dir: &Path) -> Result<Found, RaftDbError> {
         found.last_index = e.index;
         if e.kind == LogType::Command {
             found.commands += 1;
+            if crate::command::decode(&e.data).is_err() {
+                found.undecodable += 1;
+            }
         }
         Ok(())
     })?;

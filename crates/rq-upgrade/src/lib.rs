@@ -2,6 +2,7 @@
 //! and stable store in `raft.db` (BoltDB), decoded without bbolt.
 
 pub mod bolt;
+pub mod command;
 pub mod inspect;
 pub mod raft_db;
 #[cfg(any(test, feature = "testing"))]

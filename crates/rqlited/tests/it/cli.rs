@@ -90,8 +90,8 @@ fn a_directory_rqlite_wrote_is_described_and_left_untouched() {
     std::fs::create_dir_all(dir.join("rsnapshots")).unwrap();
     let logs = vec![
         (1u64.to_be_bytes().to_vec(), log_bytes(1, 1, 5, Some(b"\x80"))),
-        (2u64.to_be_bytes().to_vec(), log_bytes(2, 2, 0, Some(b"\x08\x02"))),
-        (3u64.to_be_bytes().to_vec(), log_bytes(3, 2, 0, Some(b"\x08\x02"))),
+        (2u64.to_be_bytes().to_vec(), log_bytes(2, 2, 0, Some(b"\x08\x03"))),
+        (3u64.to_be_bytes().to_vec(), log_bytes(3, 2, 0, Some(b"\x08\x09"))),
     ];
     let conf = vec![(b"CurrentTerm".to_vec(), 2u64.to_be_bytes().to_vec())];
     write_bolt(&dir.join("raft.db"), &[(b"conf", conf, true), (b"logs", logs, false)]);
@@ -99,7 +99,7 @@ fn a_directory_rqlite_wrote_is_described_and_left_untouched() {
     let err = crate::harness::refused_start(&[], &dir);
     assert!(
         err.contains(
-            "holds data written by rqlite: rqlite v8 or v9 (rsnapshots/), Raft term 2, 3 log entries (1..3, 2 commands)"
+            "holds data written by rqlite: rqlite v8 or v9 (rsnapshots/), Raft term 2, 3 log entries (1..3, 2 commands, 1 of them not understood)"
         ),
         "{err}"
     );
