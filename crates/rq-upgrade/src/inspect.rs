@@ -29,6 +29,8 @@ pub struct Found {
     /// Commands that could not be decoded.
     pub undecodable: u64,
     pub current_term: u64,
+    /// The newest snapshot's index, term and member count, or why it could not be read.
+    pub snapshot: Result<Option<(u64, u64, usize)>, String>,
 }
 
 impl fmt::Display for Found {
@@ -37,11 +39,11 @@ impl fmt::Display for Found {
             Layout::V7 => "rqlite v7 (snapshots/)",
             Layout::V8 => "rqlite v8 or v9 (rsnapshots/)",
             Layout::V10 => "rqlite v10 (wsnapshots/)",
-            Layout::NoSnapshots => "rqlite (no snapshot yet)",
+            Layout::NoSnapshots => "rqlite",
         };
         write!(f, "{layout}, Raft term {}, ", self.current_term)?;
         if self.entries == 0 {
-            write!(f, "an empty log")
+            write!(f, "an empty log")?;
         } else {
             write!(
                 f,
@@ -51,7 +53,14 @@ impl fmt::Display for Found {
             if self.undecodable > 0 {
                 write!(f, ", {} of them not understood", self.undecodable)?;
             }
-            write!(f, ")")
+            write!(f, ")")?;
+        }
+        match &self.snapshot {
+            Ok(Some((index, term, members))) => {
+                write!(f, ", a snapshot at index {index} (term {term}, {members} members)")
+            }
+            Ok(None) => write!(f, ", no snapshot"),
+            Err(e) => write!(f, ", a snapshot that cannot be read ({e})"),
         }
     }
 }
@@ -76,6 +85,9 @@ pub fn inspect(dir: &Path) -> Result<Found, RaftDbError> {
         commands: 0,
         undecodable: 0,
         current_term: db.stable()?.current_term,
+        snapshot: crate::snapshot::newest(dir)
+            .map(|s| s.map(|s| (s.index, s.term, s.servers.len())))
+            .map_err(|e| e.to_string()),
     };
     db.for_each_entry(&mut |e| {
         if found.entries == 0 {

@@ -5,6 +5,7 @@ pub mod bolt;
 pub mod command;
 pub mod inspect;
 pub mod raft_db;
+pub mod snapshot;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

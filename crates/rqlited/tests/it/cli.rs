@@ -99,7 +99,7 @@ fn a_directory_rqlite_wrote_is_described_and_left_untouched() {
     let err = crate::harness::refused_start(&[], &dir);
     assert!(
         err.contains(
-            "holds data written by rqlite: rqlite v8 or v9 (rsnapshots/), Raft term 2, 3 log entries (1..3, 2 commands, 1 of them not understood)"
+            "holds data written by rqlite: rqlite v8 or v9 (rsnapshots/), Raft term 2, 3 log entries (1..3, 2 commands, 1 of them not understood), no snapshot"
         ),
         "{err}"
     );
