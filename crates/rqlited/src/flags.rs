@@ -382,7 +382,7 @@ pub const FLAGS: &[FlagDef] = &[
         Bool,
         "true",
         "If leader, stepdown before shutting down. Enabled by default",
-        false,
+        true,
     ),
     f(
         "raft-snap",
@@ -403,7 +403,7 @@ pub const FLAGS: &[FlagDef] = &[
         Uint,
         "4194304",
         "SQLite WAL file size in bytes which triggers Raft snapshot. Set to 0 to disable",
-        false,
+        true,
     ),
     f(
         "raft-timeout",
