@@ -155,17 +155,11 @@ pub fn newest(dir: &Path) -> Result<Option<Snapshot>, SnapshotError> {
         };
         let db = path.with_extension("db");
         let wal = PathBuf::from(format!("{}-wal", db.display()));
-        return Ok(Some(Snapshot {
-            id: meta.id,
-            index: meta.index,
-            term: meta.term,
-            servers: servers(meta.configuration)?,
-            configuration_index: meta.configuration_index,
-            kind: Kind::V8 {
-                wal: wal.exists().then_some(wal),
-                db,
-            },
-        }));
+        let kind = Kind::V8 {
+            wal: wal.exists().then_some(wal),
+            db,
+        };
+        return Snapshot::of(meta, kind).map(Some);
     }
     if dir.join("snapshots").is_dir() {
         let Some((path, meta)) = catalog(&dir.join("snapshots"))?
@@ -175,17 +169,11 @@ pub fn newest(dir: &Path) -> Result<Option<Snapshot>, SnapshotError> {
         else {
             return Ok(None);
         };
-        return Ok(Some(Snapshot {
-            id: meta.id,
-            index: meta.index,
-            term: meta.term,
-            servers: servers(meta.configuration)?,
-            configuration_index: meta.configuration_index,
-            kind: Kind::V7 {
-                state: path.join("state.bin"),
-                crc: meta.crc,
-            },
-        }));
+        let kind = Kind::V7 {
+            state: path.join("state.bin"),
+            crc: meta.crc.clone(),
+        };
+        return Snapshot::of(meta, kind).map(Some);
     }
     Ok(None)
 }
@@ -255,14 +243,7 @@ fn newest_v10(root: &Path) -> Result<Option<Snapshot>, SnapshotError> {
         }
     }
     let (_, meta) = all.into_iter().next_back().expect("not empty");
-    Ok(Some(Snapshot {
-        id: meta.id,
-        index: meta.index,
-        term: meta.term,
-        servers: servers(meta.configuration)?,
-        configuration_index: meta.configuration_index,
-        kind: Kind::V10 { db, wals },
-    }))
+    Snapshot::of(meta, Kind::V10 { db, wals }).map(Some)
 }
 
 /// Checkpoints `wal` into the WAL-mode database `db` with SQLite itself.
@@ -278,6 +259,17 @@ fn checkpoint(db: &Path, wal: &Path) -> Result<(), SnapshotError> {
 }
 
 impl Snapshot {
+    fn of(meta: MetaJson, kind: Kind) -> Result<Snapshot, SnapshotError> {
+        Ok(Snapshot {
+            id: meta.id,
+            index: meta.index,
+            term: meta.term,
+            servers: servers(meta.configuration)?,
+            configuration_index: meta.configuration_index,
+            kind,
+        })
+    }
+
     /// Writes the snapshot's database to `out`, checking what the format lets one check.
     pub fn write_database(&self, out: &Path) -> Result<(), SnapshotError> {
         match &self.kind {
