@@ -485,11 +485,7 @@ impl Shell {
             return Err("unauthorized".into());
         }
         if a.status != StatusCode::OK {
-            return Err(format!(
-                "server responded with {}: {}",
-                a.status_line(),
-                String::from_utf8_lossy(&a.body)
-            ));
+            return Err(refusal(&a));
         }
         let v = parse(&a.body)?;
         let Some((id, node)) = v
@@ -816,15 +812,20 @@ impl Shell {
     }
 }
 
+/// rqlite's words for an answer that is not 200: its status line and body.
+fn refusal(a: &Answer) -> String {
+    format!(
+        "server responded with {}: {}",
+        a.status_line(),
+        String::from_utf8_lossy(&a.body)
+    )
+}
+
 /// The one result of a `/db/query` or `/db/request` answer, with rqlite's errors for anything
 /// else.
 fn single_result(a: &Answer) -> Result<Value, String> {
     if a.status != StatusCode::OK {
-        return Err(format!(
-            "server responded with {}: {}",
-            a.status_line(),
-            String::from_utf8_lossy(&a.body)
-        ));
+        return Err(refusal(a));
     }
     let v = parse(&a.body)?;
     if let Some(e) = v["error"].as_str().filter(|e| !e.is_empty()) {
