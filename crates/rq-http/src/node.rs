@@ -46,27 +46,6 @@ const IDLE_MAPS: &[(&str, &[&str])] = &[
             "num_uncompressed_requests",
         ],
     ),
-    (
-        "snapshot",
-        &[
-            "auto_reap_duration_ms",
-            "persist_duration_ms",
-            "persist_size",
-            "read_timeout_total",
-            "reap_errors",
-            "reap_execute_duration_ms",
-            "reap_plan_recovered",
-            "reap_snapshots",
-            "reap_total",
-            "reap_wals",
-            "sink_errors",
-            "sink_full_crc32_duration_ms",
-            "sink_full_total",
-            "sink_incremental_total",
-            "upgrade_fail",
-            "upgrade_ok",
-        ],
-    ),
     ("snapshot.plan", &["calc_crc32_duration_ms", "checkpoint_duration_ms"]),
     ("sql.processor", &["num_parser_panics", "num_rewritten_stmts"]),
 ];
@@ -476,6 +455,7 @@ pub(crate) fn expvar(svc: &Arc<Service>, p: &Params) -> Response {
         ("uploader".into(), expvar_map(&stats.uploader.entries())),
         ("downloader".into(), expvar_map(&stats.downloader.entries())),
         ("cdc.service".into(), expvar_map(&stats.cdc.entries())),
+        ("snapshot".into(), expvar_map(&stats.snapshot.entries())),
     ];
     for (name, keys) in IDLE_MAPS {
         let zeros: Vec<(&str, i64)> = keys.iter().map(|k| (*k, 0)).collect();

@@ -19,6 +19,7 @@ pub mod stats;
 mod status;
 mod store;
 pub mod types;
+mod upgrade;
 
 pub use error::StoreError;
 pub use membership::JoinOutcome;
@@ -27,6 +28,7 @@ pub use store::{
     BackupOptions, CdcCapture, Forward, LOG_DIR, Outcome, ReadOptions, SqlOptions, Store, StoreConfig, trailing_logs,
 };
 pub use types::NodeInfo;
+pub use upgrade::open_rqlite_data;
 
 #[cfg(test)]
 mod suite_test;

@@ -675,7 +675,7 @@ impl LogStore {
 
     /// Writes `entries`; returns once they are on disk, or, for `own_entries`, once they are
     /// written and the background flusher has been woken.
-    fn append_entries(&self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
+    pub(crate) fn append_entries(&self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let background = self.own_entries(&entries);
         {

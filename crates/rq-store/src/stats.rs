@@ -183,6 +183,27 @@ pub const PROXY_KEYS: &[&str] = &[
 /// The `queue` map.
 pub const QUEUE_KEYS: &[&str] = &["num_flush", "num_timeout", "objects_rx", "objects_tx"];
 
+/// The `snapshot` map: rqlite's snapshot store. Reaping and incremental snapshots are
+/// rqlite's own and stay at zero here.
+pub const SNAPSHOT_KEYS: &[&str] = &[
+    "auto_reap_duration_ms",
+    "persist_duration_ms",
+    "persist_size",
+    "read_timeout_total",
+    "reap_errors",
+    "reap_execute_duration_ms",
+    "reap_plan_recovered",
+    "reap_snapshots",
+    "reap_total",
+    "reap_wals",
+    "sink_errors",
+    "sink_full_crc32_duration_ms",
+    "sink_full_total",
+    "sink_incremental_total",
+    "upgrade_fail",
+    "upgrade_ok",
+];
+
 /// The store's counters.
 #[derive(Debug)]
 pub struct Stats {
@@ -197,6 +218,8 @@ pub struct Stats {
     pub downloader: ExpvarMap,
     /// Change data capture (`-cdc-config`), rqlite's `cdc.service` map.
     pub cdc: ExpvarMap,
+    /// Snapshots written, and rqlite data directories converted at start.
+    pub snapshot: ExpvarMap,
 }
 
 /// rqlite's `cdc.service` map, and this node's own: `fifo_bytes` (the queue's size on disk),
@@ -245,6 +268,7 @@ impl Default for Stats {
             uploader: ExpvarMap::new(UPLOADER_KEYS),
             downloader: ExpvarMap::new(DOWNLOADER_KEYS),
             cdc: ExpvarMap::new(CDC_KEYS),
+            snapshot: ExpvarMap::new(SNAPSHOT_KEYS),
         }
     }
 }

@@ -93,6 +93,9 @@ pub struct StoreConfig {
     pub reap_read_only_timeout: Duration,
     /// Change data capture (`-cdc-config`), if on.
     pub cdc: Option<CdcCapture>,
+    /// Snapshot format upgrades the conversion of an rqlite directory made at this start
+    /// (`open_rqlite_data`), counted as rqlite's `snapshot.upgrade_ok`.
+    pub rqlite_upgrades: i64,
 }
 
 /// What change data capture keeps: which changes, and how much may wait on disk.
@@ -261,14 +264,15 @@ impl Store {
     where
         N: RaftNetworkFactory<TypeConfig>,
     {
+        refuse_foreign_data(&cfg.data_dir)?;
         // `raft/` is where an operator puts `peers.json` to recover a cluster, as with rqlite.
         std::fs::create_dir_all(cfg.data_dir.join("raft")).map_err(internal)?;
-        refuse_foreign_data(&cfg.data_dir)?;
-        // Opening the log takes its lock: nothing in the directory is touched before this node
-        // knows no other process is using it.
+        // Opening the log takes its lock: nothing else in the directory is touched before this
+        // node knows no other process is using it.
         let mut log = LogStore::open(&cfg.data_dir.join(LOG_DIR)).map_err(internal)?;
         remove_scratch_files(&cfg.data_dir);
         let stats = Arc::new(Stats::default());
+        stats.snapshot.add("upgrade_ok", cfg.rqlite_upgrades);
         let db_path = cfg.data_dir.join(DB_FILE);
         let snapshots =
             Arc::new(SnapshotStore::open(&cfg.data_dir.join(SNAPSHOT_DIR), stats.clone()).map_err(internal)?);
@@ -1205,12 +1209,11 @@ impl Store {
     }
 }
 
-/// A data directory written by rqlite's Go server holds a BoltDB Raft log we cannot read; say so
-/// rather than start an empty node beside it.
+/// A data directory rqlite wrote must be converted (`open_rqlite_data`) before it is opened.
 fn refuse_foreign_data(dir: &Path) -> Result<(), StoreError> {
-    if dir.join("raft.db").exists() && !dir.join(LOG_DIR).exists() {
+    if crate::upgrade::is_rqlite_data(dir) {
         return Err(StoreError::Internal(format!(
-            "{} holds a Raft log written by rqlite (raft.db); move the data aside, or load a backup with /db/load or /boot",
+            "{} holds data written by rqlite that has not been converted",
             dir.display()
         )));
     }

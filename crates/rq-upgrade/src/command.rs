@@ -21,17 +21,17 @@ pub enum CommandError {
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct PbCommand {
+pub(crate) struct PbCommand {
     #[prost(int32, tag = "1")]
-    kind: i32,
+    pub(crate) kind: i32,
     #[prost(bytes = "vec", tag = "2")]
-    sub_command: Vec<u8>,
+    pub(crate) sub_command: Vec<u8>,
     #[prost(bool, tag = "3")]
-    compressed: bool,
+    pub(crate) compressed: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct PbParameter {
+pub(crate) struct PbParameter {
     #[prost(sint64, optional, tag = "1")]
     i: Option<i64>,
     #[prost(double, optional, tag = "2")]
@@ -47,36 +47,36 @@ struct PbParameter {
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct PbStatement {
+pub(crate) struct PbStatement {
     #[prost(string, tag = "1")]
-    sql: String,
+    pub(crate) sql: String,
     #[prost(message, repeated, tag = "2")]
-    parameters: Vec<PbParameter>,
+    pub(crate) parameters: Vec<PbParameter>,
     #[prost(bool, tag = "3")]
-    force_query: bool,
+    pub(crate) force_query: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct PbRequest {
+pub(crate) struct PbRequest {
     #[prost(bool, tag = "1")]
-    transaction: bool,
+    pub(crate) transaction: bool,
     #[prost(message, repeated, tag = "2")]
-    statements: Vec<PbStatement>,
+    pub(crate) statements: Vec<PbStatement>,
     #[prost(int64, tag = "3")]
-    db_timeout: i64,
+    pub(crate) db_timeout: i64,
     #[prost(bool, tag = "4")]
-    rollback_on_error: bool,
+    pub(crate) rollback_on_error: bool,
     #[prost(bool, tag = "5")]
-    qualify_columns: bool,
+    pub(crate) qualify_columns: bool,
 }
 
 /// `ExecuteRequest`, `QueryRequest` and `ExecuteQueryRequest` all hold the request first.
 #[derive(Clone, PartialEq, Message)]
-struct PbWithRequest {
+pub(crate) struct PbWithRequest {
     #[prost(message, optional, tag = "1")]
-    request: Option<PbRequest>,
+    pub(crate) request: Option<PbRequest>,
     #[prost(bool, tag = "2")]
-    timings: bool,
+    pub(crate) timings: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]

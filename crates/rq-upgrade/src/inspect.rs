@@ -65,9 +65,9 @@ impl fmt::Display for Found {
     }
 }
 
-/// Reads `dir`'s `raft.db` and snapshot directories.
-pub fn inspect(dir: &Path) -> Result<Found, RaftDbError> {
-    let layout = if dir.join("wsnapshots").is_dir() {
+/// Which snapshot layout `dir` uses.
+pub fn layout(dir: &Path) -> Layout {
+    if dir.join("wsnapshots").is_dir() {
         Layout::V10
     } else if dir.join("rsnapshots").is_dir() {
         Layout::V8
@@ -75,7 +75,12 @@ pub fn inspect(dir: &Path) -> Result<Found, RaftDbError> {
         Layout::V7
     } else {
         Layout::NoSnapshots
-    };
+    }
+}
+
+/// Reads `dir`'s `raft.db` and snapshot directories.
+pub fn inspect(dir: &Path) -> Result<Found, RaftDbError> {
+    let layout = layout(dir);
     let db = RaftDb::open(&dir.join("raft.db"))?;
     let mut found = Found {
         layout,

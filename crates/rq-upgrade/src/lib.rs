@@ -9,4 +9,4 @@ pub mod snapshot;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use inspect::{Found, Layout, inspect};
+pub use inspect::{Found, Layout, inspect, layout};

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::raft_db::{Server, Suffrage};
 
-const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+pub(crate) const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 const CRC64_ECMA: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
 
 #[derive(Debug, thiserror::Error)]
@@ -317,12 +317,16 @@ impl Snapshot {
                 }
             }
         }
-        if std::fs::metadata(out).map_err(io(out))?.len() > 0 {
-            let c = rusqlite::Connection::open(out)?;
-            let ok: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
-            if ok != "ok" {
-                return Err(invalid(format!("snapshot {}: integrity check: {ok}", self.id)));
-            }
+        let empty = std::fs::metadata(out).map_err(io(out))?.len() == 0;
+        let c = rusqlite::Connection::open(out)?;
+        if empty {
+            // A database nothing was ever written to is an empty file; give it a header, so
+            // that it is a database file like any other.
+            c.execute_batch("CREATE TABLE rqlite_upgrade_empty(x); DROP TABLE rqlite_upgrade_empty;")?;
+        }
+        let ok: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if ok != "ok" {
+            return Err(invalid(format!("snapshot {}: integrity check: {ok}", self.id)));
         }
         Ok(())
     }

@@ -3,6 +3,8 @@
 use std::path::Path;
 
 use crate::bolt::{BRANCH, BUCKET_LEAF, ELEMENT, LEAF, MAGIC, META, PAGE_HEADER, VERSION, fnv1a};
+use crate::command::{PbCommand, PbRequest, PbStatement, PbWithRequest};
+use crate::raft_db::{Server, Suffrage};
 
 /// A top-level bucket to write: its name, its keys and values in order, and whether it is
 /// stored inline in its parent.
@@ -137,4 +139,92 @@ pub fn log_bytes(index: u64, term: u64, kind: u64, data: Option<&[u8]>) -> Vec<u
         rmpv::encode::write_value(&mut out, &rmpv::Value::from(v)).unwrap();
     }
     out
+}
+
+/// A `LogConfiguration` entry's data, as hashicorp/raft writes it.
+pub fn configuration_bytes(servers: &[Server]) -> Vec<u8> {
+    let mut out = vec![0x81];
+    raw(&mut out, b"Servers");
+    out.push(0x90 | servers.len() as u8);
+    for s in servers {
+        out.push(0x83);
+        raw(&mut out, b"Address");
+        raw(&mut out, s.address.as_bytes());
+        raw(&mut out, b"ID");
+        raw(&mut out, s.id.as_bytes());
+        raw(&mut out, b"Suffrage");
+        out.push(match s.suffrage {
+            Suffrage::Voter => 0,
+            Suffrage::Nonvoter => 1,
+            Suffrage::Staging => 2,
+        });
+    }
+    out
+}
+
+/// An rqlite EXECUTE command running `sqls` (compressed with gzip when `gzip` is set), as it
+/// sits in a log entry's `Data`.
+pub fn execute_command(sqls: &[&str], gzip: bool) -> Vec<u8> {
+    use prost::Message;
+    let req = PbWithRequest {
+        request: Some(PbRequest {
+            statements: sqls
+                .iter()
+                .map(|s| PbStatement {
+                    sql: s.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        timings: false,
+    };
+    let mut sub = req.encode_to_vec();
+    if gzip {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut e, &sub).unwrap();
+        sub = e.finish().unwrap();
+    }
+    PbCommand {
+        kind: 2,
+        sub_command: sub,
+        compressed: gzip,
+    }
+    .encode_to_vec()
+}
+
+/// Writes `<root>/<id>/meta.json` as rqlite's snapshot stores do.
+pub fn snapshot_meta(root: &Path, id: &str, index: u64, term: u64, servers: &[Server], configuration_index: u64) {
+    let servers: Vec<serde_json::Value> = servers
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "Suffrage": s.suffrage as u64,
+                "ID": s.id,
+                "Address": s.address,
+            })
+        })
+        .collect();
+    let meta = serde_json::json!({
+        "Version": 1,
+        "ID": id,
+        "Index": index,
+        "Term": term,
+        "Peers": null,
+        "Configuration": {"Servers": servers},
+        "ConfigurationIndex": configuration_index,
+        "Size": 0,
+    });
+    std::fs::create_dir_all(root.join(id)).unwrap();
+    std::fs::write(root.join(id).join("meta.json"), meta.to_string()).unwrap();
+}
+
+/// Writes rqlite v10's CRC-32C sidecar of `file` beside it.
+pub fn crc_sidecar(file: &Path) {
+    let crc = crate::snapshot::CRC32C.checksum(&std::fs::read(file).unwrap());
+    std::fs::write(
+        format!("{}.crc32", file.display()),
+        format!(r#"{{"crc":"{crc:08x}","type":"castagnoli"}}"#),
+    )
+    .unwrap();
 }

@@ -413,6 +413,13 @@ pub const FLAGS: &[FlagDef] = &[
         true,
     ),
     f(
+        "remove-rqlite-backup",
+        Bool,
+        "false",
+        "Delete the rqlite files kept in the data directory when it was converted from rqlite's layout",
+        true,
+    ),
+    f(
         "trace-profile",
         Str,
         "",

@@ -208,19 +208,12 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
             Some(cfg)
         }
     };
-    // A directory rqlite wrote: say what it holds, and how to bring its data over.
-    if data_dir.join("raft.db").exists() && !data_dir.join(rq_store::LOG_DIR).exists() {
-        let found = match rq_upgrade::inspect(&data_dir) {
-            Ok(f) => f.to_string(),
-            Err(e) => format!("a raft.db this build cannot read ({e})"),
-        };
-        bail!(
-            "{} holds data written by rqlite: {found}. Opening it in place is not supported yet: \
-             start rqlite on it, take a backup (`.backup FILE` in its shell, or GET /db/backup), \
-             and load that here with /db/load, /boot or -auto-restore",
-            data_dir.display()
-        );
-    }
+    // A directory rqlite wrote is converted into this node's layout before anything else in it
+    // is touched.
+    let rqlite_upgrades = {
+        let (dir, remove) = (data_dir.clone(), flags.bool("remove-rqlite-backup"));
+        tokio::task::spawn_blocking(move || rq_store::open_rqlite_data(&dir, remove)).await??
+    };
     // Extensions go into the data directory and are checked before anything opens a database.
     let ext_paths: Vec<String> = flags
         .string("extensions-path")
@@ -254,6 +247,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         reap_timeout: flags.duration("raft-reap-node-timeout"),
         reap_read_only_timeout: flags.duration("raft-reap-read-only-node-timeout"),
         cdc: cdc.as_ref().map(rq_cdc::capture),
+        rqlite_upgrades,
     };
     let tls = Tls::from_flags(&flags)?;
     let auth = match non_empty(flags.string("auth")) {

@@ -81,35 +81,3 @@ async fn a_bootstrapped_node_refuses_to_join_another_cluster() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("joining other clusters not supported"), "{err}");
 }
-
-#[test]
-fn a_directory_rqlite_wrote_is_described_and_left_untouched() {
-    use rq_upgrade::testing::{log_bytes, write_bolt};
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(dir.join("rsnapshots")).unwrap();
-    let logs = vec![
-        (1u64.to_be_bytes().to_vec(), log_bytes(1, 1, 5, Some(b"\x80"))),
-        (2u64.to_be_bytes().to_vec(), log_bytes(2, 2, 0, Some(b"\x08\x03"))),
-        (3u64.to_be_bytes().to_vec(), log_bytes(3, 2, 0, Some(b"\x08\x09"))),
-    ];
-    let conf = vec![(b"CurrentTerm".to_vec(), 2u64.to_be_bytes().to_vec())];
-    write_bolt(&dir.join("raft.db"), &[(b"conf", conf, true), (b"logs", logs, false)]);
-    let before = std::fs::read(dir.join("raft.db")).unwrap();
-    let err = crate::harness::refused_start(&[], &dir);
-    assert!(
-        err.contains(
-            "holds data written by rqlite: rqlite v8 or v9 (rsnapshots/), Raft term 2, 3 log entries (1..3, 2 commands, 1 of them not understood), no snapshot"
-        ),
-        "{err}"
-    );
-    assert!(err.contains("/db/load"), "{err}");
-    // Nothing was written or moved.
-    assert_eq!(std::fs::read(dir.join("raft.db")).unwrap(), before);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["raft.db", "rsnapshots"]);
-}

@@ -19,4 +19,5 @@ mod node_api;
 mod queue;
 mod shell;
 mod tls;
+mod upgrade;
 mod user_database;
