@@ -7,7 +7,10 @@
 
 mod body;
 mod encode;
+mod metrics;
 mod node;
+
+pub use crate::metrics::describe as describe_metrics;
 mod params;
 mod queue;
 mod upload;
@@ -95,6 +98,9 @@ pub struct HttpConfig {
     pub build: BuildInfo,
     /// The command line, for `/debug/vars`.
     pub cmdline: Vec<String>,
+    /// The process's Prometheus recorder, whose histograms `/metrics` renders (the expvar
+    /// counters and scrape-time gauges are rendered without one).
+    pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// What the HTTP layer needs from other nodes, by their node-to-node addresses.
@@ -214,6 +220,7 @@ pub struct Service {
     allow_origin: Option<HeaderValue>,
     /// Sections other parts of the node add to `/status` (as `disco`).
     sections: std::sync::RwLock<Vec<(String, StatusSection)>>,
+    metrics: crate::metrics::HttpMetrics,
 }
 
 /// Produces one section of `/status` when asked.
@@ -235,6 +242,7 @@ impl Service {
             version,
             allow_origin,
             sections: Default::default(),
+            metrics: crate::metrics::HttpMetrics::new(),
         })
     }
 
@@ -320,8 +328,11 @@ fn empty(status: StatusCode) -> Response {
 }
 
 async fn handle(State(svc): State<Arc<Service>>, req: HttpRequest<Body>) -> Response {
+    let started = Instant::now();
+    let endpoint = crate::metrics::endpoint_of(req.uri().path());
     let json_first = req.method() != Method::OPTIONS && declares_json_first(req.uri().path());
     let mut resp = route(&svc, req).await;
+    svc.metrics.request(endpoint, resp.status(), started.elapsed());
     // rqlite's handlers for these paths set the JSON content type before anything else, so
     // every answer that does not replace it (a bare 405, a 301, an empty 200) carries it.
     if json_first && !resp.headers().contains_key(header::CONTENT_TYPE) {
@@ -429,6 +440,12 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
     if path == "/debug/vars" {
         return node::expvar(svc, &params);
     }
+    if path == "/metrics" {
+        if req.method() != Method::GET {
+            return empty(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        return metrics::render(svc);
+    }
     empty(StatusCode::NOT_FOUND)
 }
 
@@ -455,6 +472,7 @@ fn required_perms(path: &str) -> Option<&'static [&'static str]> {
         || path.starts_with("/nodes")
         || path == "/licenses"
         || path == "/debug/vars"
+        || path == "/metrics"
         || path.starts_with("/debug/pprof")
     {
         &[perm::STATUS]
@@ -718,13 +736,18 @@ async fn query(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respons
         _ => return empty(StatusCode::METHOD_NOT_ALLOWED),
     };
     svc.stats.add("query_stmts_rx", statements.len() as i64);
+    let read = read_options(&p);
+    let level = read.level;
     let f = Forward::Query {
         request: request_of(statements, &p),
-        read: read_options(&p),
+        read,
         sql: sql_options(&p),
     };
     match svc.run(f, &p).await {
-        Ok(served) => respond(&served, Shape::Query, &p, started),
+        Ok(served) => {
+            svc.metrics.read(level, started.elapsed());
+            respond(&served, Shape::Query, &p, started)
+        }
         Err(e) => store_error(svc, &e, &p).await,
     }
 }

@@ -443,24 +443,32 @@ fn expvar_map(entries: &[(&str, i64)]) -> String {
     format!("{{{}}}", inner.join(", "))
 }
 
-pub(crate) fn expvar(svc: &Arc<Service>, p: &Params) -> Response {
+/// Every expvar map of integers: its name and its keys with their values.
+pub(crate) fn expvar_maps(svc: &Arc<Service>) -> Vec<(String, Vec<(&'static str, i64)>)> {
     let stats = svc.store.stats();
-    let mut vars: Vec<(String, String)> = vec![
-        ("db".into(), expvar_map(&stats.db.entries())),
-        ("http".into(), expvar_map(&svc.stats.entries())),
-        ("queue".into(), expvar_map(&stats.queue.entries())),
-        ("store".into(), expvar_map(&stats.store.entries())),
-        ("cluster".into(), expvar_map(&stats.cluster.entries())),
-        ("proxy".into(), expvar_map(&stats.proxy.entries())),
-        ("uploader".into(), expvar_map(&stats.uploader.entries())),
-        ("downloader".into(), expvar_map(&stats.downloader.entries())),
-        ("cdc.service".into(), expvar_map(&stats.cdc.entries())),
-        ("snapshot".into(), expvar_map(&stats.snapshot.entries())),
+    let mut maps: Vec<(String, Vec<(&'static str, i64)>)> = vec![
+        ("db".into(), stats.db.entries()),
+        ("http".into(), svc.stats.entries()),
+        ("queue".into(), stats.queue.entries()),
+        ("store".into(), stats.store.entries()),
+        ("cluster".into(), stats.cluster.entries()),
+        ("proxy".into(), stats.proxy.entries()),
+        ("uploader".into(), stats.uploader.entries()),
+        ("downloader".into(), stats.downloader.entries()),
+        ("cdc.service".into(), stats.cdc.entries()),
+        ("snapshot".into(), stats.snapshot.entries()),
     ];
     for (name, keys) in IDLE_MAPS {
-        let zeros: Vec<(&str, i64)> = keys.iter().map(|k| (*k, 0)).collect();
-        vars.push((name.to_string(), expvar_map(&zeros)));
+        maps.push((name.to_string(), keys.iter().map(|k| (*k, 0)).collect()));
     }
+    maps
+}
+
+pub(crate) fn expvar(svc: &Arc<Service>, p: &Params) -> Response {
+    let mut vars: Vec<(String, String)> = expvar_maps(svc)
+        .into_iter()
+        .map(|(name, entries)| (name, expvar_map(&entries)))
+        .collect();
     let mut cmdline = Vec::new();
     write_value(&mut cmdline, &json!(svc.cfg.cmdline), true);
     vars.push(("cmdline".into(), String::from_utf8_lossy(&cmdline).into_owned()));

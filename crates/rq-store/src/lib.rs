@@ -10,6 +10,7 @@ pub mod error;
 mod freshness;
 pub mod log_store;
 mod membership;
+pub mod metric;
 mod read_index;
 mod recovery;
 mod run_marker;

@@ -219,7 +219,10 @@ impl Shared {
         {
             return Err(io::Error::other("log-flush failpoint"));
         }
-        f.sync_data()
+        let started = std::time::Instant::now();
+        f.sync_data()?;
+        metrics::histogram!(crate::metric::FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     fn failed(&self) -> bool {

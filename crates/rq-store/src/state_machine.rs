@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
@@ -448,6 +448,7 @@ fn apply_batch(
     budget: Option<Duration>,
     on_replaced: &dyn Fn(),
 ) -> io::Result<Option<Vec<Applied>>> {
+    let started = Instant::now();
     let mut state = applied.lock().unwrap().state.clone();
     let mut out = Vec::with_capacity(entries.len());
     let mut start = 0;
@@ -504,6 +505,8 @@ fn apply_batch(
     if let Some(at) = appended_at {
         a.last_appended_at_ms = at;
     }
+    drop(a);
+    metrics::histogram!(crate::metric::APPLY_SECONDS).record(started.elapsed().as_secs_f64());
     Ok(Some(out))
 }
 

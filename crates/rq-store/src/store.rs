@@ -873,7 +873,7 @@ impl Store {
         let results = tokio::task::spawn_blocking(move || {
             let conn = match conn {
                 Some(c) => c,
-                None => pool.get()?,
+                None => crate::metric::pool_wait(|| pool.get())?,
             };
             Ok::<_, rq_db::Error>(exec::run_read(&conn, &req, mode))
         })
@@ -892,7 +892,7 @@ impl Store {
         let pool = self.inner.pool.clone();
         let req = req.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = pool.get()?;
+            let conn = crate::metric::pool_wait(|| pool.get())?;
             Ok::<_, rq_db::Error>(exec::is_read_only(&conn, &req))
         })
         .await
@@ -912,6 +912,7 @@ impl Store {
             .loading
             .try_lock()
             .map_err(|_| StoreError::Busy("a load is already in progress".into()))?;
+        let started = Instant::now();
         let mut file = tokio::fs::File::open(path).await.map_err(internal)?;
         let len = file.metadata().await.map_err(internal)?.len();
         let id: u64 = rand::random();
@@ -941,6 +942,7 @@ impl Store {
             seq += 1;
         }
         self.inner.stats.store.add("num_loads", 1);
+        metrics::histogram!(crate::metric::LOAD_SECONDS, "kind" => "load").record(started.elapsed().as_secs_f64());
         // The pieces can leave the log once a snapshot holds the loaded database.
         self.take_snapshot().await?;
         Ok(())
@@ -1021,10 +1023,12 @@ impl Store {
             .loading
             .try_lock()
             .map_err(|_| StoreError::Busy("a load is already in progress".into()))?;
+        let started = Instant::now();
         // A no-op entry fences the boot: everything logged before it is applied first.
         self.propose(Command::Noop).await?;
         self.inner.sm.boot(path.to_path_buf()).await.map_err(internal)?;
         self.inner.stats.store.add("num_boots", 1);
+        metrics::histogram!(crate::metric::LOAD_SECONDS, "kind" => "boot").record(started.elapsed().as_secs_f64());
         self.snapshot(Some(1)).await?;
         Ok(())
     }
@@ -1355,7 +1359,10 @@ async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
             appended_at_ms: now_ms(),
             cmd,
         };
+        metrics::histogram!(crate::metric::ENTRY_REQUESTS).record(batch.len() as f64);
+        let proposed = Instant::now();
         let result = raft.client_write(logged).await;
+        metrics::histogram!(crate::metric::COMMIT_SECONDS).record(proposed.elapsed().as_secs_f64());
         expect = batch.len() + rx.len();
         answer(batch, result);
     }

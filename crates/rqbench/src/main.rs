@@ -94,6 +94,10 @@ struct Args {
     /// process, and print each workload's delivery lag (commit to endpoint).
     #[arg(long)]
     cdc: bool,
+    /// Run each named workload twice in the same run: as it is, then while every node's
+    /// /metrics is fetched once a second (printed as `<workload>+scrape`).
+    #[arg(long)]
+    scrape_metrics: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -222,7 +226,8 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         "x fsync",
         "rss MiB"
     );
-    for w in list {
+    let variants: &[bool] = if args.scrape_metrics { &[false, true] } else { &[false] };
+    for (w, scrape) in list.iter().flat_map(|w| variants.iter().map(move |s| (w, *s))) {
         let mut runs: Vec<Outcome> = Vec::new();
         for _ in 0..args.repeat.max(1) {
             let cluster = match &args.spawn {
@@ -233,8 +238,18 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
                 Some(c) => c.nodes[c.leader().await?].http_addr.clone(),
                 None => args.addr.clone(),
             };
-            let out = w.run(&addr, duration).await?;
-            runs.push(out);
+            let scraper = scrape.then(|| {
+                let addrs: Vec<String> = match &cluster {
+                    Some(c) => c.nodes.iter().map(|n| n.http_addr.clone()).collect(),
+                    None => vec![args.addr.clone()],
+                };
+                tokio::spawn(scrape_every_second(addrs))
+            });
+            let out = w.run(&addr, duration).await;
+            if let Some(s) = scraper {
+                s.abort();
+            }
+            runs.push(out?);
             if let Some(l) = &lags {
                 // Let the last changes arrive before the nodes go.
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -260,9 +275,14 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
             .map(|b| format!("{:.1}", b as f64 / 1048576.0))
             .unwrap_or_else(|| "-".into());
         let cpu = o.cpu_us.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into());
+        let name = if scrape {
+            format!("{}+scrape", w.name)
+        } else {
+            w.name.to_string()
+        };
         println!(
             "{:<24} {:>7} {:>9} {:>9.0} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>7} {:>7}",
-            w.name,
+            name,
             w.clients,
             o.requests,
             o.rate(),
@@ -277,4 +297,19 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         );
     }
     Ok(())
+}
+
+/// Fetches `/metrics` from every node once a second, as a Prometheus server would, until
+/// aborted.
+async fn scrape_every_second(addrs: Vec<String>) {
+    let clients: Vec<Client> = addrs.iter().map(|a| Client::new(a)).collect();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for c in &clients {
+            if let Err(e) = c.get("/metrics").await {
+                eprintln!("scraping /metrics: {e}");
+            }
+        }
+    }
 }

@@ -358,6 +358,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
             build_time: "unknown".into(),
         },
         cmdline: args,
+        prometheus: Some(install_metrics_recorder()?),
     };
     let cluster = ClusterClient {
         net: network.clone(),
@@ -707,4 +708,32 @@ impl rq_http::Cluster for ClusterClient {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move { self.net.load(addr, path, creds, timeout).await })
     }
+}
+
+/// Installs the process's Prometheus recorder, which `/metrics` renders, and keeps its
+/// histograms bounded: samples recorded between scrapes are folded into their buckets every
+/// second.
+fn install_metrics_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // Seconds, from 50 us to 30 s.
+    const SECONDS: &[f64] = &[
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        30.0,
+    ];
+    const COUNTS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)?
+        .set_buckets_for_metric(Matcher::Full(rq_store::metric::ENTRY_REQUESTS.into()), COUNTS)?
+        .install_recorder()?;
+    rq_store::metric::describe();
+    rq_http::describe_metrics();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            h.run_upkeep();
+        }
+    });
+    Ok(handle)
 }

@@ -102,6 +102,7 @@ fn cases() -> Vec<Case> {
         case("GET", "/status", "", Some(("u-status", "pw-status"))),
         case("GET", "/nodes", "", Some(("u-status", "pw-status"))),
         case("GET", "/debug/vars", "", Some(("u-status", "pw-status"))),
+        case("GET", "/metrics", "", Some(("u-status", "pw-status"))),
         case("GET", "/leader", "", Some(("u-leader-ops", "pw-leader-ops"))),
         case("GET", "/console/", "", Some(("u-ui", "pw-ui"))),
         case("GET", "/readyz", "", None),

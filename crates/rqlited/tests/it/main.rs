@@ -15,6 +15,7 @@ mod disco;
 mod durability;
 mod extensions;
 mod faults;
+mod metrics;
 mod node_api;
 mod queue;
 mod shell;

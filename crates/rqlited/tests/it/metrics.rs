@@ -1,0 +1,169 @@
+//! `GET /metrics`, read by a Prometheus text-format parser: every `/debug/vars` counter, the
+//! request, read and Raft histograms, and the gauges read when scraped.
+
+use std::collections::HashMap;
+
+use prometheus_parse::{Scrape, Value};
+
+use crate::harness::{DataDir, Node, single};
+
+async fn scrape(n: &Node) -> Scrape {
+    let r = reqwest::get(n.url("/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let body = r.text().await.unwrap();
+    Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("the Prometheus text format")
+}
+
+/// The value of the sample `name` whose labels include `labels`; for a histogram, its count.
+fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+            Value::Summary(_) => f64::NAN,
+        })
+}
+
+fn count(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    value(s, name, labels).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn every_counter_and_histogram_is_exported_and_moves_with_requests() {
+    let (_d, n) = single().await;
+    n.execute(r#"["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]"#).await;
+    let before = scrape(&n).await;
+
+    // Every integer of /debug/vars is there under rqlite_<map>_<key>.
+    let (_, body) = n.get("/debug/vars").await;
+    let vars: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut checked = 0;
+    for (map, keys) in vars.as_object().unwrap() {
+        if map == "cmdline" || map == "memstats" {
+            continue;
+        }
+        for key in keys.as_object().unwrap().keys() {
+            let name = format!("rqlite_{}_{key}", map.replace('.', "_"));
+            assert!(value(&before, &name, &[]).is_some(), "{name} is missing");
+            checked += 1;
+        }
+    }
+    assert!(checked > 150, "{checked}");
+
+    for i in 0..10 {
+        n.execute(&format!(r#"["INSERT INTO t(v) VALUES('{i}')"]"#)).await;
+    }
+    for level in ["weak", "none", "strong", "linearizable"] {
+        for _ in 0..3 {
+            n.query(&format!("?level={level}"), r#"["SELECT * FROM t"]"#).await;
+        }
+    }
+    assert_eq!(n.get("/no/such/path").await.0, 404);
+    let after = scrape(&n).await;
+    let delta = |name: &str, labels: &[(&str, &str)]| count(&after, name, labels) - count(&before, name, labels);
+
+    // Requests by endpoint and status, and their latency.
+    let execute = [("endpoint", "execute"), ("status", "200")];
+    assert_eq!(delta("rqlite_http_requests_total", &execute), 10.0);
+    assert_eq!(
+        delta(
+            "rqlite_http_requests_total",
+            &[("endpoint", "query"), ("status", "200")]
+        ),
+        12.0
+    );
+    assert_eq!(
+        count(
+            &after,
+            "rqlite_http_requests_total",
+            &[("endpoint", "other"), ("status", "404")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta("rqlite_http_request_seconds_count", &[("endpoint", "execute")]),
+        10.0
+    );
+    for level in ["weak", "none", "strong", "linearizable"] {
+        assert_eq!(
+            count(&after, "rqlite_read_seconds_count", &[("level", level)]),
+            3.0,
+            "{level}"
+        );
+    }
+    // The store's histograms: each write is an entry, committed, applied and synced.
+    assert!(delta("rqlite_raft_commit_seconds_count", &[]) >= 10.0);
+    assert!(delta("rqlite_raft_entry_requests_count", &[]) >= 10.0);
+    assert!(delta("rqlite_raft_log_fsync_seconds_count", &[]) >= 10.0);
+    assert!(delta("rqlite_apply_seconds_count", &[]) >= 10.0);
+    assert!(count(&after, "rqlite_raft_commit_seconds_sum", &[]) > 0.0);
+    // The expvar counters move as /debug/vars says.
+    assert_eq!(delta("rqlite_http_executions", &[]), 10.0);
+    // Scrape-time gauges.
+    assert_eq!(count(&after, "rqlite_raft_leader", &[]), 1.0);
+    let applied = count(&after, "rqlite_raft_applied_index", &[]);
+    assert!(applied >= 11.0, "{applied}");
+    assert!(count(&after, "rqlite_raft_last_log_index", &[]) >= applied);
+    assert!(count(&after, "rqlite_db_size_bytes", &[]) > 0.0);
+
+    // A snapshot and a boot are timed.
+    assert_eq!(n.post("/snapshot", "").await.0, 200);
+    let s = scrape(&n).await;
+    assert!(count(&s, "rqlite_snapshot_seconds_count", &[]) >= 1.0);
+}
+
+#[tokio::test]
+async fn the_leader_reports_each_followers_replication_lag() {
+    let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
+    let leader = Node::start_in(&dirs[0].path, &["-node-id", "n0"]).await;
+    let mut followers = Vec::new();
+    for (i, d) in dirs.iter().enumerate().skip(1) {
+        let id = format!("n{i}");
+        followers.push(Node::start_in(&d.path, &["-node-id", &id, "-join", &leader.raft]).await);
+    }
+    leader
+        .wait_for(std::time::Duration::from_secs(20), "three voters", || async {
+            let (_, body) = leader.get("/nodes").await;
+            serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.as_object().map(|m| m.len()))
+                == Some(3)
+        })
+        .await;
+    leader.execute(r#"["CREATE TABLE t(x)"]"#).await;
+    // A paused follower falls behind by every entry logged since.
+    followers[1].pause();
+    for i in 0..5 {
+        leader.execute(&format!(r#"["INSERT INTO t VALUES({i})"]"#)).await;
+    }
+    let lags = || async {
+        let s = scrape(&leader).await;
+        s.samples
+            .iter()
+            .filter(|x| x.metric == "rqlite_raft_replication_lag_entries")
+            .map(|x| {
+                let Value::Gauge(v) = x.value else { panic!("{x:?}") };
+                (x.labels.get("node").unwrap().to_string(), v)
+            })
+            .collect::<HashMap<String, f64>>()
+    };
+    // The follower that acknowledged every write has none to acknowledge once the leader has
+    // heard back (its acknowledgement may trail the answer by a moment).
+    leader
+        .wait_for(std::time::Duration::from_secs(5), "n1 to have no lag", || async {
+            lags().await.get("n1") == Some(&0.0)
+        })
+        .await;
+    let lag = lags().await;
+    assert_eq!(lag.len(), 2, "{lag:?}");
+    assert!(lag["n2"] >= 5.0, "{lag:?}");
+    followers[1].resume();
+    // Followers report no lag of their own.
+    let f = scrape(&followers[0]).await;
+    assert!(value(&f, "rqlite_raft_replication_lag_entries", &[]).is_none());
+    assert_eq!(count(&f, "rqlite_raft_leader", &[]), 0.0);
+}
