@@ -10,7 +10,7 @@ mod encode;
 mod metrics;
 mod node;
 
-pub use crate::metrics::describe as describe_metrics;
+pub use crate::metrics::{GaugeReading, describe as describe_metrics, is_gauge};
 mod params;
 mod queue;
 mod upload;
@@ -251,6 +251,16 @@ impl Service {
         let mut sections = self.sections.write().unwrap_or_else(|e| e.into_inner());
         sections.retain(|(n, _)| n != name);
         sections.push((name.to_string(), section));
+    }
+
+    /// Every expvar map of integers (as `/debug/vars` has them), for exporters.
+    pub fn expvar_maps(self: &Arc<Self>) -> Vec<(String, Vec<(&'static str, i64)>)> {
+        crate::node::expvar_maps(self)
+    }
+
+    /// The gauges `/metrics` reads when scraped, read now, for exporters.
+    pub fn gauges(self: &Arc<Self>) -> Vec<GaugeReading> {
+        crate::metrics::gauges(self)
     }
 
     /// The router serving every path.

@@ -168,7 +168,7 @@ pub fn describe() {
 
 /// Whether rqlite reports an expvar key as a gauge rather than a counter (its OTLP bridge's
 /// rule): durations, sizes, ratios and `last_` values, and a few named ones.
-pub(crate) fn is_gauge(map: &str, key: &str) -> bool {
+pub fn is_gauge(map: &str, key: &str) -> bool {
     let named = matches!(
         (map, key),
         ("db.wal", "compact_frames_input" | "compact_frames_output") | ("snapshot", "reap_snapshots" | "reap_wals")
@@ -185,8 +185,72 @@ fn metric_name(map: &str, key: &str) -> String {
         .collect()
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
+/// A gauge read now: name, description, labels, value.
+pub type GaugeReading = (&'static str, &'static str, Vec<(&'static str, String)>, f64);
+
+/// The gauges read when scraped: indexes, leadership, replication lag per follower (on the
+/// leader), database and WAL sizes.
+pub(crate) fn gauges(svc: &Arc<Service>) -> Vec<GaugeReading> {
+    let store = &svc.store;
+    let (applied, term) = store.applied();
+    let last = store.last_log_index();
+    let mut out: Vec<GaugeReading> = vec![
+        (
+            "rqlite_raft_applied_index",
+            "Index of the last log entry applied to the database.",
+            vec![],
+            applied as f64,
+        ),
+        (
+            "rqlite_raft_applied_term",
+            "Term of the last log entry applied to the database.",
+            vec![],
+            term as f64,
+        ),
+        (
+            "rqlite_raft_commit_index",
+            "The commit index this node knows.",
+            vec![],
+            store.commit_index() as f64,
+        ),
+        (
+            "rqlite_raft_last_log_index",
+            "Index of the last entry in this node's log.",
+            vec![],
+            last as f64,
+        ),
+        (
+            "rqlite_raft_leader",
+            "1 on the leader, 0 elsewhere.",
+            vec![],
+            f64::from(u8::from(store.is_leader())),
+        ),
+    ];
+    let mut progress: Vec<(String, u64)> = store.replication_progress().into_iter().collect();
+    progress.retain(|(id, _)| id != store.node_id());
+    progress.sort();
+    for (node, matched) in progress {
+        out.push((
+            "rqlite_raft_replication_lag_entries",
+            "On the leader: log entries each follower has yet to acknowledge.",
+            vec![("node", node)],
+            last.saturating_sub(matched) as f64,
+        ));
+    }
+    let db = std::fs::metadata(store.db_path()).map(|m| m.len()).unwrap_or(0);
+    out.push(("rqlite_db_size_bytes", "Size of the database file.", vec![], db as f64));
+    out.push((
+        "rqlite_wal_size_bytes",
+        "Size of the database's WAL file.",
+        vec![],
+        store.wal_size() as f64,
+    ));
+    out
+}
+
+/// A label value as the text format quotes it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// The body of `GET /metrics`.
@@ -202,65 +266,19 @@ pub(crate) fn render(svc: &Arc<Service>) -> Response {
             let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {v}");
         }
     }
-    let store = &svc.store;
-    let (applied, term) = store.applied();
-    gauge(
-        &mut out,
-        "rqlite_raft_applied_index",
-        "Index of the last log entry applied to the database.",
-        applied,
-    );
-    gauge(
-        &mut out,
-        "rqlite_raft_applied_term",
-        "Term of the last log entry applied to the database.",
-        term,
-    );
-    gauge(
-        &mut out,
-        "rqlite_raft_commit_index",
-        "The commit index this node knows.",
-        store.commit_index(),
-    );
-    let last = store.last_log_index();
-    gauge(
-        &mut out,
-        "rqlite_raft_last_log_index",
-        "Index of the last entry in this node's log.",
-        last,
-    );
-    gauge(
-        &mut out,
-        "rqlite_raft_leader",
-        "1 on the leader, 0 elsewhere.",
-        u64::from(store.is_leader()),
-    );
-    let mut progress = store.replication_progress();
-    progress.remove(store.node_id());
-    if !progress.is_empty() {
-        let name = "rqlite_raft_replication_lag_entries";
-        let _ = write!(
-            out,
-            "# HELP {name} On the leader: log entries each follower has yet to acknowledge.\n# TYPE {name} gauge\n"
-        );
-        let mut nodes: Vec<(String, u64)> = progress.into_iter().collect();
-        nodes.sort();
-        for (node, matched) in nodes {
-            let node: String = node
-                .chars()
-                .map(|c| if c == '"' || c == '\\' { '_' } else { c })
-                .collect();
-            let _ = writeln!(out, "{name}{{node=\"{node}\"}} {}", last.saturating_sub(matched));
+    let mut described: Option<&str> = None;
+    for (name, help, labels, v) in gauges(svc) {
+        if described != Some(name) {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            described = Some(name);
+        }
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{}}} {v}", labels.join(","));
         }
     }
-    let db = std::fs::metadata(store.db_path()).map(|m| m.len()).unwrap_or(0);
-    gauge(&mut out, "rqlite_db_size_bytes", "Size of the database file.", db);
-    gauge(
-        &mut out,
-        "rqlite_wal_size_bytes",
-        "Size of the database's WAL file.",
-        store.wal_size(),
-    );
     let mut r = (StatusCode::OK, out).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

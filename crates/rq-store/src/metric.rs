@@ -20,6 +20,15 @@ pub const LOAD_SECONDS: &str = "rqlite_load_seconds";
 /// Waiting for a read connection when none was idle, in seconds.
 pub const POOL_WAIT_SECONDS: &str = "rqlite_read_pool_wait_seconds";
 
+/// Histogram boundaries of values in seconds: 50 us to 30 s.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0,
+];
+
+/// Histogram boundaries of counts.
+pub const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
 /// Describes the store's metrics to the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_histogram};

@@ -278,49 +278,49 @@ pub const FLAGS: &[FlagDef] = &[
         Str,
         "",
         "Path to X.509 CA certificate for verifying the OpenTelemetry Collector",
-        false,
+        true,
     ),
     f(
         "otlp-cert",
         Str,
         "",
         "Path to X.509 certificate for mutual TLS with the OpenTelemetry Collector",
-        false,
+        true,
     ),
     f(
         "otlp-endpoint",
         Str,
         "",
         "Address of OpenTelemetry Collector for metrics. If not set, OTLP reporting not enabled",
-        false,
+        true,
     ),
     f(
         "otlp-insecure",
         Bool,
         "false",
         "Use plaintext gRPC when communicating with the OpenTelemetry Collector",
-        false,
+        true,
     ),
     f(
         "otlp-interval",
         Duration,
         "30s",
         "Period between OTLP metric exports",
-        false,
+        true,
     ),
     f(
         "otlp-key",
         Str,
         "",
         "Path to X.509 private key for mutual TLS with the OpenTelemetry Collector",
-        false,
+        true,
     ),
     f(
         "otlp-no-verify",
         Bool,
         "false",
         "Skip verification of the OpenTelemetry Collector certificate",
-        false,
+        true,
     ),
     f(
         "raft-addr",
@@ -608,7 +608,11 @@ impl Flags {
 
     /// rqlite's checks of flags that go together.
     fn validate(&self) -> Result<(), FlagError> {
-        for (cert, key) in [("http-cert", "http-key"), ("node-cert", "node-key")] {
+        for (cert, key) in [
+            ("http-cert", "http-key"),
+            ("node-cert", "node-key"),
+            ("otlp-cert", "otlp-key"),
+        ] {
             if self.raw(cert).is_empty() != self.raw(key).is_empty() {
                 return Err(FlagError::Fatal(format!(
                     "either both -{cert} and -{key} must be set, or neither"
@@ -658,6 +662,7 @@ impl Flags {
                 ));
             }
         }
+        self.validate_otlp()?;
         for side in ["http", "node"] {
             if !self.raw(&format!("{side}-verify-common-name")).is_empty()
                 && !parse_bool(self.raw(&format!("{side}-verify-client"))).unwrap_or(false)
@@ -666,6 +671,38 @@ impl Flags {
                     "-{side}-verify-common-name requires -{side}-verify-client"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// rqlite's checks of the `-otlp-` flags.
+    fn validate_otlp(&self) -> Result<(), FlagError> {
+        let fatal = |m: String| Err(FlagError::Fatal(m));
+        let insecure = parse_bool(self.raw("otlp-insecure")).unwrap_or(false);
+        let tls_opts = parse_bool(self.raw("otlp-no-verify")).unwrap_or(false)
+            || !self.raw("otlp-ca-cert").is_empty()
+            || !self.raw("otlp-cert").is_empty();
+        let endpoint = self.raw("otlp-endpoint");
+        if endpoint.is_empty() {
+            if insecure || tls_opts {
+                return fatal("OTLP options require -otlp-endpoint".into());
+            }
+            return Ok(());
+        }
+        if endpoint.contains("://") {
+            return fatal("-otlp-endpoint must not include a protocol scheme".into());
+        }
+        let valid = endpoint
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.chars().all(|c| c.is_ascii_digit()));
+        if !valid {
+            return fatal("-otlp-endpoint is not a valid address".into());
+        }
+        if parse_duration(self.raw("otlp-interval")).is_none_or(|d| d.is_zero()) {
+            return fatal("-otlp-interval must be greater than zero".into());
+        }
+        if insecure && tls_opts {
+            return fatal("-otlp-insecure cannot be used with other OTLP TLS options".into());
         }
         Ok(())
     }

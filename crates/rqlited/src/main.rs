@@ -336,6 +336,13 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         }
     });
 
+    // OTLP starts before the metrics recorder is installed, which then feeds it too.
+    let otlp = match otlp_config(&flags, store.node_id()) {
+        Some(cfg) => {
+            Some(rq_otlp::Otlp::start(cfg).map_err(|e| anyhow!("failed to start OTLP metrics reporting: {e}"))?)
+        }
+        None => None,
+    };
     let http_cfg = HttpConfig {
         bind_addr: bound_http.to_string(),
         adv_addr: http_adv,
@@ -358,7 +365,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
             build_time: "unknown".into(),
         },
         cmdline: args,
-        prometheus: Some(install_metrics_recorder()?),
+        prometheus: Some(install_metrics_recorder(otlp.as_ref())?),
     };
     let cluster = ClusterClient {
         net: network.clone(),
@@ -382,6 +389,17 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         let status = u.clone();
         service.register_status("auto_backups", Arc::new(move || status.status()));
         tokio::spawn(u.run());
+    }
+    let otlp = otlp.map(Arc::new);
+    if let Some(o) = &otlp {
+        let (s1, s2) = (service.clone(), service.clone());
+        o.observe(
+            Arc::new(move || s1.expvar_maps()),
+            rq_http::is_gauge,
+            Arc::new(move || s2.gauges()),
+        );
+        let status = o.clone();
+        service.register_status("otlp_metrics", Arc::new(move || status.status()));
     }
     let http = tokio::spawn(rq_net::serve(
         http_listener,
@@ -465,7 +483,28 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         }
     }
     store.shutdown().await;
+    if let Some(o) = otlp {
+        // The last values go out before the process ends.
+        tokio::task::spawn_blocking(move || o.shutdown()).await?;
+    }
     Ok(())
+}
+
+/// `-otlp-*`, once the flags have been checked; `None` without `-otlp-endpoint`.
+fn otlp_config(flags: &Flags, node_id: &str) -> Option<rq_otlp::OtlpConfig> {
+    let endpoint = non_empty(flags.string("otlp-endpoint"))?;
+    let cert = non_empty(flags.string("otlp-cert"));
+    let key = non_empty(flags.string("otlp-key"));
+    Some(rq_otlp::OtlpConfig {
+        endpoint,
+        interval: flags.duration("otlp-interval"),
+        insecure: flags.bool("otlp-insecure"),
+        no_verify: flags.bool("otlp-no-verify"),
+        ca_cert: non_empty(flags.string("otlp-ca-cert")).map(PathBuf::from),
+        identity: cert.zip(key).map(|(c, k)| (PathBuf::from(c), PathBuf::from(k))),
+        node_id: node_id.to_string(),
+        version: VERSION.to_string(),
+    })
 }
 
 /// TLS for the two ports, from the flags, as rqlite sets it up.
@@ -710,21 +749,29 @@ impl rq_http::Cluster for ClusterClient {
     }
 }
 
-/// Installs the process's Prometheus recorder, which `/metrics` renders, and keeps its
-/// histograms bounded: samples recorded between scrapes are folded into their buckets every
-/// second.
-fn install_metrics_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+/// Installs the process's metrics recorder: Prometheus', which `/metrics` renders, beside
+/// OTLP's when it is on. Histogram samples recorded between scrapes are folded into their
+/// buckets every second, so they stay bounded.
+fn install_metrics_recorder(
+    otlp: Option<&rq_otlp::Otlp>,
+) -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    // Seconds, from 50 us to 30 s.
-    const SECONDS: &[f64] = &[
-        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        30.0,
-    ];
-    const COUNTS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)?
-        .set_buckets_for_metric(Matcher::Full(rq_store::metric::ENTRY_REQUESTS.into()), COUNTS)?
-        .install_recorder()?;
+    use rq_store::metric::{COUNT_BUCKETS, ENTRY_REQUESTS, SECONDS_BUCKETS};
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(ENTRY_REQUESTS.into()), COUNT_BUCKETS)?
+        .build_recorder();
+    let handle = prometheus.handle();
+    match otlp {
+        None => metrics::set_global_recorder(prometheus)?,
+        Some(o) => metrics::set_global_recorder(
+            metrics_util::layers::FanoutBuilder::default()
+                .add_recorder(prometheus)
+                .add_recorder(o.recorder(SECONDS_BUCKETS, COUNT_BUCKETS))
+                .build(),
+        )
+        .map_err(|e| anyhow!("{e}"))?,
+    }
     rq_store::metric::describe();
     rq_http::describe_metrics();
     let h = handle.clone();

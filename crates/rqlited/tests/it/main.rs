@@ -17,6 +17,7 @@ mod extensions;
 mod faults;
 mod metrics;
 mod node_api;
+mod otlp;
 mod queue;
 mod shell;
 mod tls;
