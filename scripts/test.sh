@@ -4,8 +4,9 @@
 #
 # The fault tests build network namespaces and cut links with iptables, so they run as root
 # and need iproute2 and iptables; the discovery tests run a real etcd (Debian's etcd-server);
-# the extension tests build SQLite extensions with gcc and libsqlite3-dev's sqlite3ext.h.
-# Missing packages are installed from apt.
+# the extension tests build SQLite extensions with gcc and libsqlite3-dev's sqlite3ext.h; the
+# console tests drive Debian's chromium through chromium-driver. Missing packages are installed
+# from apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,8 @@ command -v iptables >/dev/null || missing+=(iptables)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v gcc >/dev/null || missing+=(gcc)
 [[ -f /usr/include/sqlite3ext.h ]] || missing+=(libsqlite3-dev)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -6,6 +6,7 @@
 //! through the `Store` facade.
 
 mod body;
+mod console;
 mod encode;
 mod metrics;
 mod node;
@@ -394,6 +395,10 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
         return empty(StatusCode::UNAUTHORIZED);
     }
     let params = params.with_credentials(creds);
+    if path.starts_with("/console/") {
+        svc.stats.add("ui", 1);
+        return console::serve(&path, req.method());
+    }
     if path.starts_with("/db/execute") {
         svc.stats.add("executions", 1);
         return execute(svc, req, params).await;

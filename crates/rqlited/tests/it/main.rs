@@ -10,6 +10,7 @@ mod bad_input;
 mod cdc;
 mod cli;
 mod cluster;
+mod console;
 mod crash;
 mod disco;
 mod durability;
