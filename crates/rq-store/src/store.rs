@@ -353,6 +353,10 @@ impl Store {
         tokio::spawn(proposer_loop(store.inner.raft.clone(), proposals_rx));
         tokio::spawn(snapshot_ticker(store.clone()));
         tokio::spawn(background_flush_switch(store.inner.raft.clone(), flush_switch, id));
+        tokio::spawn(count_leader_changes(
+            store.inner.raft.clone(),
+            store.inner.stats.clone(),
+        ));
 
         if bootstrap {
             store.bootstrap_alone().await?;
@@ -1383,6 +1387,19 @@ async fn background_flush_switch(raft: Raft, log: LogStore, id: u64) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Counts each change of the leader this node knows of (`store.leader_changes_observed`).
+async fn count_leader_changes(raft: Raft, stats: Arc<Stats>) {
+    let mut rx = raft.metrics();
+    let mut known = rx.borrow_and_update().current_leader;
+    while rx.changed().await.is_ok() {
+        let now = rx.borrow_and_update().current_leader;
+        if now.is_some() && now != known {
+            stats.store.add("leader_changes_observed", 1);
+        }
+        known = now;
     }
 }
 

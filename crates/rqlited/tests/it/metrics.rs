@@ -103,7 +103,8 @@ async fn every_counter_and_histogram_is_exported_and_moves_with_requests() {
     assert!(count(&after, "rqlite_raft_commit_seconds_sum", &[]) > 0.0);
     // The expvar counters move as /debug/vars says.
     assert_eq!(delta("rqlite_http_executions", &[]), 10.0);
-    // Scrape-time gauges.
+    // Scrape-time gauges; the node saw one leader come.
+    assert_eq!(count(&after, "rqlite_store_leader_changes_observed", &[]), 1.0);
     assert_eq!(count(&after, "rqlite_raft_leader", &[]), 1.0);
     let applied = count(&after, "rqlite_raft_applied_index", &[]);
     assert!(applied >= 11.0, "{applied}");
