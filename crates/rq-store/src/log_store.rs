@@ -221,7 +221,7 @@ impl Shared {
         }
         let started = std::time::Instant::now();
         f.sync_data()?;
-        metrics::histogram!(crate::metric::FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
+        crate::metric::fsync().record(started.elapsed().as_secs_f64());
         Ok(())
     }
 

@@ -53,10 +53,30 @@ pub fn describe() {
     );
 }
 
+/// A histogram's handle, made on first use and kept: recording is then an atomic operation,
+/// with no lookup by name. The process installs its recorder before the store records
+/// anything.
+macro_rules! kept {
+    ($(#[$doc:meta])* $f:ident, $name:expr) => {
+        $(#[$doc])*
+        pub(crate) fn $f() -> &'static metrics::Histogram {
+            static H: std::sync::OnceLock<metrics::Histogram> = std::sync::OnceLock::new();
+            H.get_or_init(|| metrics::histogram!($name))
+        }
+    };
+}
+
+kept!(commit, COMMIT_SECONDS);
+kept!(entry_requests, ENTRY_REQUESTS);
+kept!(fsync, FSYNC_SECONDS);
+kept!(apply, APPLY_SECONDS);
+kept!(snapshot, SNAPSHOT_SECONDS);
+kept!(pool_waits, POOL_WAIT_SECONDS);
+
 /// Runs `get` (a blocking wait for a read connection) and records how long it took.
 pub(crate) fn pool_wait<T>(get: impl FnOnce() -> T) -> T {
     let started = std::time::Instant::now();
     let r = get();
-    metrics::histogram!(POOL_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+    pool_waits().record(started.elapsed().as_secs_f64());
     r
 }

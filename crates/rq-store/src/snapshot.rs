@@ -273,7 +273,7 @@ impl SnapshotStore {
         self.stats
             .store
             .set("snapshot_create_duration", started.elapsed().as_millis() as i64);
-        metrics::histogram!(crate::metric::SNAPSHOT_SECONDS).record(started.elapsed().as_secs_f64());
+        crate::metric::snapshot().record(started.elapsed().as_secs_f64());
         self.open_snapshot(side).await
     }
 

@@ -506,7 +506,7 @@ fn apply_batch(
         a.last_appended_at_ms = at;
     }
     drop(a);
-    metrics::histogram!(crate::metric::APPLY_SECONDS).record(started.elapsed().as_secs_f64());
+    crate::metric::apply().record(started.elapsed().as_secs_f64());
     Ok(Some(out))
 }
 

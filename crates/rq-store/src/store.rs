@@ -1363,10 +1363,10 @@ async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
             appended_at_ms: now_ms(),
             cmd,
         };
-        metrics::histogram!(crate::metric::ENTRY_REQUESTS).record(batch.len() as f64);
+        crate::metric::entry_requests().record(batch.len() as f64);
         let proposed = Instant::now();
         let result = raft.client_write(logged).await;
-        metrics::histogram!(crate::metric::COMMIT_SECONDS).record(proposed.elapsed().as_secs_f64());
+        crate::metric::commit().record(proposed.elapsed().as_secs_f64());
         expect = batch.len() + rx.len();
         answer(batch, result);
     }
@@ -1392,7 +1392,7 @@ async fn background_flush_switch(raft: Raft, log: LogStore, id: u64) {
 
 /// Counts each change of the leader this node knows of (`store.leader_changes_observed`).
 async fn count_leader_changes(raft: Raft, stats: Arc<Stats>) {
-    let mut rx = raft.metrics();
+    let mut rx = raft.server_metrics();
     let mut known = rx.borrow_and_update().current_leader;
     while rx.changed().await.is_ok() {
         let now = rx.borrow_and_update().current_leader;

@@ -230,6 +230,15 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     } else {
         flags.duration("raft-timeout")
     };
+    // The metrics recorder is installed before the store opens, so that the store's first
+    // records reach it; OTLP starts before it, and the recorder feeds it too.
+    let otlp = match otlp_config(&flags, &node_id) {
+        Some(cfg) => {
+            Some(rq_otlp::Otlp::start(cfg).map_err(|e| anyhow!("failed to start OTLP metrics reporting: {e}"))?)
+        }
+        None => None,
+    };
+    let prometheus = install_metrics_recorder(otlp.as_ref())?;
     let cfg = StoreConfig {
         data_dir,
         node_id,
@@ -336,13 +345,6 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         }
     });
 
-    // OTLP starts before the metrics recorder is installed, which then feeds it too.
-    let otlp = match otlp_config(&flags, store.node_id()) {
-        Some(cfg) => {
-            Some(rq_otlp::Otlp::start(cfg).map_err(|e| anyhow!("failed to start OTLP metrics reporting: {e}"))?)
-        }
-        None => None,
-    };
     let http_cfg = HttpConfig {
         bind_addr: bound_http.to_string(),
         adv_addr: http_adv,
@@ -365,7 +367,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
             build_time: "unknown".into(),
         },
         cmdline: args,
-        prometheus: Some(install_metrics_recorder(otlp.as_ref())?),
+        prometheus: Some(prometheus),
     };
     let cluster = ClusterClient {
         net: network.clone(),
