@@ -105,8 +105,8 @@ fn level_index(l: Level) -> usize {
 /// The HTTP layer's instruments, each registered on first use (so that only the series in use
 /// are exported), after which recording is an atomic operation.
 pub(crate) struct HttpMetrics {
-    duration: Vec<OnceLock<Histogram>>,
     /// Per endpoint, per status code (the last slot is `other`).
+    duration: Vec<Vec<OnceLock<Histogram>>>,
     requests: Vec<Vec<OnceLock<Counter>>>,
     reads: Vec<OnceLock<Histogram>>,
 }
@@ -114,7 +114,10 @@ pub(crate) struct HttpMetrics {
 impl HttpMetrics {
     pub(crate) fn new() -> HttpMetrics {
         HttpMetrics {
-            duration: ENDPOINTS.iter().map(|_| OnceLock::new()).collect(),
+            duration: ENDPOINTS
+                .iter()
+                .map(|_| (0..=CODES.len()).map(|_| OnceLock::new()).collect())
+                .collect(),
             requests: ENDPOINTS
                 .iter()
                 .map(|_| (0..=CODES.len()).map(|_| OnceLock::new()).collect())
@@ -125,16 +128,15 @@ impl HttpMetrics {
 
     /// Counts one answered request and how long it took.
     pub(crate) fn request(&self, endpoint: usize, status: StatusCode, took: Duration) {
-        self.duration[endpoint]
-            .get_or_init(|| metrics::histogram!(REQUEST_SECONDS, "endpoint" => ENDPOINTS[endpoint]))
-            .record(took.as_secs_f64());
         let code = CODES.iter().position(|(c, _)| *c == status.as_u16());
         let slot = code.unwrap_or(CODES.len());
+        let status = code.map_or("other", |i| CODES[i].1);
+        let labels = [("endpoint", ENDPOINTS[endpoint]), ("status", status)];
+        self.duration[endpoint][slot]
+            .get_or_init(|| metrics::histogram!(REQUEST_SECONDS, &labels))
+            .record(took.as_secs_f64());
         self.requests[endpoint][slot]
-            .get_or_init(|| {
-                let status = code.map_or("other", |i| CODES[i].1);
-                metrics::counter!(REQUESTS, "endpoint" => ENDPOINTS[endpoint], "status" => status)
-            })
+            .get_or_init(|| metrics::counter!(REQUESTS, &labels))
             .increment(1);
     }
 
@@ -156,7 +158,7 @@ pub fn describe() {
     metrics::describe_histogram!(
         REQUEST_SECONDS,
         metrics::Unit::Seconds,
-        "Time to answer a request, by endpoint."
+        "Time to answer a request, by endpoint and status code."
     );
     metrics::describe_counter!(REQUESTS, "Requests answered, by endpoint and status code.");
     metrics::describe_histogram!(
