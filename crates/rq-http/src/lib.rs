@@ -207,6 +207,10 @@ impl Service {
 /// Header names every answer carries, parsed once.
 const X_RQLITE_VERSION: HeaderName = HeaderName::from_static("x-rqlite-version");
 const X_RQLITE_SERVED_BY: HeaderName = HeaderName::from_static("x-rqlite-served-by");
+/// The log index that made a write visible, on every answer to a write.
+const X_RQLITE_RAFT_INDEX: HeaderName = HeaderName::from_static("x-rqlite-raft-index");
+/// The log index a read must see (as `min_index=`).
+const X_RQLITE_MIN_INDEX: HeaderName = HeaderName::from_static("x-rqlite-min-index");
 
 /// The HTTP service. Shared by every connection.
 pub struct Service {
@@ -584,13 +588,24 @@ fn sql_options(p: &Params) -> SqlOptions {
     }
 }
 
-fn read_options(p: &Params) -> ReadOptions {
-    ReadOptions {
+/// The read options of a request: its parameters, and the index it must see, from
+/// `min_index=N` or the `X-RQLITE-MIN-INDEX` header (read-your-writes).
+fn read_options(p: &Params, headers: &HeaderMap) -> Result<ReadOptions, String> {
+    let given = p
+        .get("min_index")
+        .or_else(|| headers.get(X_RQLITE_MIN_INDEX).and_then(|v| v.to_str().ok()));
+    let min_index = match given {
+        None | Some("") => 0,
+        Some(v) => v.trim().parse::<u64>().map_err(|_| format!("invalid min_index: {v}"))?,
+    };
+    Ok(ReadOptions {
         level: p.level(),
         freshness: p.freshness(),
         freshness_strict: p.has("freshness_strict"),
         linearizable_timeout: p.linearizable_timeout(),
-    }
+        min_index,
+        min_index_timeout: p.timeout(),
+    })
 }
 
 fn request_of(statements: Vec<Statement>, p: &Params) -> Request {
@@ -663,7 +678,12 @@ fn respond(served: &Served, shape: Shape, p: &Params, started: Instant) -> Respo
         raft_index: if p.has("raft_index") { out.raft_index } else { 0 },
         ..Default::default()
     };
-    served_by(json_response(encode::envelope(&env, shape, format_of(p))), &served.by)
+    let mut r = served_by(json_response(encode::envelope(&env, shape, format_of(p))), &served.by);
+    if out.raft_index != 0 {
+        r.headers_mut()
+            .insert(X_RQLITE_RAFT_INDEX, HeaderValue::from(out.raft_index));
+    }
+    r
 }
 
 async fn execute(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response {
@@ -742,6 +762,10 @@ async fn queued(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params, started: 
 
 async fn query(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Response {
     let started = Instant::now();
+    let read = match read_options(&p, req.headers()) {
+        Ok(r) => r,
+        Err(e) => return text_error(StatusCode::BAD_REQUEST, &e),
+    };
     let statements = match *req.method() {
         Method::GET => vec![Statement::new(p.get("q").unwrap_or_default())],
         Method::POST => match statements_from(req, svc.cfg.max_body, true).await {
@@ -751,7 +775,6 @@ async fn query(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respons
         _ => return empty(StatusCode::METHOD_NOT_ALLOWED),
     };
     svc.stats.add("query_stmts_rx", statements.len() as i64);
-    let read = read_options(&p);
     let level = read.level;
     let f = Forward::Query {
         request: request_of(statements, &p),
@@ -772,6 +795,10 @@ async fn request(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respo
         return empty(StatusCode::METHOD_NOT_ALLOWED);
     }
     let started = Instant::now();
+    let read = match read_options(&p, req.headers()) {
+        Ok(r) => r,
+        Err(e) => return text_error(StatusCode::BAD_REQUEST, &e),
+    };
     let statements = match statements_from(req, svc.cfg.max_body, false).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -780,7 +807,7 @@ async fn request(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respo
     // The HTTP layer's `linearizable_timeout` is not read for /db/request (rqlite uses 1 s).
     let read = ReadOptions {
         linearizable_timeout: std::time::Duration::ZERO,
-        ..read_options(&p)
+        ..read
     };
     let f = Forward::Request {
         request: request_of(statements, &p),

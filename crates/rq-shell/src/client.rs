@@ -3,6 +3,7 @@
 //! stderr), and an answer from another host than before is reported so the prompt can follow.
 //! 301 answers (a follower's redirect to the leader) are followed, at most 21 times.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -107,7 +108,16 @@ pub struct Client {
     pub prefix: String,
     /// `-u user:password`.
     creds: Option<String>,
+    /// Read-your-writes: the log index of the last write answered (its `X-RQLITE-RAFT-INDEX`),
+    /// sent with every later request as `X-RQLITE-MIN-INDEX`, so that whichever node answers
+    /// has applied it first.
+    last_write: std::sync::atomic::AtomicU64,
 }
+
+/// The log index a write's answer says made it visible.
+const X_RQLITE_RAFT_INDEX: &str = "x-rqlite-raft-index";
+/// The log index a read must see.
+const X_RQLITE_MIN_INDEX: &str = "x-rqlite-min-index";
 
 /// A notice in the form rqlite's client logs it: `[client] 2009/01/23 01:23:23 message`.
 fn log(msg: &str) {
@@ -143,6 +153,7 @@ impl Client {
             current: 0,
             prefix: prefix.to_string(),
             creds,
+            last_write: Default::default(),
         })
     }
 
@@ -228,8 +239,20 @@ impl Client {
             if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
                 req = req.header(reqwest::header::CONTENT_TYPE, ct);
             }
+            let seen = self.last_write.load(Ordering::Relaxed);
+            if seen > 0 {
+                req = req.header(X_RQLITE_MIN_INDEX, seen);
+            }
             let req = self.authorize(req).map_err(|e| Failure::Invalid(e.to_string()))?;
             let resp = req.send().await.map_err(|_| Failure::Unreachable)?;
+            if let Some(i) = resp
+                .headers()
+                .get(X_RQLITE_RAFT_INDEX)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                self.last_write.fetch_max(i, Ordering::Relaxed);
+            }
             if resp.status() == StatusCode::MOVED_PERMANENTLY {
                 redirects += 1;
                 if redirects > MAX_REDIRECTS {

@@ -115,6 +115,11 @@ pub struct ReadOptions {
     pub freshness_strict: bool,
     /// Longest wait for the local state machine to reach the read index (`linearizable`).
     pub linearizable_timeout: Duration,
+    /// Read-your-writes: the read waits until this node has applied this log index (a write's
+    /// `X-RQLITE-RAFT-INDEX`); 0 for no wait.
+    pub min_index: u64,
+    /// Longest wait for `min_index`.
+    pub min_index_timeout: Duration,
 }
 
 /// Options that shape how SQL text is prepared before it is logged.
@@ -773,7 +778,7 @@ impl Store {
                 self.propose(Command::Query(req)).await
             }
             level => {
-                self.check_read(level, read).await?;
+                self.check_read_at(level, read).await?;
                 self.read_local(req, Mode::Query).await
             }
         }
@@ -789,7 +794,7 @@ impl Store {
         self.inner.stats.db.add("requests", 1);
         let level = self.resolve(read.level);
         if level != Level::Strong && self.is_read_only(&req).await? {
-            self.check_read(level, read).await?;
+            self.check_read_at(level, read).await?;
             return self.read_local(req, Mode::Request).await;
         }
         Self::prepare(&mut req, opts)?;
@@ -802,6 +807,25 @@ impl Store {
             Level::Auto if self.is_voter() => Level::Weak,
             Level::Auto => Level::None,
             l => l,
+        }
+    }
+
+    /// `check_read`, and the wait for `min_index`: first for `none` (a node that catches up
+    /// may then be fresh enough), after the check otherwise (a follower asked for `weak` says
+    /// at once that the leader must answer, and the leader waits instead).
+    async fn check_read_at(&self, level: Level, read: ReadOptions) -> Result<(), StoreError> {
+        let wait = || async {
+            if read.min_index == 0 {
+                return Ok(());
+            }
+            self.wait_applied(read.min_index, read.min_index_timeout).await
+        };
+        if level == Level::None {
+            wait().await?;
+            self.check_read(level, read).await
+        } else {
+            self.check_read(level, read).await?;
+            wait().await
         }
     }
 

@@ -20,6 +20,7 @@ mod metrics;
 mod node_api;
 mod otlp;
 mod queue;
+mod read_your_writes;
 mod shell;
 mod tls;
 mod upgrade;
