@@ -175,6 +175,11 @@ impl Network {
         self.call(addr, paths::REMOVE, &req, creds, timeout).await
     }
 
+    /// Asks the leader at `addr` for a read index (it confirms its leadership first).
+    pub async fn read_index(&self, addr: &str, timeout: Duration) -> Result<u64, StoreError> {
+        self.call(addr, paths::READ_INDEX, &(), None, timeout).await
+    }
+
     /// Passes a client request to the leader at `addr`, with the client's credentials.
     pub async fn forward(
         &self,

@@ -34,4 +34,5 @@ pub(crate) mod paths {
     pub const ELECT: &str = "/elect";
     pub const STEPDOWN: &str = "/stepdown";
     pub const CDC_HWM: &str = "/cdc/hwm";
+    pub const READ_INDEX: &str = "/read-index";
 }

@@ -76,6 +76,7 @@ pub fn router(
         .route(paths::JOIN, post(join))
         .route(paths::NOTIFY, post(notify))
         .route(paths::CDC_HWM, post(cdc_hwm))
+        .route(paths::READ_INDEX, post(read_index))
         .route(paths::REMOVE, post(remove))
         .route(paths::FORWARD, post(forward))
         .route(paths::BACKUP, post(backup))
@@ -209,6 +210,12 @@ async fn remove(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
         return unauthorized();
     }
     reply(&ctx.store.remove(&req.id).await)
+}
+
+/// A read index for a linearizable read on another node (see `rq_store::follower_read`).
+async fn read_index(State(ctx): State<Ctx>) -> Response {
+    ctx.store.stats().cluster.add("num_read_index_req", 1);
+    reply(&ctx.store.read_index().await)
 }
 
 async fn forward(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {

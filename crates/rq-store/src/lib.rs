@@ -7,6 +7,7 @@
 pub mod cdc;
 mod commit_gate;
 pub mod error;
+mod follower_read;
 mod freshness;
 pub mod log_store;
 mod membership;
@@ -23,6 +24,7 @@ pub mod types;
 mod upgrade;
 
 pub use error::StoreError;
+pub use follower_read::ReadIndexSource;
 pub use membership::JoinOutcome;
 pub use rq_db::snapshot::BackupFormat;
 pub use store::{

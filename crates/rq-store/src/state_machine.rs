@@ -601,6 +601,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
+        // Tests make a node apply late (`return(MS)`), without holding up anything else.
+        if let Some(ms) = fail::eval("apply-delay-ms", |a| a.and_then(|a| a.parse::<u64>().ok())).flatten() {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         if let Some(durable) = self.log_durable.as_mut() {
             let last = entries.last().map(|e| e.log_id.index).unwrap_or_default();
             // Waits until the entries are on disk, or the log failed (then `holds` says why).

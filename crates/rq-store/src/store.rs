@@ -208,6 +208,8 @@ struct Inner {
     ready_holds: std::sync::atomic::AtomicUsize,
     /// The change data capture queue, when capture is on.
     cdc: Option<Arc<CdcQueue>>,
+    /// Linearizable reads served here when this node is not the leader (`set_read_index_source`).
+    follower_reads: std::sync::OnceLock<crate::follower_read::FollowerReads>,
 }
 
 /// The node's store. Cheap to clone.
@@ -351,6 +353,7 @@ impl Store {
                 acks,
                 started: Instant::now(),
                 ready_holds: std::sync::atomic::AtomicUsize::new(0),
+                follower_reads: std::sync::OnceLock::new(),
                 cdc,
             }),
         };
@@ -858,7 +861,7 @@ impl Store {
             }
             Level::Linearizable => {
                 if !self.is_leader() {
-                    return Err(self.leader_error());
+                    return self.follower_linearizable(read).await;
                 }
                 if self.sole_voter_caught_up() {
                     return Ok(());
@@ -883,6 +886,71 @@ impl Store {
             }
             Level::Strong | Level::Auto => Ok(()),
         }
+    }
+
+    /// Lets this node serve linearizable reads when it is not the leader: `source` asks the
+    /// leader for a read index (see `follower_read`). Without it, such reads go to the leader.
+    pub fn set_read_index_source(&self, source: crate::ReadIndexSource) {
+        let _ = self
+            .inner
+            .follower_reads
+            .set(crate::follower_read::FollowerReads::new(source));
+    }
+
+    /// On the leader: a read index for a linearizable read on another node, once this node has
+    /// confirmed it leads (in the rounds its own linearizable reads use). It is the applied
+    /// index, which covers every write acknowledged by this leader or an earlier one.
+    pub async fn read_index(&self) -> Result<u64, StoreError> {
+        let read = ReadOptions {
+            level: Level::Linearizable,
+            linearizable_timeout: crate::follower_read::REQUEST_TIMEOUT,
+            ..Default::default()
+        };
+        self.check_read(Level::Linearizable, read).await?;
+        Ok(self.applied().0)
+    }
+
+    /// A linearizable read on a node that is not the leader: the leader's read index (shared
+    /// by the reads waiting), then the wait until this node has applied it, both within the
+    /// read's timeout. If the leader cannot give one (an older build, a leader that just
+    /// stepped down), the read goes to the leader as rqlite's do.
+    async fn follower_linearizable(&self, read: ReadOptions) -> Result<(), StoreError> {
+        let Some(fr) = self.inner.follower_reads.get() else {
+            return Err(self.leader_error());
+        };
+        let timeout = if read.linearizable_timeout.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            read.linearizable_timeout
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (rx, start) = fr.join();
+        if start {
+            let store = self.clone();
+            tokio::spawn(async move {
+                let Some(fr) = store.inner.follower_reads.get() else {
+                    return;
+                };
+                fr.run(|| match store.leader() {
+                    Some(l) if l.id != store.inner.cfg.node_id => Ok(l.addr),
+                    _ => Err(store.leader_error()),
+                })
+                .await;
+            });
+        }
+        let index = match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(i))) => i,
+            Ok(Ok(Err(StoreError::Timeout(m)))) => return Err(StoreError::Timeout(m)),
+            Ok(Ok(Err(StoreError::NotLeader { leader: None }))) => return Err(StoreError::NotLeader { leader: None }),
+            Ok(Ok(Err(_))) => return Err(self.leader_error()),
+            Ok(Err(_)) => return Err(internal("read index requests stopped")),
+            Err(_) => return Err(StoreError::Timeout("timeout waiting for fsm".into())),
+        };
+        self.inner.stats.store.add("num_follower_linearizable_reads", 1);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.wait_applied(index, left)
+            .await
+            .map_err(|_| StoreError::Timeout("timeout waiting for fsm".into()))
     }
 
     /// Runs a read on a read connection. Most reads take microseconds: they run right here, on
@@ -1417,13 +1485,17 @@ async fn background_flush_switch(raft: Raft, log: LogStore, id: u64) {
 /// Counts each change of the leader this node knows of (`store.leader_changes_observed`).
 async fn count_leader_changes(raft: Raft, stats: Arc<Stats>) {
     let mut rx = raft.server_metrics();
-    let mut known = rx.borrow_and_update().current_leader;
-    while rx.changed().await.is_ok() {
+    // A node starts knowing no leader; one it has learned of by the time this runs counts.
+    let mut known = None;
+    loop {
         let now = rx.borrow_and_update().current_leader;
         if now.is_some() && now != known {
             stats.store.add("leader_changes_observed", 1);
         }
         known = now;
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -369,6 +369,14 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         cmdline: args,
         prometheus: Some(prometheus),
     };
+    // Linearizable reads are served here when this node follows, with the leader's read index.
+    {
+        let net = network.clone();
+        store.set_read_index_source(Arc::new(move |addr: String, timeout: Duration| {
+            let net = net.clone();
+            Box::pin(async move { net.read_index(&addr, timeout).await })
+        }));
+    }
     let cluster = ClusterClient {
         net: network.clone(),
         store: store.clone(),

@@ -16,6 +16,7 @@ mod disco;
 mod durability;
 mod extensions;
 mod faults;
+mod follower_reads;
 mod metrics;
 mod node_api;
 mod otlp;

@@ -281,6 +281,12 @@ async fn run(mut lab: Lab, rounds: usize) {
 
     check_data(&lab, &http, &clients).await;
     check_history(&clients);
+    let missed = clients.own_reads_missed.lock().unwrap().clone();
+    assert!(
+        missed.is_empty(),
+        "reads with min_index that missed their own insert: {missed:?}"
+    );
+    assert!(clients.own_reads.ok.load(std::sync::atomic::Ordering::Relaxed) > 0);
     recoveries.sort();
     eprintln!(
         "faults: {injected} injected over {:.0}s; recovery median {:?}, max {:?}",
@@ -292,6 +298,10 @@ async fn run(mut lab: Lab, rounds: usize) {
     eprintln!("writes: {}", clients.writes.summary());
     eprintln!("compare-and-set: {}", clients.cases.summary());
     eprintln!("inserts: {}", clients.inserts.summary());
+    eprintln!(
+        "own inserts read back at none with min_index: {}",
+        clients.own_reads.summary()
+    );
 }
 
 /// Every acknowledged insert is present exactly once, nothing appears that no client sent,

@@ -57,6 +57,10 @@ pub struct Clients {
     pub cases: Tally,
     pub inserts: Tally,
     pub inserted: Inserts,
+    /// Reads of an insert just acknowledged, at `none` with its `min_index`, on a random node.
+    pub own_reads: Tally,
+    /// Such reads that did not see the insert: `(id, index, node)`.
+    pub own_reads_missed: Mutex<Vec<(i64, u64, String)>>,
 }
 
 impl Clients {
@@ -74,34 +78,52 @@ impl Clients {
             cases: Tally::default(),
             inserts: Tally::default(),
             inserted: Inserts::default(),
+            own_reads: Tally::default(),
+            own_reads_missed: Mutex::default(),
         })
     }
 
     /// POSTs `body` to a random node and classifies the answer.
     async fn send(&self, path: &str, body: String) -> Answer {
-        let node = &self.nodes[rand::rng().random_range(0..self.nodes.len())];
+        self.send_to_any(path, body).await.0
+    }
+
+    /// As `send`, also returning the node asked and the answer's `X-RQLITE-RAFT-INDEX`.
+    async fn send_to_any(&self, path: &str, body: String) -> (Answer, String, Option<u64>) {
+        let node = self.nodes[rand::rng().random_range(0..self.nodes.len())].clone();
+        let (answer, index) = self.send_to(&node, path, body).await;
+        (answer, node, index)
+    }
+
+    async fn send_to(&self, node: &str, path: &str, body: String) -> (Answer, Option<u64>) {
         let sep = if path.contains('?') { '&' } else { '?' };
         let url = format!("http://{node}{path}{sep}timeout={NODE_TIMEOUT}");
         let resp = match self.http.post(url).body(body).send().await {
             Ok(r) => r,
             // Nothing reached the node.
-            Err(e) if e.is_connect() => return Answer::Refused,
-            Err(_) => return Answer::Unknown,
+            Err(e) if e.is_connect() => return (Answer::Refused, None),
+            Err(_) => return (Answer::Unknown, None),
         };
         // No leader: nothing was logged (see `Answer::Refused`).
         if resp.status() == 503 {
-            return Answer::Refused;
+            return (Answer::Refused, None);
         }
         if resp.status() != 200 {
-            return Answer::Unknown;
+            return (Answer::Unknown, None);
         }
+        let index = resp
+            .headers()
+            .get("x-rqlite-raft-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let Ok(v) = resp.json::<Value>().await else {
-            return Answer::Unknown;
+            return (Answer::Unknown, None);
         };
-        match v["results"].get(0) {
+        let answer = match v["results"].get(0) {
             Some(first) if v.get("error").is_none() && first.get("error").is_none() => Answer::Done(first.clone()),
             _ => Answer::Unknown,
-        }
+        };
+        (answer, index)
     }
 
     /// After a failed request a client waits a little, as real clients do, which also keeps
@@ -140,6 +162,25 @@ impl Answer {
 
 fn rows_affected(r: &Value) -> i64 {
     r.get("rows_affected").and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// Reads an acknowledged insert back on a random node at `none`, naming the index that made it
+/// visible: the node must wait for it, so the row must be there. A node that cannot answer in
+/// time says so, which is no violation.
+async fn read_own_insert(c: &Clients, id: i64, index: u64) {
+    let body = format!(r#"[["SELECT COUNT(*) FROM ins WHERE id=?", {id}]]"#);
+    let (got, node, _) = c
+        .send_to_any(&format!("/db/query?level=none&min_index={index}"), body)
+        .await;
+    match got.done().and_then(|r| r["values"][0][0].as_i64()) {
+        Some(1) => {
+            c.own_reads.ok.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(_) => c.own_reads_missed.lock().unwrap().push((id, index, node)),
+        None => {
+            c.own_reads.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One register client: random operations on random keys until told to stop. Written values
@@ -245,13 +286,16 @@ pub async fn insert_client(c: Arc<Clients>, client: u32) {
     while !c.stop.load(Ordering::Relaxed) {
         n += 1;
         let id = i64::from(client + 1) * 1_000_000_000 + n;
-        let got = c
-            .send("/db/execute", format!(r#"[["INSERT INTO ins(id) VALUES(?)", {id}]]"#))
+        let (got, _, index) = c
+            .send_to_any("/db/execute", format!(r#"[["INSERT INTO ins(id) VALUES(?)", {id}]]"#))
             .await;
         match got {
             Answer::Done(r) if rows_affected(&r) == 1 => {
                 c.inserts.ok.fetch_add(1, Ordering::Relaxed);
                 c.inserted.acked.lock().unwrap().insert(id);
+                if let Some(index) = index {
+                    read_own_insert(&c, id, index).await;
+                }
             }
             Answer::Refused => {
                 c.inserts.failed.fetch_add(1, Ordering::Relaxed);

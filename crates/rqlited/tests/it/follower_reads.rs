@@ -1,0 +1,148 @@
+//! Linearizable reads served by followers and read replicas with the leader's read index.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{DataDir, Node};
+
+/// A leader `n0` and two voters; `env` for the third (a slow applier, say).
+async fn three(env: &[(&str, &str)]) -> (Vec<DataDir>, Vec<Node>) {
+    let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let id = format!("n{i}");
+        let mut args = vec!["-node-id".to_string(), id];
+        if i > 0 {
+            args.extend(["-join".to_string(), nodes[0].raft.clone()]);
+        }
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let n = Node::spawn_env(&d.path, &a, if i == 2 { env } else { &[] });
+        n.wait_ready().await;
+        nodes.push(n);
+    }
+    nodes[0]
+        .wait_for(Duration::from_secs(20), "three voters", || async {
+            let (_, body) = nodes[0].get("/nodes").await;
+            serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.as_object().map(|m| m.len()))
+                == Some(3)
+        })
+        .await;
+    nodes[0].execute(r#"["CREATE TABLE t(x)"]"#).await;
+    (dirs, nodes)
+}
+
+/// A linearizable count on `n`: status, body and the node that served it.
+async fn count(client: &reqwest::Client, n: &Node, extra: &str) -> (u16, String, String) {
+    let r = client
+        .get(n.url(&format!(
+            "/db/query?q=SELECT%20COUNT(*)%20FROM%20t&level=linearizable{extra}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    let by = r
+        .headers()
+        .get("x-rqlite-served-by")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (r.status().as_u16(), r.text().await.unwrap(), by)
+}
+
+async fn stat(n: &Node, map: &str, key: &str) -> i64 {
+    n.expvar().await[map][key].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn a_follower_behind_the_leader_waits_for_the_read_index_then_answers_itself() {
+    // n2 applies every entry 400 ms late.
+    let (_dirs, nodes) = three(&[("FAILPOINTS", "apply-delay-ms=return(400)")]).await;
+    let client = reqwest::Client::new();
+    nodes[2]
+        .wait_for(Duration::from_secs(10), "n2 to have the table", || async {
+            nodes[2]
+                .query("?level=none", r#"["SELECT COUNT(*) FROM t"]"#)
+                .await
+                .contains("values")
+        })
+        .await;
+    for i in 1..=3 {
+        // Acknowledged once the leader and n1 hold it; n2 has not applied it yet.
+        nodes[0].execute(&format!(r#"["INSERT INTO t VALUES({i})"]"#)).await;
+        let stale = nodes[2].query("?level=none", r#"["SELECT COUNT(*) FROM t"]"#).await;
+        let started = Instant::now();
+        let (status, body, by) = count(&client, &nodes[2], "").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains(&format!("[[{i}]]")),
+            "read {i} on n2: {body} (at none: {stale})"
+        );
+        assert!(stale.contains(&format!("[[{}]]", i - 1)), "n2 was not behind: {stale}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            by.ends_with(nodes[2].http.rsplit_once(':').unwrap().1),
+            "served by {by}"
+        );
+    }
+    assert_eq!(stat(&nodes[2], "store", "num_follower_linearizable_reads").await, 3);
+    assert_eq!(stat(&nodes[2], "proxy", "remote_queries").await, 0);
+    assert!(stat(&nodes[0], "cluster", "num_read_index_req").await >= 3);
+}
+
+#[tokio::test]
+async fn reads_waiting_on_a_follower_share_read_index_requests() {
+    let (_dirs, nodes) = three(&[]).await;
+    nodes[0].execute(r#"["INSERT INTO t VALUES(1)"]"#).await;
+    let client = reqwest::Client::new();
+    let url = nodes[1].url("/db/query?q=SELECT%20COUNT(*)%20FROM%20t&level=linearizable");
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                let body = client.get(&url).send().await.unwrap().text().await.unwrap();
+                assert!(body.contains("[[1]]"), "{body}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let reads = stat(&nodes[1], "store", "num_follower_linearizable_reads").await;
+    let asked = stat(&nodes[0], "cluster", "num_read_index_req").await;
+    assert_eq!(reads, 320);
+    assert!(asked < reads, "{asked} read-index requests for {reads} reads");
+}
+
+#[tokio::test]
+async fn without_its_leader_a_follower_answers_an_error_never_stale_data() {
+    let (_dirs, nodes) = three(&[]).await;
+    nodes[0].execute(r#"["INSERT INTO t VALUES(1)"]"#).await;
+    let client = reqwest::Client::new();
+    nodes[0].pause();
+    let (status, body, _) = count(&client, &nodes[1], "&linearizable_timeout=500ms").await;
+    assert!(!body.contains("values"), "{status}: {body}");
+    assert!(status == 503 || body.contains("timeout"), "{status}: {body}");
+    nodes[0].resume();
+}
+
+#[tokio::test]
+async fn a_read_replica_serves_linearizable_reads_itself() {
+    let d0 = DataDir::new();
+    let leader = Node::start_in(&d0.path, &["-node-id", "n0"]).await;
+    let d1 = DataDir::new();
+    let replica = Node::start_in(&d1.path, &["-node-id", "r", "-raft-non-voter", "-join", &leader.raft]).await;
+    leader
+        .execute(r#"["CREATE TABLE t(x)", "INSERT INTO t VALUES(1)"]"#)
+        .await;
+    let client = reqwest::Client::new();
+    let (status, body, by) = count(&client, &replica, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("[[1]]"), "{body}");
+    assert!(by.ends_with(replica.http.rsplit_once(':').unwrap().1), "served by {by}");
+    assert_eq!(stat(&replica, "store", "num_follower_linearizable_reads").await, 1);
+}
