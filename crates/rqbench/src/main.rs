@@ -98,6 +98,10 @@ struct Args {
     /// /metrics is fetched once a second (printed as `<workload>+scrape`).
     #[arg(long)]
     scrape_metrics: bool,
+    /// With --cluster: spread the clients over every node, not only the leader, and print the
+    /// leader's share of the nodes' CPU time.
+    #[arg(long)]
+    spread: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -183,11 +187,16 @@ async fn run_statement(args: &Args, stmt: &str) -> anyhow::Result<()> {
     }
     let scheme = if args.tls { "https" } else { "http" };
     println!("Test target: {scheme}://{}{}", args.addr, path);
-    let out = workload::drive(&args.addr, args.clients, workload::Stop::Requests(args.requests), {
-        let body = body.clone();
-        let path = path.clone();
-        move |_, _| (path.clone(), Some(body.clone()))
-    })
+    let out = workload::drive(
+        std::slice::from_ref(&args.addr),
+        args.clients,
+        workload::Stop::Requests(args.requests),
+        {
+            let body = body.clone();
+            let path = path.clone();
+            move |_, _| (path.clone(), Some(body.clone()))
+        },
+    )
     .await?;
     if args.mod_print > 0 {
         println!("{} requests completed", out.requests);
@@ -234,9 +243,22 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
                 Some(bin) => Some(node::Cluster::start(bin, args.cluster.max(1)).await?),
                 None => None,
             };
-            let addr = match &cluster {
-                Some(c) => c.nodes[c.leader().await?].http_addr.clone(),
-                None => args.addr.clone(),
+            let addrs: Vec<String> = match &cluster {
+                Some(c) => {
+                    let l = c.leader().await?;
+                    let mut a = vec![c.nodes[l].http_addr.clone()];
+                    if args.spread {
+                        a.extend(
+                            c.nodes
+                                .iter()
+                                .enumerate()
+                                .filter(|(i, _)| *i != l)
+                                .map(|(_, n)| n.http_addr.clone()),
+                        );
+                    }
+                    a
+                }
+                None => vec![args.addr.clone()],
             };
             let scraper = scrape.then(|| {
                 let addrs: Vec<String> = match &cluster {
@@ -245,7 +267,7 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
                 };
                 tokio::spawn(scrape_every_second(addrs))
             });
-            let out = w.run(&addr, duration).await;
+            let out = w.run(&addrs, duration).await;
             if let Some(s) = scraper {
                 s.abort();
             }
@@ -280,6 +302,7 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         } else {
             w.name.to_string()
         };
+        let name = if args.spread { format!("{name}@all") } else { name };
         println!(
             "{:<24} {:>7} {:>9} {:>9.0} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>7} {:>7}",
             name,
@@ -295,6 +318,9 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
             ratio,
             rss
         );
+        if let Some(share) = o.cpu_share {
+            println!("  the leader used {:.0}% of the nodes' CPU time", share * 100.0);
+        }
     }
     Ok(())
 }

@@ -31,6 +31,8 @@ pub struct Outcome {
     pub rss_bytes: Option<u64>,
     /// The server's CPU time (user and system) per request, in microseconds.
     pub cpu_us: Option<f64>,
+    /// With clients spread over several nodes: the first node's share of their CPU time.
+    pub cpu_share: Option<f64>,
 }
 
 impl Outcome {
@@ -39,9 +41,9 @@ impl Outcome {
     }
 }
 
-/// Runs `clients` concurrent clients; `make(client, seq)` gives each request's path and JSON
-/// body to POST, or no body for a GET.
-pub async fn drive<F>(addr: &str, clients: usize, stop: Stop, make: F) -> anyhow::Result<Outcome>
+/// Runs `clients` concurrent clients, client `c` talking to `addrs[c % addrs.len()]`;
+/// `make(client, seq)` gives each request's path and JSON body to POST, or no body for a GET.
+pub async fn drive<F>(addrs: &[String], clients: usize, stop: Stop, make: F) -> anyhow::Result<Outcome>
 where
     F: Fn(usize, usize) -> (String, Option<Vec<u8>>) + Send + Sync + 'static,
 {
@@ -50,7 +52,7 @@ where
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients.max(1) {
-        let mut conn = Connection::new(addr);
+        let mut conn = Connection::new(&addrs[c % addrs.len()]);
         let make = make.clone();
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
@@ -99,6 +101,7 @@ where
         fsync_rate: None,
         rss_bytes: None,
         cpu_us: None,
+        cpu_share: None,
     })
 }
 
@@ -201,8 +204,11 @@ impl Workload {
         ALL.iter().find(|w| w.name == name).copied()
     }
 
-    /// Sets up, measures the fsync rate of the node's directory, then runs for `duration`.
-    pub async fn run(&self, addr: &str, duration: Duration) -> anyhow::Result<Outcome> {
+    /// Sets up, measures the fsync rate of the node's directory, then runs for `duration`
+    /// with the clients spread over `addrs` (the first is the node set up and measured; the
+    /// CPU time of every node that reports its process id is added up for `cpu_share`).
+    pub async fn run(&self, addrs: &[String], duration: Duration) -> anyhow::Result<Outcome> {
+        let addr = addrs[0].as_str();
         let client = Client::new(addr);
         client.post_json("/db/execute", serde_json::to_vec(&[CREATE])?).await?;
         if let Kind::Select(_) = self.kind {
@@ -217,18 +223,24 @@ impl Workload {
             tokio::task::spawn_blocking(move || crate::fsync::rate(&dir, Duration::from_secs(1))).await?
         };
         let fsync_before = probe(dir.clone()).await?;
+        let mut others = Vec::new();
+        for a in &addrs[1..] {
+            others.push(node_facts(&Client::new(a)).await?.1);
+        }
+        let others_cpu = || others.iter().flatten().filter_map(|p| cpu_us_of(*p)).sum::<f64>();
+        let others_before = others_cpu();
         let cpu_before = pid.and_then(cpu_us_of);
         let stop = Stop::After(duration);
         let mut out = match self.kind {
             Kind::Insert => {
-                drive(addr, self.clients, stop, |c, i| {
+                drive(addrs, self.clients, stop, |c, i| {
                     let body = json!([[INSERT, format!("c{c}-{i}"), i]]);
                     ("/db/execute".to_string(), serde_json::to_vec(&body).ok())
                 })
                 .await?
             }
             Kind::Batch(n) => {
-                let mut o = drive(addr, self.clients, stop, move |c, i| {
+                let mut o = drive(addrs, self.clients, stop, move |c, i| {
                     ("/db/execute".to_string(), Some(batch_body(n, c * 1_000_000 + i)))
                 })
                 .await?;
@@ -236,7 +248,7 @@ impl Workload {
                 o
             }
             Kind::Queued => {
-                let mut o = drive(addr, self.clients, stop, |c, i| {
+                let mut o = drive(addrs, self.clients, stop, |c, i| {
                     let body = json!([[INSERT, format!("c{c}-{i}"), i]]);
                     ("/db/execute?queue".to_string(), serde_json::to_vec(&body).ok())
                 })
@@ -249,16 +261,16 @@ impl Workload {
             }
             Kind::Select(level) => {
                 let path = format!("/db/query?level={level}");
-                drive(addr, self.clients, stop, move |c, i| {
+                drive(addrs, self.clients, stop, move |c, i| {
                     let id = (c * 7919 + i * 104_729) % SELECT_ROWS + 1;
                     let body = json!([["SELECT * FROM bench WHERE id=?", id]]);
                     (path.clone(), serde_json::to_vec(&body).ok())
                 })
                 .await?
             }
-            Kind::Readyz => drive(addr, self.clients, stop, |_, _| ("/readyz".to_string(), None)).await?,
+            Kind::Readyz => drive(addrs, self.clients, stop, |_, _| ("/readyz".to_string(), None)).await?,
             Kind::Load(rows) => {
-                let mut o = drive(addr, 1, Stop::Requests(rows / 1000), |_, i| {
+                let mut o = drive(&addrs[..1], 1, Stop::Requests(rows / 1000), |_, i| {
                     ("/db/execute".to_string(), Some(batch_body(1000, i)))
                 })
                 .await?;
@@ -269,6 +281,10 @@ impl Workload {
         let cpu_after = pid.and_then(cpu_us_of);
         if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
             out.cpu_us = Some((a - b) / out.requests.max(1) as f64);
+            if addrs.len() > 1 {
+                let rest = others_cpu() - others_before;
+                out.cpu_share = Some((a - b) / ((a - b) + rest).max(1.0));
+            }
         }
         let fsync_after = probe(dir).await?;
         out.fsync_rate = Some((fsync_before + fsync_after) / 2.0);
