@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 
-use crate::harness::{DataDir, Node, free_port, single};
+use crate::harness::{free_port, single, three_nodes};
 
 /// A headless browser session; its driver is killed when dropped.
 struct Browser {
@@ -220,13 +220,8 @@ async fn queries_tables_backup_and_charts_work_in_a_browser() {
 
 #[tokio::test]
 async fn the_cluster_page_shows_three_nodes_and_one_leader() {
-    let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
-    let leader = Node::start_in(&dirs[0].path, &["-node-id", "n0"]).await;
-    let mut others = Vec::new();
-    for (i, d) in dirs.iter().enumerate().skip(1) {
-        let id = format!("n{i}");
-        others.push(Node::start_in(&d.path, &["-node-id", &id, "-join", &leader.raft]).await);
-    }
+    let (_dirs, nodes) = three_nodes(&[]).await;
+    let leader = &nodes[0];
     leader.execute(r#"["CREATE TABLE t(x)"]"#).await;
     let b = browser().await;
     let c = &b.client;

@@ -2,32 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{DataDir, Node};
+use crate::harness::{DataDir, Node, three_nodes};
 
-/// A leader `n0` and two voters; `env` for the third (a slow applier, say).
+/// A leader `n0` and two voters, `env` for `n2` (a slow applier, say), and a table.
 async fn three(env: &[(&str, &str)]) -> (Vec<DataDir>, Vec<Node>) {
-    let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
-    let mut nodes: Vec<Node> = Vec::new();
-    for (i, d) in dirs.iter().enumerate() {
-        let id = format!("n{i}");
-        let mut args = vec!["-node-id".to_string(), id];
-        if i > 0 {
-            args.extend(["-join".to_string(), nodes[0].raft.clone()]);
-        }
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let n = Node::spawn_env(&d.path, &a, if i == 2 { env } else { &[] });
-        n.wait_ready().await;
-        nodes.push(n);
-    }
-    nodes[0]
-        .wait_for(Duration::from_secs(20), "three voters", || async {
-            let (_, body) = nodes[0].get("/nodes").await;
-            serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.as_object().map(|m| m.len()))
-                == Some(3)
-        })
-        .await;
+    let (dirs, nodes) = three_nodes(env).await;
     nodes[0].execute(r#"["CREATE TABLE t(x)"]"#).await;
     (dirs, nodes)
 }

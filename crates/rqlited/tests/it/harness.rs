@@ -307,6 +307,34 @@ pub async fn acknowledged(client: &reqwest::Client, url: &str, body: String) -> 
     r.text().await.is_ok_and(|text| code == 200 && !text.contains("error"))
 }
 
+/// Starts three voters `n0` (which bootstraps and leads), `n1` and `n2` (which join it), `env`
+/// for `n2`, and waits until the leader lists all three.
+pub async fn three_nodes(env: &[(&str, &str)]) -> (Vec<DataDir>, Vec<Node>) {
+    let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let id = format!("n{i}");
+        let mut args = vec!["-node-id".to_string(), id];
+        if i > 0 {
+            args.extend(["-join".to_string(), nodes[0].raft.clone()]);
+        }
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let n = Node::spawn_env(&d.path, &a, if i == 2 { env } else { &[] });
+        n.wait_ready().await;
+        nodes.push(n);
+    }
+    nodes[0]
+        .wait_for(Duration::from_secs(20), "three voters", || async {
+            let (_, body) = nodes[0].get("/nodes").await;
+            serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v.as_object().map(|m| m.len()))
+                == Some(3)
+        })
+        .await;
+    (dirs, nodes)
+}
+
 /// A free loopback port (bound, then released for a server to take).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use prometheus_parse::{Scrape, Value};
 
-use crate::harness::{DataDir, Node, single};
+use crate::harness::{Node, single, three_nodes};
 
 async fn scrape(n: &Node) -> Scrape {
     let r = reqwest::get(n.url("/metrics")).await.unwrap();
@@ -119,28 +119,14 @@ async fn every_counter_and_histogram_is_exported_and_moves_with_requests() {
 
 #[tokio::test]
 async fn the_leader_reports_each_followers_replication_lag() {
-    let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
-    let leader = Node::start_in(&dirs[0].path, &["-node-id", "n0"]).await;
-    let mut followers = Vec::new();
-    for (i, d) in dirs.iter().enumerate().skip(1) {
-        let id = format!("n{i}");
-        followers.push(Node::start_in(&d.path, &["-node-id", &id, "-join", &leader.raft]).await);
-    }
-    leader
-        .wait_for(std::time::Duration::from_secs(20), "three voters", || async {
-            let (_, body) = leader.get("/nodes").await;
-            serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.as_object().map(|m| m.len()))
-                == Some(3)
-        })
-        .await;
+    let (_dirs, nodes) = three_nodes(&[]).await;
+    let (leader, followers) = (&nodes[0], &nodes[1..]);
     leader.execute(r#"["CREATE TABLE t(x)"]"#).await;
     // A paused follower falls behind by every entry logged since it stopped.
     followers[1].pause();
     leader.execute(r#"["INSERT INTO t VALUES(0)"]"#).await;
     let lags = || async {
-        let s = scrape(&leader).await;
+        let s = scrape(leader).await;
         s.samples
             .iter()
             .filter(|x| x.metric == "rqlite_raft_replication_lag_entries")

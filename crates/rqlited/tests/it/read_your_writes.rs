@@ -1,32 +1,12 @@
 //! Read-your-writes on any node: every write's answer carries `X-RQLITE-RAFT-INDEX`, and a read
 //! with `min_index=N` (or `X-RQLITE-MIN-INDEX: N`) waits until the node answering has applied N.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{DataDir, Node};
+use crate::harness::{DataDir, Node, three_nodes};
 
 async fn three() -> (Vec<DataDir>, Vec<Node>) {
-    let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
-    let mut nodes: Vec<Node> = Vec::new();
-    for (i, d) in dirs.iter().enumerate() {
-        let id = format!("n{i}");
-        let mut args = vec!["-node-id".to_string(), id];
-        if i > 0 {
-            args.extend(["-join".to_string(), nodes[0].raft.clone()]);
-        }
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        nodes.push(Node::start_in(&d.path, &a).await);
-    }
-    nodes[0]
-        .wait_for(Duration::from_secs(20), "three voters", || async {
-            let (_, body) = nodes[0].get("/nodes").await;
-            serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.as_object().map(|m| m.len()))
-                == Some(3)
-        })
-        .await;
+    let (dirs, nodes) = three_nodes(&[]).await;
     nodes[0].execute(r#"["CREATE TABLE t(x)"]"#).await;
     (dirs, nodes)
 }
@@ -126,18 +106,7 @@ async fn the_shell_reads_its_own_writes_through_a_follower() {
     for i in 1..=10 {
         script.push_str(&format!("CREATE TABLE t{i}(x);\n.tables\n"));
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rqlite"))
-        .args(["-p", &port])
-        .env_remove("RQLITE_HOST")
-        .env("HOME", std::env::temp_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, text, _) = crate::shell::shell(&["-p", &port], &script);
     // Each `.tables` lists every table created so far: after the i-th, ti is there.
     let listings: Vec<&str> = text.split("0 row affected").skip(1).collect();
     assert_eq!(listings.len(), 10, "{text}");

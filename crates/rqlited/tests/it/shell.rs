@@ -9,7 +9,7 @@ use crate::harness::{DataDir, Node};
 const SHELL: &str = env!("CARGO_BIN_EXE_rqlite");
 
 /// Runs the shell with `args`, feeding it `input`; its exit code, stdout and stderr.
-fn shell(args: &[&str], input: &str) -> (i32, String, String) {
+pub(crate) fn shell(args: &[&str], input: &str) -> (i32, String, String) {
     let mut child = Command::new(SHELL)
         .args(args)
         .env_remove("RQLITE_HOST")
@@ -508,17 +508,7 @@ async fn on_a_terminal_lines_are_edited_completed_and_remembered() {
 
 #[tokio::test]
 async fn cluster_commands_on_three_nodes() {
-    let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
-    let mut nodes: Vec<Node> = Vec::new();
-    for (i, d) in dirs.iter().enumerate() {
-        let id = format!("n{i}");
-        let mut args = vec!["-node-id".to_string(), id];
-        if i > 0 {
-            args.extend(["-join".to_string(), nodes[0].raft.clone()]);
-        }
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        nodes.push(Node::start_in(&d.path, &a).await);
-    }
+    let (_dirs, nodes) = crate::harness::three_nodes(&[]).await;
     let first = port(&nodes[0]);
     nodes[0]
         .wait_for(Duration::from_secs(20), "three voters", || async {

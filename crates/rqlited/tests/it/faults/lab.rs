@@ -26,6 +26,8 @@ pub struct LabNode {
     dir: DataDir,
     child: Option<Child>,
     paused: bool,
+    /// A read replica (`-raft-non-voter`).
+    pub replica: bool,
 }
 
 impl LabNode {
@@ -120,6 +122,7 @@ impl Lab {
                 dir: DataDir::new(),
                 child: None,
                 paused: false,
+                replica: false,
             });
             let port = format!("p{i}");
             run(&[
@@ -169,6 +172,9 @@ impl Lab {
         .map(|s| s.to_string())
         .collect();
         args.extend(["-raft-addr".to_string(), raft]);
+        if node.replica {
+            args.push("-raft-non-voter".to_string());
+        }
         if join {
             args.extend(["-join".to_string(), others.join(",")]);
         }

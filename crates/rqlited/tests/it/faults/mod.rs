@@ -1,8 +1,11 @@
-//! Fault tests: a 3-node cluster in network namespaces under partitions, pauses, crashes and a
-//! membership change, while clients run a register workload and a unique-insert workload.
+//! Fault tests: a 3-node cluster and a read replica in network namespaces under partitions,
+//! pauses, crashes and a membership change of the voters, while clients run a register workload
+//! and a unique-insert workload against every node (so followers and the replica serve
+//! linearizable reads themselves).
 //!
 //! Afterwards the register history must be linearizable, every acknowledged insert must be
-//! present exactly once, and every node must hold the same data within 30 s of healing.
+//! present exactly once and read back by its client at `none` with its `min_index` on a random
+//! node, and every node must hold the same data within 30 s of healing.
 //! `RQ_FAULT_ROUNDS` (default 2) sets how many times the schedule of faults runs.
 
 mod lab;
@@ -63,7 +66,9 @@ fn histories_stay_linearizable_and_acknowledged_writes_survive_faults() {
         .unwrap_or(2);
     // The test's sockets live in the lab's switch namespace, so it runs on a thread of its own.
     std::thread::spawn(move || {
-        let lab = Lab::new(NODES);
+        // The voters, and a read replica that clients use as they use the voters.
+        let mut lab = Lab::new(NODES + 1);
+        lab.nodes[NODES].replica = true;
         lab.enter_switch();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -98,7 +103,7 @@ async fn leader(lab: &Lab, http: &reqwest::Client) -> Option<usize> {
     None
 }
 
-/// Waits for a leader whose configuration has every node as a voter, and every node ready.
+/// Waits for a leader whose configuration has every voter, and every node ready.
 async fn wait_whole(lab: &Lab, http: &reqwest::Client, within: Duration) -> Duration {
     let started = Instant::now();
     while started.elapsed() < within {
@@ -108,7 +113,7 @@ async fn wait_whole(lab: &Lab, http: &reqwest::Client, within: Duration) -> Dura
                 .as_ref()
                 .and_then(|s| s["store"]["nodes"].as_array().cloned())
                 .map_or(0, |n| n.iter().filter(|m| m["suffrage"] == "voter").count());
-            let mut ready = voters == lab.nodes.len();
+            let mut ready = voters == NODES;
             for n in &lab.nodes {
                 ready = ready
                     && http
@@ -223,7 +228,7 @@ async fn run(mut lab: Lab, rounds: usize) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for i in 1..NODES {
+    for i in 1..lab.nodes.len() {
         lab.start(i, true);
     }
     wait_whole(&lab, &http, RECOVERY).await;
