@@ -176,8 +176,13 @@ impl Network {
     }
 
     /// Asks the leader at `addr` for a read index (it confirms its leadership first).
-    pub async fn read_index(&self, addr: &str, timeout: Duration) -> Result<u64, StoreError> {
-        self.call(addr, paths::READ_INDEX, &(), None, timeout).await
+    pub async fn read_index(
+        &self,
+        addr: &str,
+        ask: rq_store::ReadIndexAsk,
+        timeout: Duration,
+    ) -> Result<u64, StoreError> {
+        self.call(addr, paths::READ_INDEX, &ask, None, timeout).await
     }
 
     /// Passes a client request to the leader at `addr`, with the client's credentials.

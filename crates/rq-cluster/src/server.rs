@@ -213,9 +213,13 @@ async fn remove(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
 }
 
 /// A read index for a linearizable read on another node (see `rq_store::follower_read`).
-async fn read_index(State(ctx): State<Ctx>) -> Response {
+async fn read_index(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let ask: rq_store::ReadIndexAsk = match postcard::from_bytes(&body) {
+        Ok(a) => a,
+        Err(e) => return bad_body(e),
+    };
     ctx.store.stats().cluster.add("num_read_index_req", 1);
-    reply(&ctx.store.read_index().await)
+    reply(&ctx.store.read_index(ask).await)
 }
 
 async fn forward(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {

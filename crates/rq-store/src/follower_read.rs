@@ -1,10 +1,20 @@
 //! Linearizable reads on followers and read replicas, by Raft's ReadIndex.
 //!
-//! A follower asked for a `linearizable` read asks the leader for a read index: the leader
-//! confirms its leadership with a quorum round, exactly as for its own linearizable reads (and
-//! in the same rounds), and answers with its applied index, which holds every write it or an
-//! earlier leader acknowledged. The follower waits until it has applied that index and runs the
-//! read on its own read connection.
+//! A follower asked for a `linearizable` read asks the leader for a read index, sending its
+//! vote as its Raft core holds it. The leader answers with its applied index, which holds every
+//! write it or an earlier leader acknowledged, once it knows that no newer leader can have been
+//! elected before the request was sent:
+//!
+//! - when the leader and the asker (if it votes) make a quorum of every configuration (three
+//!   voters, or a sole voter),
+//!   the asker's vote equals the leader's committed vote, and the leader's core still holds that
+//!   vote as leader: a newer leader would have needed the vote of one of the two, which would
+//!   then have moved on (the asker before sending, or the leader before answering);
+//! - otherwise, or for a read replica, with a quorum round, exactly as for the leader's own
+//!   linearizable reads (and in the same rounds).
+//!
+//! The follower waits until it has applied that index and runs the read on its own read
+//! connection.
 //!
 //! Reads waiting on one follower share a request, but only one sent after they arrived: a read
 //! that arrives while a request is out waits for the next one, since the leader may have
@@ -18,9 +28,19 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use crate::error::StoreError;
+use crate::types::Vote;
+
+/// Who asks for a read index: the asking node's Raft id and its vote when it asked, read from
+/// its Raft core (not from metrics, which may trail it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadIndexAsk {
+    pub from: u64,
+    pub vote: Vote,
+}
 
 /// Asks the leader at a node-to-node address for a read index, within a timeout.
-pub type ReadIndexSource = Arc<dyn Fn(String, Duration) -> BoxFuture<'static, Result<u64, StoreError>> + Send + Sync>;
+pub type ReadIndexSource =
+    Arc<dyn Fn(String, ReadIndexAsk, Duration) -> BoxFuture<'static, Result<u64, StoreError>> + Send + Sync>;
 
 /// Longest a read-index request to the leader may take; each read is also bound by its own
 /// timeout.
@@ -59,8 +79,13 @@ impl FollowerReads {
     }
 
     /// Sends requests until no read waits: each answers the reads that were waiting when it
-    /// was sent. `leader` names the leader's node-to-node address at the time of each request.
-    pub(crate) async fn run(&self, leader: impl Fn() -> Result<String, StoreError>) {
+    /// was sent. `ask` names the leader's node-to-node address and this node's ask at the time
+    /// of each request.
+    pub(crate) async fn run<F, Fut>(&self, ask: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(String, ReadIndexAsk), StoreError>>,
+    {
         loop {
             let batch = {
                 let mut b = self.batch.lock().unwrap_or_else(|e| e.into_inner());
@@ -70,8 +95,8 @@ impl FollowerReads {
                 }
                 std::mem::take(&mut b.waiting)
             };
-            let answer = match leader() {
-                Ok(addr) => (self.source)(addr, REQUEST_TIMEOUT).await,
+            let answer = match ask().await {
+                Ok((addr, a)) => (self.source)(addr, a, REQUEST_TIMEOUT).await,
                 Err(e) => Err(e),
             };
             for w in batch {
@@ -91,7 +116,7 @@ mod tests {
         let sent = Arc::new(AtomicU64::new(0));
         let (release_tx, release_rx) = tokio::sync::watch::channel(0u64);
         let s = sent.clone();
-        let source: ReadIndexSource = Arc::new(move |_, _| {
+        let source: ReadIndexSource = Arc::new(move |_, _, _| {
             let n = s.fetch_add(1, Ordering::SeqCst) + 1;
             let mut rx = release_rx.clone();
             Box::pin(async move {
@@ -105,7 +130,11 @@ mod tests {
         assert!(start);
         let runner = {
             let fr = fr.clone();
-            tokio::spawn(async move { fr.run(|| Ok("leader".to_string())).await })
+            let ask = ReadIndexAsk {
+                from: 2,
+                vote: Vote::default(),
+            };
+            tokio::spawn(async move { fr.run(|| async move { Ok(("leader".to_string(), ask)) }).await })
         };
         while sent.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;

@@ -24,7 +24,7 @@ pub mod types;
 mod upgrade;
 
 pub use error::StoreError;
-pub use follower_read::ReadIndexSource;
+pub use follower_read::{ReadIndexAsk, ReadIndexSource};
 pub use membership::JoinOutcome;
 pub use rq_db::snapshot::BackupFormat;
 pub use store::{

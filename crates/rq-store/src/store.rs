@@ -900,7 +900,11 @@ impl Store {
     /// On the leader: a read index for a linearizable read on another node, once this node has
     /// confirmed it leads (in the rounds its own linearizable reads use). It is the applied
     /// index, which covers every write acknowledged by this leader or an earlier one.
-    pub async fn read_index(&self) -> Result<u64, StoreError> {
+    pub async fn read_index(&self, ask: crate::follower_read::ReadIndexAsk) -> Result<u64, StoreError> {
+        if self.asker_makes_the_quorum(ask).await {
+            self.inner.stats.store.add("num_read_index_asker_quorum", 1);
+            return Ok(self.applied().0);
+        }
         let read = ReadOptions {
             level: Level::Linearizable,
             linearizable_timeout: crate::follower_read::REQUEST_TIMEOUT,
@@ -908,6 +912,36 @@ impl Store {
         };
         self.check_read(Level::Linearizable, read).await?;
         Ok(self.applied().0)
+    }
+
+    /// Whether a read index may be given to `ask` without a quorum round (see `follower_read`):
+    /// the asker and this node make a quorum of every configuration, the asker's vote is this
+    /// leader's committed vote as its Raft core holds it now, and this leader has applied an
+    /// entry of that vote's term.
+    async fn asker_makes_the_quorum(&self, ask: crate::follower_read::ReadIndexAsk) -> bool {
+        let me = self.inner.raft_id;
+        let held = self
+            .inner
+            .raft
+            .with_raft_state(move |st| {
+                let configs = st.membership_state.effective().membership().get_joint_config();
+                let quorum = configs.iter().all(|c| {
+                    let have = c.iter().filter(|n| **n == me || **n == ask.from).count();
+                    ask.from != me && have * 2 > c.len()
+                });
+                quorum
+                    && st.server_state == ServerState::Leader
+                    && *st.vote_ref() == ask.vote
+                    && ask.vote.is_committed()
+            })
+            .await
+            .unwrap_or(false);
+        held && self
+            .inner
+            .sm
+            .state()
+            .last_applied
+            .is_some_and(|l| l.leader_id.term == ask.vote.leader_id().term)
     }
 
     /// A linearizable read on a node that is not the leader: the leader's read index (shared
@@ -931,9 +965,22 @@ impl Store {
                 let Some(fr) = store.inner.follower_reads.get() else {
                     return;
                 };
-                fr.run(|| match store.leader() {
-                    Some(l) if l.id != store.inner.cfg.node_id => Ok(l.addr),
-                    _ => Err(store.leader_error()),
+                fr.run(|| async {
+                    let addr = match store.leader() {
+                        Some(l) if l.id != store.inner.cfg.node_id => l.addr,
+                        _ => return Err(store.leader_error()),
+                    };
+                    let vote = store
+                        .inner
+                        .raft
+                        .with_raft_state(|st| *st.vote_ref())
+                        .await
+                        .map_err(internal)?;
+                    let ask = crate::follower_read::ReadIndexAsk {
+                        from: store.inner.raft_id,
+                        vote,
+                    };
+                    Ok((addr, ask))
                 })
                 .await;
             });

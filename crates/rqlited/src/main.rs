@@ -372,10 +372,12 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     // Linearizable reads are served here when this node follows, with the leader's read index.
     {
         let net = network.clone();
-        store.set_read_index_source(Arc::new(move |addr: String, timeout: Duration| {
-            let net = net.clone();
-            Box::pin(async move { net.read_index(&addr, timeout).await })
-        }));
+        store.set_read_index_source(Arc::new(
+            move |addr: String, ask: rq_store::ReadIndexAsk, timeout: Duration| {
+                let net = net.clone();
+                Box::pin(async move { net.read_index(&addr, ask, timeout).await })
+            },
+        ));
     }
     let cluster = ClusterClient {
         net: network.clone(),

@@ -95,6 +95,8 @@ async fn reads_waiting_on_a_follower_share_read_index_requests() {
     let asked = stat(&nodes[0], "cluster", "num_read_index_req").await;
     assert_eq!(reads, 320);
     assert!(asked < reads, "{asked} read-index requests for {reads} reads");
+    // The asking voter and the leader are a quorum of three: no heartbeat round was needed.
+    assert_eq!(stat(&nodes[0], "store", "num_read_index_asker_quorum").await, asked);
 }
 
 #[tokio::test]
@@ -124,4 +126,7 @@ async fn a_read_replica_serves_linearizable_reads_itself() {
     assert!(body.contains("[[1]]"), "{body}");
     assert!(by.ends_with(replica.http.rsplit_once(':').unwrap().1), "served by {by}");
     assert_eq!(stat(&replica, "store", "num_follower_linearizable_reads").await, 1);
+    // The replica's vote does not count, but the sole voter is a quorum by itself.
+    assert_eq!(stat(&leader, "store", "num_read_index_asker_quorum").await, 1);
+    assert_eq!(stat(&leader, "cluster", "num_read_index_req").await, 1);
 }
