@@ -185,6 +185,11 @@ impl Network {
         self.call(addr, paths::READ_INDEX, &ask, None, timeout).await
     }
 
+    /// Asks the node at `addr` for the vote it has saved.
+    pub async fn saved_vote(&self, addr: &str, timeout: Duration) -> Result<Option<rq_store::types::Vote>, StoreError> {
+        self.call(addr, paths::SAVED_VOTE, &(), None, timeout).await
+    }
+
     /// Passes a client request to the leader at `addr`, with the client's credentials.
     pub async fn forward(
         &self,

@@ -35,4 +35,5 @@ pub(crate) mod paths {
     pub const STEPDOWN: &str = "/stepdown";
     pub const CDC_HWM: &str = "/cdc/hwm";
     pub const READ_INDEX: &str = "/read-index";
+    pub const SAVED_VOTE: &str = "/raft/saved-vote";
 }

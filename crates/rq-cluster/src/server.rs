@@ -77,6 +77,7 @@ pub fn router(
         .route(paths::NOTIFY, post(notify))
         .route(paths::CDC_HWM, post(cdc_hwm))
         .route(paths::READ_INDEX, post(read_index))
+        .route(paths::SAVED_VOTE, post(saved_vote))
         .route(paths::REMOVE, post(remove))
         .route(paths::FORWARD, post(forward))
         .route(paths::BACKUP, post(backup))
@@ -220,6 +221,13 @@ async fn read_index(State(ctx): State<Ctx>, body: Bytes) -> Response {
     };
     ctx.store.stats().cluster.add("num_read_index_req", 1);
     reply(&ctx.store.read_index(ask).await)
+}
+
+/// The vote this node has saved, for a leader confirming its leadership (see
+/// `rq_store::VoteProbe`).
+async fn saved_vote(State(ctx): State<Ctx>) -> Response {
+    ctx.store.stats().cluster.add("num_saved_vote_req", 1);
+    reply(&Ok::<_, StoreError>(ctx.store.saved_vote()))
 }
 
 async fn forward(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {

@@ -26,6 +26,7 @@ mod upgrade;
 pub use error::StoreError;
 pub use follower_read::{ReadIndexAsk, ReadIndexSource};
 pub use membership::JoinOutcome;
+pub use read_index::VoteProbe;
 pub use rq_db::snapshot::BackupFormat;
 pub use store::{
     BackupOptions, CdcCapture, Forward, LOG_DIR, Outcome, ReadOptions, SqlOptions, Store, StoreConfig, trailing_logs,

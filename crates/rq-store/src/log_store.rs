@@ -655,6 +655,12 @@ impl LogStore {
         self.shared.own_id.store(id.unwrap_or(0), Ordering::Release);
     }
 
+    /// The vote last saved. openraft saves a vote before it answers the request that granted
+    /// it, so a vote this node gave is seen here before the candidate hears of it.
+    pub fn saved_vote(&self) -> Option<Vote> {
+        self.shared.index.read().unwrap().vote
+    }
+
     /// How far the log is on disk; see the module documentation.
     pub fn durable(&self) -> watch::Receiver<Durable> {
         self.shared.durable.subscribe()

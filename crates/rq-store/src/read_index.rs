@@ -9,6 +9,17 @@
 //! already has, and waits until those notes say the quorum is there, or can no longer be there
 //! because too many nodes failed to answer: then the reads fail at once, as rqlite's do, rather
 //! than wait out their timeout. Every read that arrived before a round began is answered by it.
+//!
+//! A round needs no AppendEntries at all when the node can ask the others directly
+//! (`VoteProbe`): each voter answers with the vote it has saved, which openraft saves before it
+//! answers a request that granted it. A voter that still holds this leader's committed vote
+//! when the question reaches it (after the round began) had granted no newer candidate its vote
+//! by then, so it counts for the round as an accepted AppendEntries would. The leader counts
+//! itself only while its own saved vote is still that vote. A round asks only the fewest voters
+//! that make a quorum with the leader (`plan`), and the others if those are slow or cannot say.
+//! This is one small request and answer per voter asked, handled outside the Raft cores of
+//! both nodes, where a heartbeat goes through the leader's core, its replication tasks and
+//! every follower's core.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -16,7 +27,15 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::error::StoreError;
 use crate::types::Vote;
+
+/// Asks the node at a node-to-node address for the vote it has saved, within a timeout.
+pub type VoteProbe = std::sync::Arc<
+    dyn Fn(String, std::time::Duration) -> futures::future::BoxFuture<'static, Result<Option<Vote>, StoreError>>
+        + Send
+        + Sync,
+>;
 
 /// Per node: the send time of the last AppendEntries it accepted (with the vote it carried),
 /// and of the last one that got no answer.
@@ -107,6 +126,43 @@ impl AckClock {
     }
 }
 
+/// The fewest voters to ask first for a quorum of every configuration in `configs` with `me`,
+/// preferring those that answered most recently (`answered`); and the others, asked only if
+/// those do not answer in time. A voter in `busy` (a probe to it still out) is in neither: its
+/// answer may predate the round.
+pub(crate) fn plan(
+    me: u64,
+    configs: &[BTreeSet<u64>],
+    busy: &BTreeSet<u64>,
+    answered: &BTreeMap<u64, Instant>,
+) -> (Vec<u64>, Vec<u64>) {
+    let mut free: Vec<u64> = configs
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|id| *id != me && !busy.contains(id))
+        .collect::<BTreeSet<u64>>()
+        .into_iter()
+        .collect();
+    free.sort_by_key(|id| std::cmp::Reverse(answered.get(id).copied()));
+    let mut first: Vec<u64> = Vec::new();
+    for c in configs {
+        let quorum = c.len() / 2 + 1;
+        let mut have = c.iter().filter(|id| **id == me || first.contains(id)).count();
+        for id in free.iter().filter(|id| c.contains(id)) {
+            if have >= quorum {
+                break;
+            }
+            if !first.contains(id) {
+                first.push(*id);
+                have += 1;
+            }
+        }
+    }
+    let rest = free.into_iter().filter(|id| !first.contains(id)).collect();
+    (first, rest)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -159,6 +215,30 @@ mod tests {
         clock.acked(3, vote(3), later);
         assert_eq!(clock.round(1, &vote(3), &three, since), Round::Confirmed);
         assert_eq!(clock.round(1, &vote(3), &[BTreeSet::new()], since), Round::Impossible);
+    }
+
+    #[test]
+    fn a_round_asks_the_fewest_voters_that_answered_last_first() {
+        let none = BTreeSet::new();
+        let t0 = Instant::now();
+        let answered: BTreeMap<u64, Instant> = [(3, t0), (2, t0 + Duration::from_millis(1))].into();
+        // Three voters: one other makes the quorum, the one that answered last.
+        let (first, rest) = plan(1, &[set(&[1, 2, 3])], &none, &answered);
+        assert_eq!((first, rest), (vec![2], vec![3]));
+        // Five voters: two others, then the ones never heard from.
+        let (first, rest) = plan(1, &[set(&[1, 2, 3, 4, 5])], &none, &answered);
+        assert_eq!((first, rest), (vec![2, 3], vec![4, 5]));
+        // A voter with a probe out is skipped.
+        let (first, rest) = plan(1, &[set(&[1, 2, 3])], &set(&[2]), &answered);
+        assert_eq!((first, rest), (vec![3], vec![]));
+        // A leader outside the voter set needs a quorum of others.
+        let (first, _) = plan(1, &[set(&[2, 3, 4])], &none, &answered);
+        assert_eq!(first, vec![2, 3]);
+        // Joint: a quorum of each.
+        let (first, rest) = plan(1, &[set(&[1, 2, 3]), set(&[1, 4, 5])], &none, &answered);
+        assert_eq!((first, rest), (vec![2, 4], vec![3, 5]));
+        // A sole voter asks nobody.
+        assert_eq!(plan(1, &[set(&[1])], &none, &answered), (vec![], vec![]));
     }
 
     #[test]

@@ -166,6 +166,7 @@ pub const CLUSTER_KEYS: &[&str] = &[
     "num_read_index_req",
     "num_remove_node_req",
     "num_request_req",
+    "num_saved_vote_req",
     "num_stepdown_req",
 ];
 

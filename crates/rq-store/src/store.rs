@@ -1,12 +1,13 @@
 //! The `Store` facade: the one door through which the HTTP layer writes, reads and asks about
 //! the node. It owns the Raft instance, the state machine and the read pool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Config, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use rq_db::exec::{self, Mode};
@@ -14,7 +15,7 @@ use rq_db::snapshot::BackupFormat;
 use rq_db::sql::{self, RewriteOptions};
 use rq_db::{ConnConfig, Database, ReadPool};
 use rq_proto::{Command, Level, LoadChunk, Logged, Request, StmtResult};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cdc::CdcQueue;
 use crate::commit_gate::CommitGate;
@@ -210,6 +211,14 @@ struct Inner {
     cdc: Option<Arc<CdcQueue>>,
     /// Linearizable reads served here when this node is not the leader (`set_read_index_source`).
     follower_reads: std::sync::OnceLock<crate::follower_read::FollowerReads>,
+    /// Changes while requests wait on this node as leader and it is not (`watch_leadership`).
+    not_leading: watch::Sender<u64>,
+    /// Changes every `LEADERSHIP_CHECK` while a leadership round is under way.
+    ticks: watch::Sender<()>,
+    /// The Raft log, for the vote it has saved.
+    log: LogStore,
+    /// Asks other nodes for their saved votes, for leadership rounds (`set_vote_probe`).
+    vote_probe: std::sync::OnceLock<crate::VoteProbe>,
 }
 
 /// The node's store. Cheap to clone.
@@ -323,6 +332,7 @@ impl Store {
         let id = raft_id(&cfg.node_id);
         let durable = log.durable();
         let flush_switch = log.clone();
+        let log_handle = log.clone();
         sm.wait_for_log(durable.clone());
         let acks = Arc::new(AckClock::default());
         let network = CommitGate::new(network, durable.clone(), acks.clone());
@@ -355,11 +365,16 @@ impl Store {
                 ready_holds: std::sync::atomic::AtomicUsize::new(0),
                 follower_reads: std::sync::OnceLock::new(),
                 cdc,
+                not_leading: watch::channel(0).0,
+                ticks: watch::channel(()).0,
+                log: log_handle,
+                vote_probe: std::sync::OnceLock::new(),
             }),
         };
         tokio::spawn(read_barrier_loop(store.clone(), barrier_rx));
         tokio::spawn(proposer_loop(store.inner.raft.clone(), proposals_rx));
         tokio::spawn(snapshot_ticker(store.clone()));
+        tokio::spawn(watch_leadership(store.clone()));
         tokio::spawn(background_flush_switch(store.inner.raft.clone(), flush_switch, id));
         tokio::spawn(count_leader_changes(
             store.inner.raft.clone(),
@@ -572,12 +587,13 @@ impl Store {
     }
 
     /// Confirms, for the linearizable reads that arrived before now, that this node is still the
-    /// leader (see `read_index`): heartbeats go out at once on the replication connections, and
-    /// the round ends when a quorum has accepted one, or can no longer, or after the election
-    /// timeout. The leader must also have applied an entry of its own term, so that its state
-    /// holds every write acknowledged by any leader; until it has, openraft's own check (which
-    /// waits for that) is used.
-    async fn confirm_leadership(&self) -> Result<(), StoreError> {
+    /// leader (see `read_index`): the other voters are asked for their saved votes (or, without a
+    /// way to ask them, heartbeats go out at once on the replication connections), and the
+    /// round ends when a quorum has answered for this leader, or can no longer, or after the
+    /// election timeout. The leader must also have applied an entry of its own term, so that
+    /// its state holds every write acknowledged by any leader; until it has, openraft's own
+    /// check (which waits for that) is used.
+    async fn confirm_leadership(&self, probes: &mut Probes) -> Result<(), StoreError> {
         let asked = Instant::now();
         let not_leader = |m: &openraft::RaftMetrics<u64, NodeInfo>| StoreError::NotLeader {
             leader: m
@@ -585,32 +601,52 @@ impl Store {
                 .filter(|l| *l != self.inner.raft_id)
                 .and_then(|l| m.membership_config.membership().get_node(&l).cloned()),
         };
-        {
-            let m = self.inner.raft.metrics().borrow().clone();
-            if m.state != ServerState::Leader {
-                return Err(not_leader(&m));
-            }
-            if m.last_applied.is_none_or(|l| l.leader_id.term != m.current_term) {
-                return match self.inner.raft.ensure_linearizable().await {
-                    Ok(_) => Ok(()),
-                    Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                        Err(StoreError::NotLeader { leader: f.leader_node })
-                    }
-                    Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
-                        Err(StoreError::NotLeader { leader: None })
-                    }
-                    Err(e) => Err(internal(e)),
-                };
-            }
+        let m = self.inner.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return Err(not_leader(&m));
+        }
+        if m.last_applied.is_none_or(|l| l.leader_id.term != m.current_term) {
+            return match self.inner.raft.ensure_linearizable().await {
+                Ok(_) => Ok(()),
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                    Err(StoreError::NotLeader { leader: f.leader_node })
+                }
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+                    Err(StoreError::NotLeader { leader: None })
+                }
+                Err(e) => Err(internal(e)),
+            };
         }
         let mut answers = self.inner.acks.subscribe();
-        self.inner.raft.trigger().heartbeat().await.map_err(internal)?;
-        let deadline = tokio::time::Instant::from_std(asked + self.leader_lease());
+        let mut heartbeat_sent = false;
+        let configs = m.membership_config.membership().get_joint_config().clone();
+        let members = m.membership_config.membership();
+        let addr = |id: &u64| members.get_node(id).map(|n| n.addr.clone()).unwrap_or_default();
+        // Voters asked only if the first ones asked do not answer in time.
+        let mut held_back = Vec::new();
+        match self.inner.vote_probe.get() {
+            Some(probe) => {
+                let (first, rest) = probes.plan(self.inner.raft_id, &configs);
+                for id in first {
+                    probes.send(probe, id, addr(&id), self.leader_lease());
+                }
+                held_back = rest;
+            }
+            None => {
+                heartbeat_sent = true;
+                self.inner.raft.trigger().heartbeat().await.map_err(internal)?;
+            }
+        }
+        // The round sets no timer of its own: the leadership watch's ticks (see
+        // `watch_leadership`) bound it, and tell it when to ask the voters held back.
+        let deadline = asked + self.leader_lease();
+        let mut ticks = self.inner.ticks.subscribe();
         loop {
             {
                 let m = self.inner.raft.metrics();
                 let m = m.borrow();
-                if m.state != ServerState::Leader {
+                // This node counts itself only while it has given no other candidate its vote.
+                if m.state != ServerState::Leader || self.inner.log.saved_vote() != Some(m.vote) {
                     return Err(not_leader(&m));
                 }
                 let configs = m.membership_config.membership().get_joint_config();
@@ -622,12 +658,48 @@ impl Store {
                     Round::Pending => {}
                 }
             }
-            match tokio::time::timeout_at(deadline, answers.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(internal("node-to-node answers stopped")),
-                Err(_) => return Err(StoreError::NotLeader { leader: None }),
+            let mut ask_the_rest = false;
+            tokio::select! {
+                Some(answered) = probes.next() => {
+                    // A voter that does not hold this leader's vote, or cannot say: the others
+                    // are asked, and heartbeats decide for those that cannot say (they bring a
+                    // voter with an older vote up to date, and note a node that does not answer
+                    // them either).
+                    ask_the_rest = answered != Probed::Held;
+                    if answered == Probed::Unanswered && !heartbeat_sent {
+                        heartbeat_sent = true;
+                        self.inner.raft.trigger().heartbeat().await.map_err(internal)?;
+                    }
+                }
+                changed = answers.changed() => {
+                    if changed.is_err() {
+                        return Err(internal("node-to-node answers stopped"));
+                    }
+                }
+                _ = ticks.changed() => {
+                    if Instant::now() >= deadline {
+                        return Err(StoreError::NotLeader { leader: None });
+                    }
+                    ask_the_rest = true;
+                }
+            }
+            if ask_the_rest && let Some(probe) = self.inner.vote_probe.get() {
+                for id in std::mem::take(&mut held_back) {
+                    probes.send(probe, id, addr(&id), self.leader_lease());
+                }
             }
         }
+    }
+
+    /// Lets leadership rounds ask the other voters for their saved votes (see `read_index`)
+    /// rather than send heartbeats through Raft.
+    pub fn set_vote_probe(&self, probe: crate::VoteProbe) {
+        let _ = self.inner.vote_probe.set(probe);
+    }
+
+    /// The vote this node has saved (see `LogStore::saved_vote`).
+    pub fn saved_vote(&self) -> Option<crate::types::Vote> {
+        self.inner.log.saved_vote()
     }
 
     /// Whether this node is a voter in the current configuration.
@@ -735,19 +807,14 @@ impl Store {
 
     /// Waits for `f`, unless this node stops being leader (for example it lost its quorum)
     /// first: then `None`, so the caller can answer at once rather than wait for a quorum that
-    /// may not come back.
+    /// may not come back. One task checks for every waiter (`watch_leadership`), so a request
+    /// sets no timer of its own.
     async fn while_leader<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
-        tokio::pin!(f);
-        let mut check = tokio::time::interval(LEADERSHIP_CHECK);
-        loop {
-            tokio::select! {
-                out = &mut f => return Some(out),
-                _ = check.tick() => {
-                    if !self.is_leader() {
-                        return None;
-                    }
-                }
-            }
+        let mut not_leading = self.inner.not_leading.subscribe();
+        tokio::select! {
+            biased;
+            out = f => Some(out),
+            _ = not_leading.changed() => None,
         }
     }
 
@@ -1529,6 +1596,23 @@ async fn background_flush_switch(raft: Raft, log: LogStore, id: u64) {
     }
 }
 
+/// Every `LEADERSHIP_CHECK`: tells the requests waiting in `while_leader` when this node is not
+/// (or no longer) the leader, and ticks for a leadership round under way.
+async fn watch_leadership(store: Store) {
+    let mut tick = tokio::time::interval(LEADERSHIP_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let tx = &store.inner.not_leading;
+        if tx.receiver_count() > 0 && !store.is_leader() {
+            tx.send_modify(|n| *n += 1);
+        }
+        if store.inner.ticks.receiver_count() > 0 {
+            store.inner.ticks.send_replace(());
+        }
+    }
+}
+
 /// Counts each change of the leader this node knows of (`store.leader_changes_observed`).
 async fn count_leader_changes(raft: Raft, stats: Arc<Stats>) {
     let mut rx = raft.server_metrics();
@@ -1581,13 +1665,23 @@ fn answer(
 /// the round began, so one confirmation serves them all.
 async fn read_barrier_loop(store: Store, mut rx: mpsc::Receiver<oneshot::Sender<Result<(), StoreError>>>) {
     let stats = store.inner.stats.clone();
-    while let Some(first) = rx.recv().await {
+    let mut probes = Probes::new(store.inner.acks.clone(), store.inner.raft.clone());
+    loop {
+        // Probes still out when a round ended are answered between rounds too, so their
+        // connections stay usable.
+        let first = tokio::select! {
+            w = rx.recv() => match w {
+                Some(w) => w,
+                None => return,
+            },
+            Some(_) = probes.next() => continue,
+        };
         let mut waiters = vec![first];
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
         let started = Instant::now();
-        let r = store.confirm_leadership().await;
+        let r = store.confirm_leadership(&mut probes).await;
         match &r {
             Ok(()) => {
                 stats.store.add("num_verify_leader", 1);
@@ -1600,6 +1694,82 @@ async fn read_barrier_loop(store: Store, mut rx: mpsc::Receiver<oneshot::Sender<
         for w in waiters {
             let _ = w.send(r.clone());
         }
+    }
+}
+
+/// How a voter answered a saved-vote probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probed {
+    /// It holds this leader's vote.
+    Held,
+    /// It holds a newer vote: this leader may have been deposed.
+    Newer,
+    /// No answer (unreachable, or a build without the probe), or an older vote, which this
+    /// leader's next AppendEntries brings up to date.
+    Unanswered,
+}
+
+/// The saved-vote probes out to other voters, at most one per voter: a round that begins while
+/// one is out does not count on that voter, whose answer may predate it.
+struct Probes {
+    acks: Arc<AckClock>,
+    raft: Raft,
+    out: BTreeSet<u64>,
+    /// When each voter last answered for this leader: those that did most recently are asked
+    /// first.
+    answered: BTreeMap<u64, Instant>,
+    pending: futures::stream::FuturesUnordered<futures::future::BoxFuture<'static, ProbeAnswer>>,
+}
+
+/// A voter's id, when it was asked, and its answer.
+type ProbeAnswer = (u64, Instant, Result<Option<crate::types::Vote>, StoreError>);
+
+impl Probes {
+    fn new(acks: Arc<AckClock>, raft: Raft) -> Probes {
+        Probes {
+            acks,
+            raft,
+            out: BTreeSet::new(),
+            answered: BTreeMap::new(),
+            pending: futures::stream::FuturesUnordered::new(),
+        }
+    }
+
+    /// The voters to ask first, and those held back (see `read_index::plan`).
+    fn plan(&self, me: u64, configs: &[BTreeSet<u64>]) -> (Vec<u64>, Vec<u64>) {
+        crate::read_index::plan(me, configs, &self.out, &self.answered)
+    }
+
+    fn send(&mut self, probe: &crate::VoteProbe, id: u64, addr: String, timeout: Duration) {
+        if self.out.insert(id) {
+            let sent = Instant::now();
+            let asking = probe(addr, timeout);
+            self.pending.push(Box::pin(async move { (id, sent, asking.await) }));
+        }
+    }
+
+    /// The next answer, noted in the ack clock as an AppendEntries answer would be; `None`
+    /// when no probe is out.
+    async fn next(&mut self) -> Option<Probed> {
+        let (id, sent, held) = self.pending.next().await?;
+        self.out.remove(&id);
+        let vote = self.raft.metrics().borrow().vote;
+        Some(match held {
+            Ok(Some(v)) if v == vote => {
+                self.acks.acked(id, v, sent);
+                self.answered.insert(id, Instant::now());
+                Probed::Held
+            }
+            Ok(Some(v)) if v > vote => {
+                self.acks.failed(id, sent);
+                self.answered.remove(&id);
+                Probed::Newer
+            }
+            _ => {
+                self.answered.remove(&id);
+                Probed::Unanswered
+            }
+        })
     }
 }
 

@@ -379,6 +379,14 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
             },
         ));
     }
+    // Leadership rounds ask the other voters for their saved votes.
+    {
+        let net = network.clone();
+        store.set_vote_probe(Arc::new(move |addr: String, timeout: Duration| {
+            let net = net.clone();
+            Box::pin(async move { net.saved_vote(&addr, timeout).await })
+        }));
+    }
     let cluster = ClusterClient {
         net: network.clone(),
         store: store.clone(),

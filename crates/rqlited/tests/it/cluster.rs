@@ -646,10 +646,33 @@ async fn linearizable_reads_share_confirmation_rounds_and_fail_at_once_without_a
     }
     let used = store_var(&c.nodes[l], "num_verify_leader").await - rounds;
     assert!(used > 0 && used < 400, "{used} rounds for 400 reads");
+    // A round asks one follower for its saved vote (with the leader, a quorum of three), and
+    // the other only if the first is slow to answer.
+    let followers: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    let mut probes = 0;
+    for f in &followers {
+        probes += c.nodes[*f].expvar().await["cluster"]["num_saved_vote_req"]
+            .as_i64()
+            .unwrap();
+    }
+    assert!(
+        probes >= used && probes <= used + used / 4 + 4,
+        "{probes} probes for {used} rounds"
+    );
+
+    // Phase 1b: with either follower paused, rounds go on with the other.
+    let client = reqwest::Client::new();
+    for f in &followers {
+        c.nodes[*f].pause();
+        for _ in 0..10 {
+            let body = client.get(&url).send().await.unwrap().text().await.unwrap();
+            assert!(body.contains("[[1]]"), "{body}");
+        }
+        c.nodes[*f].resume();
+    }
 
     // Phase 2: with both followers gone, a linearizable read fails at once (the heartbeats
     // find nobody), although the leader still counts itself leader.
-    let followers: Vec<usize> = (0..3).filter(|i| *i != l).collect();
     for f in followers {
         c.nodes[f].kill();
     }
