@@ -1,9 +1,10 @@
 //! Linearizable reads on followers and read replicas, by Raft's ReadIndex.
 //!
 //! A follower asked for a `linearizable` read asks the leader for a read index, sending its
-//! vote as its Raft core holds it. The leader answers with its applied index, which holds every
-//! write it or an earlier leader acknowledged, once it knows that no newer leader can have been
-//! elected before the request was sent:
+//! saved vote (openraft saves a vote before it answers the request that granted it). The leader
+//! answers with its applied index, which holds every write it or an earlier leader
+//! acknowledged, once it knows that no newer leader can have been elected before the request
+//! was sent:
 //!
 //! - when the leader and the asker (if it votes) make a quorum of every configuration (three
 //!   voters, or a sole voter),
@@ -30,8 +31,8 @@ use tokio::sync::oneshot;
 use crate::error::StoreError;
 use crate::types::Vote;
 
-/// Who asks for a read index: the asking node's Raft id and its vote when it asked, read from
-/// its Raft core (not from metrics, which may trail it).
+/// Who asks for a read index: the asking node's Raft id and the vote it had saved when it asked
+/// (not the metrics' vote, which may trail it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReadIndexAsk {
     pub from: u64,

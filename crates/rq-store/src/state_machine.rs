@@ -216,6 +216,11 @@ impl StateMachine {
         self.applied.lock().unwrap().state.clone()
     }
 
+    /// The last entry applied (without copying the rest of the state).
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.applied.lock().unwrap().state.last_applied
+    }
+
     /// See `AppliedInfo::db_applied_index`.
     pub fn db_applied_index(&self) -> u64 {
         self.applied.lock().unwrap().db_applied_index

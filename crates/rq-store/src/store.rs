@@ -911,7 +911,7 @@ impl Store {
                     leader_contact_ms: self.inner.leader_contact_ms.load(Ordering::Relaxed),
                     last_apply_ms,
                     last_appended_at_ms,
-                    applied_index: self.inner.sm.state().last_applied.map_or(0, |l| l.index),
+                    applied_index: self.inner.sm.last_applied().map_or(0, |l| l.index),
                     commit_index: self.leader_commit(),
                 };
                 if f.is_stale(now_ms(), read.freshness, read.freshness_strict) {
@@ -1006,8 +1006,7 @@ impl Store {
         held && self
             .inner
             .sm
-            .state()
-            .last_applied
+            .last_applied()
             .is_some_and(|l| l.leader_id.term == ask.vote.leader_id().term)
     }
 
@@ -1037,12 +1036,17 @@ impl Store {
                         Some(l) if l.id != store.inner.cfg.node_id => l.addr,
                         _ => return Err(store.leader_error()),
                     };
-                    let vote = store
-                        .inner
-                        .raft
-                        .with_raft_state(|st| *st.vote_ref())
-                        .await
-                        .map_err(internal)?;
+                    // The saved vote: any vote this node granted is saved before the
+                    // candidate hears of it.
+                    let vote = match store.saved_vote() {
+                        Some(v) => v,
+                        None => store
+                            .inner
+                            .raft
+                            .with_raft_state(|st| *st.vote_ref())
+                            .await
+                            .map_err(internal)?,
+                    };
                     let ask = crate::follower_read::ReadIndexAsk {
                         from: store.inner.raft_id,
                         vote,
@@ -1261,7 +1265,7 @@ impl Store {
         if self.inner.sm.state().load.is_some() {
             return Err(StoreError::Busy("a load is in progress".into()));
         }
-        let applied = self.inner.sm.state().last_applied.map(|l| l.index).unwrap_or(0);
+        let applied = self.inner.sm.last_applied().map(|l| l.index).unwrap_or(0);
         let snap = self.last_snapshot_index();
         if applied <= snap {
             return Ok(false);
@@ -1328,14 +1332,16 @@ impl Store {
     pub fn applied(&self) -> (u64, u64) {
         self.inner
             .sm
-            .state()
-            .last_applied
+            .last_applied()
             .map(|l| (l.index, l.leader_id.term))
             .unwrap_or((0, 0))
     }
 
     /// Waits until this node has applied `index`, up to `timeout`.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), StoreError> {
+        if self.applied().0 >= index {
+            return Ok(());
+        }
         self.inner
             .raft
             .wait(Some(timeout))
