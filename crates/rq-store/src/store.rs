@@ -580,9 +580,10 @@ impl Store {
     fn sole_voter_caught_up(&self) -> bool {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
-        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let mut voters = m.membership_config.membership().voter_ids();
         m.state == ServerState::Leader
-            && voters == [self.inner.raft_id]
+            && voters.next() == Some(self.inner.raft_id)
+            && voters.next().is_none()
             && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
     }
 
