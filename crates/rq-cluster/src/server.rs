@@ -227,6 +227,10 @@ async fn read_index(State(ctx): State<Ctx>, body: Bytes) -> Response {
 /// `rq_store::VoteProbe`).
 async fn saved_vote(State(ctx): State<Ctx>) -> Response {
     ctx.store.stats().cluster.add("num_saved_vote_req", 1);
+    // Tests make a node slow to answer (`return(MS)`).
+    if let Some(ms) = fail::eval("saved-vote-delay-ms", |a| a.and_then(|a| a.parse::<u64>().ok())).flatten() {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     reply(&Ok::<_, StoreError>(ctx.store.saved_vote()))
 }
 

@@ -127,14 +127,15 @@ impl AckClock {
 }
 
 /// The fewest voters to ask first for a quorum of every configuration in `configs` with `me`,
-/// preferring those that answered most recently (`answered`); and the others, asked only if
+/// preferring those that answered their last question quickest (`answer_times`; one never asked
+/// counts as quickest, so each is measured); and the others, asked only if
 /// those do not answer in time. A voter in `busy` (a probe to it still out) is in neither: its
 /// answer may predate the round.
 pub(crate) fn plan(
     me: u64,
     configs: &[BTreeSet<u64>],
     busy: &BTreeSet<u64>,
-    answered: &BTreeMap<u64, Instant>,
+    answer_times: &BTreeMap<u64, std::time::Duration>,
 ) -> (Vec<u64>, Vec<u64>) {
     let mut free: Vec<u64> = configs
         .iter()
@@ -144,7 +145,7 @@ pub(crate) fn plan(
         .collect::<BTreeSet<u64>>()
         .into_iter()
         .collect();
-    free.sort_by_key(|id| std::cmp::Reverse(answered.get(id).copied()));
+    free.sort_by_key(|id| answer_times.get(id).copied().unwrap_or_default());
     let mut first: Vec<u64> = Vec::new();
     for c in configs {
         let quorum = c.len() / 2 + 1;
@@ -218,25 +219,30 @@ mod tests {
     }
 
     #[test]
-    fn a_round_asks_the_fewest_voters_that_answered_last_first() {
+    fn a_round_asks_the_fewest_and_quickest_voters_first() {
         let none = BTreeSet::new();
-        let t0 = Instant::now();
-        let answered: BTreeMap<u64, Instant> = [(3, t0), (2, t0 + Duration::from_millis(1))].into();
-        // Three voters: one other makes the quorum, the one that answered last.
+        let answered: BTreeMap<u64, Duration> = [
+            (2, Duration::from_micros(150)),
+            (3, Duration::from_millis(5)),
+            (6, Duration::MAX),
+        ]
+        .into();
+        // Three voters: one other makes the quorum, the quickest.
         let (first, rest) = plan(1, &[set(&[1, 2, 3])], &none, &answered);
         assert_eq!((first, rest), (vec![2], vec![3]));
-        // Five voters: two others, then the ones never heard from.
-        let (first, rest) = plan(1, &[set(&[1, 2, 3, 4, 5])], &none, &answered);
-        assert_eq!((first, rest), (vec![2, 3], vec![4, 5]));
+        // Five voters: two others, those never asked first (they are measured), then the
+        // quickest; one that did not answer last comes last.
+        let (first, rest) = plan(1, &[set(&[1, 2, 3, 4, 6])], &none, &answered);
+        assert_eq!((first, rest), (vec![4, 2], vec![3, 6]));
         // A voter with a probe out is skipped.
         let (first, rest) = plan(1, &[set(&[1, 2, 3])], &set(&[2]), &answered);
         assert_eq!((first, rest), (vec![3], vec![]));
         // A leader outside the voter set needs a quorum of others.
-        let (first, _) = plan(1, &[set(&[2, 3, 4])], &none, &answered);
+        let (first, _) = plan(1, &[set(&[2, 3, 6])], &none, &answered);
         assert_eq!(first, vec![2, 3]);
         // Joint: a quorum of each.
-        let (first, rest) = plan(1, &[set(&[1, 2, 3]), set(&[1, 4, 5])], &none, &answered);
-        assert_eq!((first, rest), (vec![2, 4], vec![3, 5]));
+        let (first, rest) = plan(1, &[set(&[1, 2, 3]), set(&[1, 4, 6])], &none, &answered);
+        assert_eq!((first, rest), (vec![2, 4], vec![3, 6]));
         // A sole voter asks nobody.
         assert_eq!(plan(1, &[set(&[1])], &none, &answered), (vec![], vec![]));
     }

@@ -1722,9 +1722,9 @@ struct Probes {
     acks: Arc<AckClock>,
     raft: Raft,
     out: BTreeSet<u64>,
-    /// When each voter last answered for this leader: those that did most recently are asked
-    /// first.
-    answered: BTreeMap<u64, Instant>,
+    /// How long each voter took to answer its last question (`Duration::MAX` when it did not
+    /// answer for this leader): the quickest are asked first.
+    answer_times: BTreeMap<u64, Duration>,
     pending: futures::stream::FuturesUnordered<futures::future::BoxFuture<'static, ProbeAnswer>>,
 }
 
@@ -1737,14 +1737,14 @@ impl Probes {
             acks,
             raft,
             out: BTreeSet::new(),
-            answered: BTreeMap::new(),
+            answer_times: BTreeMap::new(),
             pending: futures::stream::FuturesUnordered::new(),
         }
     }
 
     /// The voters to ask first, and those held back (see `read_index::plan`).
     fn plan(&self, me: u64, configs: &[BTreeSet<u64>]) -> (Vec<u64>, Vec<u64>) {
-        crate::read_index::plan(me, configs, &self.out, &self.answered)
+        crate::read_index::plan(me, configs, &self.out, &self.answer_times)
     }
 
     fn send(&mut self, probe: &crate::VoteProbe, id: u64, addr: String, timeout: Duration) {
@@ -1764,16 +1764,16 @@ impl Probes {
         Some(match held {
             Ok(Some(v)) if v == vote => {
                 self.acks.acked(id, v, sent);
-                self.answered.insert(id, Instant::now());
+                self.answer_times.insert(id, sent.elapsed());
                 Probed::Held
             }
             Ok(Some(v)) if v > vote => {
                 self.acks.failed(id, sent);
-                self.answered.remove(&id);
+                self.answer_times.insert(id, Duration::MAX);
                 Probed::Newer
             }
             _ => {
-                self.answered.remove(&id);
+                self.answer_times.insert(id, Duration::MAX);
                 Probed::Unanswered
             }
         })

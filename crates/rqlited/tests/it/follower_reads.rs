@@ -130,3 +130,24 @@ async fn a_read_replica_serves_linearizable_reads_itself() {
     assert_eq!(stat(&leader, "store", "num_read_index_asker_quorum").await, 1);
     assert_eq!(stat(&leader, "cluster", "num_read_index_req").await, 1);
 }
+
+#[tokio::test]
+async fn leadership_rounds_pass_over_a_slow_voter() {
+    // n2 takes 5 ms to say which vote it holds; n1 answers at once.
+    let (_dirs, nodes) = three(&[("FAILPOINTS", "saved-vote-delay-ms=return(5)")]).await;
+    let client = reqwest::Client::new();
+    let asked = |n: usize| {
+        let n = &nodes[n];
+        async move { stat(n, "cluster", "num_saved_vote_req").await }
+    };
+    let (slow0, quick0) = (asked(2).await, asked(1).await);
+    for _ in 0..100 {
+        let (status, body, _) = count(&client, &nodes[0], "").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (slow, quick) = (asked(2).await - slow0, asked(1).await - quick0);
+    // Every round asked someone; the slow voter only while it was being measured, or when a
+    // tick of the leadership watch fell inside a round waiting on it.
+    assert!(slow + quick >= 100, "{slow} + {quick}");
+    assert!(slow <= 5, "the slow voter was asked {slow} times");
+}
