@@ -128,9 +128,9 @@ impl AckClock {
 
 /// The fewest voters to ask first for a quorum of every configuration in `configs` with `me`,
 /// preferring those that answered their last question quickest (`answer_times`; one never asked
-/// counts as quickest, so each is measured); and the others, asked only if
-/// those do not answer in time. A voter in `busy` (a probe to it still out) is in neither: its
-/// answer may predate the round.
+/// counts as quickest, so each is measured); and the others, asked only if those do not answer
+/// in time. A voter in `busy` (a probe to it still out) is in neither: its answer may predate
+/// the round.
 pub(crate) fn plan(
     me: u64,
     configs: &[BTreeSet<u64>],
