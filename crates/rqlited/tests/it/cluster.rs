@@ -100,18 +100,7 @@ impl Cluster {
 
     /// Index of the node that says it leads.
     async fn leader(&self) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            for (i, n) in self.nodes.iter().enumerate() {
-                if let Ok(r) = reqwest::get(n.url("/status?key=store.raft.state")).await
-                    && r.text().await.is_ok_and(|t| t == "\"Leader\"")
-                {
-                    return i;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no leader");
+        crate::harness::leader_index(&self.nodes).await
     }
 }
 

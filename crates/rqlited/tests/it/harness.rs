@@ -284,6 +284,22 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// The index of the node in `nodes` that reports itself leader, within 20 s.
+pub async fn leader_index(nodes: &[Node]) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        for (i, n) in nodes.iter().enumerate() {
+            if let Ok(r) = reqwest::get(n.url("/status?key=store.raft.state")).await
+                && r.text().await.is_ok_and(|t| t == "\"Leader\"")
+            {
+                return i;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no leader");
+}
+
 /// A fresh single node, ready.
 pub async fn single() -> (DataDir, Node) {
     let d = DataDir::new();
