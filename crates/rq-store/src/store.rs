@@ -331,7 +331,6 @@ impl Store {
 
         let id = raft_id(&cfg.node_id);
         let durable = log.durable();
-        let flush_switch = log.clone();
         let log_handle = log.clone();
         sm.wait_for_log(durable.clone());
         let acks = Arc::new(AckClock::default());
@@ -375,7 +374,11 @@ impl Store {
         tokio::spawn(proposer_loop(store.inner.raft.clone(), proposals_rx));
         tokio::spawn(snapshot_ticker(store.clone()));
         tokio::spawn(watch_leadership(store.clone()));
-        tokio::spawn(background_flush_switch(store.inner.raft.clone(), flush_switch, id));
+        tokio::spawn(background_flush_switch(
+            store.inner.raft.clone(),
+            store.inner.log.clone(),
+            id,
+        ));
         tokio::spawn(count_leader_changes(
             store.inner.raft.clone(),
             store.inner.stats.clone(),
