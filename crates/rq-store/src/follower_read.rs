@@ -7,10 +7,11 @@
 //! was sent:
 //!
 //! - when the leader and the asker (if it votes) make a quorum of every configuration (three
-//!   voters, or a sole voter),
-//!   the asker's vote equals the leader's committed vote, and the leader's core still holds that
-//!   vote as leader: a newer leader would have needed the vote of one of the two, which would
-//!   then have moved on (the asker before sending, or the leader before answering);
+//!   voters, or a sole voter), the asker's vote equals the leader's committed vote, and the
+//!   leader has saved no other vote since: a newer leader would have needed the vote of one of
+//!   the two, which would then have saved a newer one (the asker before sending, or the leader
+//!   before answering). The leader checks this without its Raft core, which it asks for its
+//!   configuration only when that may have changed (`Store::asker_makes_the_quorum`);
 //! - otherwise, or for a read replica, with a quorum round, exactly as for the leader's own
 //!   linearizable reads (and in the same rounds).
 //!

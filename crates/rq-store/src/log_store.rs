@@ -94,6 +94,9 @@ struct Index {
     /// Bumped before a truncation rewrites anything, so a reader can tell that what it read
     /// may have changed under it.
     epoch: u64,
+    /// Bumped by every truncation and by every membership entry appended (see
+    /// `vote_and_membership_changes`).
+    membership_changes: u64,
 }
 
 impl Index {
@@ -502,6 +505,7 @@ impl LogStore {
             vote,
             segments: BTreeMap::new(),
             epoch: 0,
+            membership_changes: 0,
         };
         let mut tail = None;
         let mut next_seq = 0;
@@ -661,6 +665,16 @@ impl LogStore {
         self.shared.index.read().unwrap().vote
     }
 
+    /// The vote last saved, and a count that changes whenever the log's latest membership entry
+    /// may have: on every truncation and every membership entry appended. Entries become
+    /// readable (to replication) in the same step that counts them, and openraft appends from
+    /// its core task, so a count read there, next to the core's effective membership, stays
+    /// the same exactly as long as that membership is the log's latest.
+    pub fn vote_and_membership_changes(&self) -> (Option<Vote>, u64) {
+        let ix = self.shared.index.read().unwrap();
+        (ix.vote, ix.membership_changes)
+    }
+
     /// How far the log is on disk; see the module documentation.
     pub fn durable(&self) -> watch::Receiver<Durable> {
         self.shared.durable.subscribe()
@@ -723,6 +737,7 @@ impl LogStore {
         let mut synced: Vec<Arc<File>> = Vec::new();
         let mut locs = Vec::new();
         let mut last = None;
+        let mut membership = false;
         for entry in entries {
             let id = *entry.get_log_id();
             // An empty log takes its first entry at any index up to the one after the purge
@@ -758,6 +773,7 @@ impl LogStore {
             });
             pending.extend_from_slice(&header(payload.len() as u32, crc, id.index));
             pending.extend_from_slice(&payload);
+            membership |= matches!(entry.payload, openraft::EntryPayload::Membership(_));
             t.crc = crc;
             last = Some(id);
             next += 1;
@@ -777,6 +793,9 @@ impl LogStore {
         ix.locs.extend(locs);
         if last.is_some() {
             ix.last = last;
+        }
+        if membership {
+            ix.membership_changes += 1;
         }
         Ok(())
     }
@@ -865,7 +884,11 @@ impl LogStore {
             None
         };
         let size = file.metadata()?.len();
-        self.shared.index.write().unwrap().epoch += 1;
+        {
+            let mut ix = self.shared.index.write().unwrap();
+            ix.epoch += 1;
+            ix.membership_changes += 1;
+        }
         // Later segments go first, then the cut record's header. A crash in between leaves the
         // log as it was up to the end of this segment: whole records, every one before the cut.
         for seq in &later {
@@ -1183,6 +1206,36 @@ mod tests {
         drop(log);
         let log = LogStore::open_with(tmp.path(), SMALL).unwrap();
         assert_eq!(log.read_range(0, None).unwrap().len(), 43);
+    }
+
+    #[test]
+    fn the_membership_count_moves_with_membership_entries_and_truncations_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open_with(tmp.path(), SMALL).unwrap();
+        let vote = Vote::new_committed(1, 1);
+        futures::executor::block_on(log.save_vote(&vote)).unwrap();
+        let count = |log: &LogStore| {
+            let (v, n) = log.vote_and_membership_changes();
+            assert_eq!(v, Some(vote));
+            n
+        };
+        let start = count(&log);
+        log.append_entries((0..5).map(|i| entry(1, i, 10, i))).unwrap();
+        assert_eq!(count(&log), start);
+        log.append_entries([entry(1, 5, 10, 5), membership_entry(1, 6), entry(1, 7, 10, 7)])
+            .unwrap();
+        assert_eq!(count(&log), start + 1);
+        log.append_entries((8..10).map(|i| entry(1, i, 10, i))).unwrap();
+        assert_eq!(count(&log), start + 1);
+        // A truncation may remove the latest membership entry; so may an append that replaces
+        // entries, which truncates first.
+        log.truncate_from(9).unwrap();
+        assert_eq!(count(&log), start + 2);
+        log.append_entries([entry(1, 8, 10, 108)]).unwrap();
+        assert_eq!(count(&log), start + 3);
+        // Truncating past the end removes nothing.
+        log.truncate_from(20).unwrap();
+        assert_eq!(count(&log), start + 3);
     }
 
     #[test]

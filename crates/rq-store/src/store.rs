@@ -211,6 +211,9 @@ struct Inner {
     cdc: Option<Arc<CdcQueue>>,
     /// Linearizable reads served here when this node is not the leader (`set_read_index_source`).
     follower_reads: std::sync::OnceLock<crate::follower_read::FollowerReads>,
+    /// What this leader's Raft core last said about its vote and configuration, for read-index
+    /// requests (`asker_makes_the_quorum`).
+    leader_view: std::sync::Mutex<Option<LeaderView>>,
     /// Changes while requests wait on this node as leader and it is not (`watch_leadership`).
     not_leading: watch::Sender<u64>,
     /// Changes every `LEADERSHIP_CHECK` while a leadership round is under way.
@@ -363,6 +366,7 @@ impl Store {
                 started: Instant::now(),
                 ready_holds: std::sync::atomic::AtomicUsize::new(0),
                 follower_reads: std::sync::OnceLock::new(),
+                leader_view: std::sync::Mutex::new(None),
                 cdc,
                 not_leading: watch::channel(0).0,
                 ticks: watch::channel(()).0,
@@ -987,26 +991,60 @@ impl Store {
 
     /// Whether a read index may be given to `ask` without a quorum round (see `follower_read`):
     /// the asker and this node make a quorum of every configuration, the asker's vote is this
-    /// leader's committed vote as its Raft core holds it now, and this leader has applied an
-    /// entry of that vote's term.
+    /// node's committed vote as leader, this node has saved no other vote since, and it has
+    /// applied an entry of that vote's term.
+    ///
+    /// The configuration comes from the Raft core, which is asked only when its last answer
+    /// may be out of date (`LeaderView`): a leader's configuration changes only through
+    /// entries it appends to its own log, and it stops being leader without saving a newer vote
+    /// only when a membership entry removes it, so the answer holds while this node's saved
+    /// vote and its log's membership count (`LogStore::vote_and_membership_changes`) stay as
+    /// they were when the core gave it.
     async fn asker_makes_the_quorum(&self, ask: crate::follower_read::ReadIndexAsk) -> bool {
         let me = self.inner.raft_id;
-        let held = self
+        if ask.from == me || !ask.vote.is_committed() || ask.vote.leader_id().voted_for() != Some(me) {
+            return false;
+        }
+        let (saved, changes) = self.inner.log.vote_and_membership_changes();
+        if saved != Some(ask.vote) {
+            return false;
+        }
+        let known = self
             .inner
-            .raft
-            .with_raft_state(move |st| {
-                let configs = st.membership_state.effective().membership().get_joint_config();
-                let quorum = configs.iter().all(|c| {
-                    let have = c.iter().filter(|n| **n == me || **n == ask.from).count();
-                    ask.from != me && have * 2 > c.len()
-                });
-                quorum
-                    && st.server_state == ServerState::Leader
-                    && *st.vote_ref() == ask.vote
-                    && ask.vote.is_committed()
-            })
-            .await
-            .unwrap_or(false);
+            .leader_view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|v| v.vote == ask.vote && v.membership_changes == changes)
+            .map(|v| v.with(me, ask.from));
+        let held = match known {
+            Some(held) => held,
+            None => {
+                let log = self.inner.log.clone();
+                let view = self
+                    .inner
+                    .raft
+                    .with_raft_state(move |st| {
+                        // Read on the core's task, where openraft appends: no membership entry
+                        // can reach the log between the two reads.
+                        let (_, membership_changes) = log.vote_and_membership_changes();
+                        (st.server_state == ServerState::Leader).then(|| LeaderView {
+                            vote: *st.vote_ref(),
+                            membership_changes,
+                            configs: st.membership_state.effective().membership().get_joint_config().clone(),
+                        })
+                    })
+                    .await
+                    .ok()
+                    .flatten();
+                let Some(view) = view.filter(|v| v.vote == ask.vote) else {
+                    return false;
+                };
+                let held = view.with(me, ask.from);
+                *self.inner.leader_view.lock().unwrap_or_else(|e| e.into_inner()) = Some(view);
+                held
+            }
+        };
         held && self
             .inner
             .sm
@@ -1668,6 +1706,24 @@ fn answer(
                 let _ = p.reply.send(Err(err.clone()));
             }
         }
+    }
+}
+
+/// This node as leader, as its Raft core saw it: its vote, its log's membership count then, and
+/// the configurations of its effective membership (two while joint).
+struct LeaderView {
+    vote: crate::types::Vote,
+    membership_changes: u64,
+    configs: Vec<BTreeSet<u64>>,
+}
+
+impl LeaderView {
+    /// Whether `me` and `other` make a quorum of every configuration.
+    fn with(&self, me: u64, other: u64) -> bool {
+        self.configs.iter().all(|c| {
+            let have = c.iter().filter(|n| **n == me || **n == other).count();
+            have * 2 > c.len()
+        })
     }
 }
 

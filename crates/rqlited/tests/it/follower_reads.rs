@@ -154,3 +154,62 @@ async fn leadership_rounds_pass_over_a_slow_voter() {
     assert!(slow + quick >= 100, "{slow} + {quick}");
     assert!(slow <= 5, "the slow voter was asked {slow} times");
 }
+
+#[tokio::test]
+async fn a_leader_that_gains_voters_stops_counting_an_asker_as_half_its_quorum() {
+    let (_dirs, nodes) = three(&[]).await;
+    let client = reqwest::Client::new();
+    let l = crate::harness::leader_index(&nodes).await;
+    let f = (l + 1) % 3;
+    let (leader, follower) = (&nodes[l], &nodes[f]);
+    let read = || async {
+        let (status, body, by) = count(&client, follower, "").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            by.ends_with(follower.http.rsplit_once(':').unwrap().1),
+            "served by {by}"
+        );
+    };
+    let voters = |n: usize| async move {
+        let (_, body) = leader.get("/nodes").await;
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.as_object().map(|m| m.len()))
+            == Some(n)
+    };
+    let asker_quorum = || stat(leader, "store", "num_read_index_asker_quorum");
+    read().await;
+    let fast = asker_quorum().await;
+    assert!(fast >= 1);
+    // Two more voters: the leader and one follower are two of five, no longer a quorum, and a
+    // read index needs a round.
+    let extra: Vec<DataDir> = (0..2).map(|_| DataDir::new()).collect();
+    let mut joined = Vec::new();
+    for (i, d) in extra.iter().enumerate() {
+        let id = format!("n{}", i + 3);
+        joined.push(Node::start_in(&d.path, &["-node-id", &id, "-join", &leader.raft]).await);
+    }
+    leader
+        .wait_for(Duration::from_secs(20), "five voters", || voters(5))
+        .await;
+    let rounds = stat(leader, "store", "num_verify_leader").await;
+    read().await;
+    assert_eq!(asker_quorum().await, fast);
+    assert!(stat(leader, "store", "num_verify_leader").await > rounds);
+    // Back to three: the pair is a quorum again.
+    for (n, id) in joined.iter_mut().zip(["n3", "n4"]) {
+        n.kill();
+        let r = client
+            .delete(leader.url("/remove"))
+            .body(format!(r#"{{"id":"{id}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    leader
+        .wait_for(Duration::from_secs(20), "three voters", || voters(3))
+        .await;
+    read().await;
+    assert_eq!(asker_quorum().await, fast + 1);
+}
