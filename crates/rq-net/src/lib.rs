@@ -5,6 +5,7 @@
 //! Certificates and keys are PEM files. A CA file given for verification replaces the system's
 //! roots; without one, the system's roots are used, as Go's `crypto/tls` does.
 
+pub mod idle_poll;
 mod serve;
 mod stream;
 #[cfg(feature = "test-certs")]

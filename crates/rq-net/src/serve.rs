@@ -79,7 +79,11 @@ pub async fn serve(
         let service = TowerToHyperService::new(
             router
                 .clone()
-                .map_request(|r: hyper::Request<Incoming>| r.map(axum::body::Body::new)),
+                .map_request(|r: hyper::Request<Incoming>| r.map(axum::body::Body::new))
+                .map_response(|r| {
+                    crate::idle_poll::answered();
+                    r
+                }),
         );
         let builder = builder.clone();
         let watcher = graceful.watcher();

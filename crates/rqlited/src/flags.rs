@@ -195,6 +195,13 @@ pub const FLAGS: &[FlagDef] = &[
         true,
     ),
     f(
+        "idle-poll-time",
+        Duration,
+        "50µs",
+        "How long, after answering a request, the node keeps polling for the next rather than sleep, while the machine has CPU to spare. 0 turns polling off",
+        true,
+    ),
+    f(
         "join",
         Str,
         "",

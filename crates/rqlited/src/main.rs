@@ -179,6 +179,10 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     for name in flags.unimplemented() {
         eprintln!("warning: -{name} is not implemented by this build yet and has no effect");
     }
+    rq_net::idle_poll::start(
+        flags.duration("idle-poll-time"),
+        tokio::runtime::Handle::current().metrics().num_workers(),
+    );
     let http_addr = flags.string("http-addr");
     let raft_addr = flags.string("raft-addr");
     if http_addr == raft_addr && !http_addr.ends_with(":0") {
@@ -392,6 +396,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         store: store.clone(),
     };
     let service = Service::new(store.clone(), Arc::new(cluster), http_cfg);
+    service.register_status("idle_poll", Arc::new(rq_net::idle_poll::status));
     let http_opts = rq_net::ServeOptions {
         tls: tls.http.clone(),
         max_connections: MAX_HTTP_CONNECTIONS,

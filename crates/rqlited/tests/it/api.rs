@@ -1,6 +1,8 @@
 //! The data API: exact response bodies, as rqlite writes them.
 
-use crate::harness::single;
+use std::time::Duration;
+
+use crate::harness::{DataDir, Node, single};
 
 #[tokio::test]
 async fn execute_and_query_shapes() {
@@ -461,4 +463,43 @@ async fn long_reads_finish_and_short_ones_answer_beside_them() {
     let (s, body) = n.post("/db/query?db_timeout=50ms", long).await;
     assert_eq!(s, 200);
     assert!(body.contains("error"), "{body}");
+}
+
+#[tokio::test]
+async fn a_node_polls_for_requests_while_one_client_sends_them_then_sleeps() {
+    // The machine counts as having CPU to spare, as a quiet one would.
+    let d = DataDir::new();
+    let n = Node::spawn_env(&d.path, &[], &[("FAILPOINTS", "idle-poll-spare-cpu=return")]);
+    n.wait_ready().await;
+    let client = reqwest::Client::new();
+    let status = || async {
+        let (_, body) = n.get("/status").await;
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["idle_poll"].clone()
+    };
+    assert_eq!(status().await["window_us"], 50);
+    // One client sending requests back to back, for longer than two samples of the machine.
+    let until = std::time::Instant::now() + Duration::from_millis(600);
+    while std::time::Instant::now() < until {
+        client.get(n.url("/readyz")).send().await.unwrap();
+    }
+    let s = status().await;
+    assert!(s["requests_caught"].as_u64().unwrap() > 0, "{s}");
+    // Idle, it sleeps: polling stopped within its window.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = n.cpu_time();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = n.cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(300),
+        "{used:?} of CPU in 2 s with no requests"
+    );
+}
+
+#[tokio::test]
+async fn idle_polling_can_be_turned_off() {
+    let d = DataDir::new();
+    let n = Node::start_in(&d.path, &["-idle-poll-time", "0"]).await;
+    let (_, body) = n.get("/status").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["idle_poll"]["enabled"], false, "{body}");
 }

@@ -167,6 +167,17 @@ impl Node {
         c.wait().ok()
     }
 
+    /// CPU time the process has used so far (user and system, from `/proc`).
+    pub fn cpu_time(&self) -> Duration {
+        let pid = self.child.as_ref().expect("a running node").id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command name, which is in parentheses: utime and stime are the
+        // 12th and 13th, in clock ticks of 1/100 s.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap_or(0)).collect();
+        Duration::from_millis((f[11] + f[12]) * 10)
+    }
+
     /// Freezes the process (SIGSTOP) until `resume`.
     pub fn pause(&self) {
         if let Some(c) = &self.child {

@@ -1,0 +1,297 @@
+//! Polling for the next request for a moment after answering one.
+//!
+//! A worker with nothing to do sleeps in `epoll_wait`, and the next request has to wake it. On
+//! a virtual machine the sleep and the wake-up cost more than a point query: about half of the
+//! node's CPU per request from a single client, and a good part of its round trip. For
+//! `window` after each answer, a task keeps the worker polling its sockets instead (tokio's
+//! `yield_now` makes a worker poll its I/O driver without blocking before it runs the task
+//! again), so a client that sends its next request at once finds the node awake.
+//!
+//! The poll is bounded three ways:
+//! - it stops once `window` passes with no new answer;
+//! - it runs only while it pays: the worker slept (or, polling, would have) between at least
+//!   every other answer since the last sample (`SAMPLE`). A busy worker finds its next request
+//!   waiting and seldom sleeps, and polling would only add work;
+//! - it runs only while the machine leaves at least `SPARE_CPUS` idle, polling included,
+//!   sampled from `/proc/stat`, so a node sharing a busy machine with others (the nodes of a
+//!   cluster on one host, say) takes no CPU from them.
+//!
+//! Only a runtime with one worker gains from it. With several, the worker holding the I/O
+//! driver sleeps in `epoll_wait` while another polls in vain, so `start` leaves polling off.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// How often the machine's idle time is sampled while requests are answered.
+const SAMPLE: Duration = Duration::from_millis(100);
+/// The idle CPU the machine must have, polling included, for the poll to run.
+const SPARE_CPUS: f64 = 0.5;
+/// A poll that comes back sooner than this found nothing to run: its time counts as idle.
+const EMPTY_POLL: Duration = Duration::from_micros(5);
+
+struct Poller {
+    window: u64,
+    epoch: Instant,
+    /// When the last answer went out (nanoseconds since `epoch`).
+    last_answer: AtomicU64,
+    /// Set while the poll runs, or has been asked to.
+    polling: AtomicBool,
+    /// Whether the last sample left enough idle CPU.
+    allowed: AtomicBool,
+    /// When the machine was last sampled (nanoseconds since `epoch`).
+    sampled: AtomicU64,
+    /// Answers that went out.
+    answers: AtomicU64,
+    /// Requests that arrived while the worker polled, and the time polls found nothing, in
+    /// all (for `status`).
+    caught: AtomicU64,
+    idle_nanos: AtomicU64,
+    wake: Notify,
+}
+
+static POLLER: OnceLock<Poller> = OnceLock::new();
+
+impl Poller {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn window_open(&self) -> bool {
+        self.now().saturating_sub(self.last_answer.load(Ordering::Relaxed)) < self.window
+    }
+}
+
+/// Polls for `window` after every answer, as described above, when the runtime has one worker
+/// and `window` is not zero. Call once, from within the runtime.
+pub fn start(window: Duration, workers: usize) {
+    if window.is_zero() || workers != 1 {
+        return;
+    }
+    let poller = Poller {
+        window: window.as_nanos() as u64,
+        epoch: Instant::now(),
+        last_answer: AtomicU64::new(0),
+        polling: AtomicBool::new(false),
+        allowed: AtomicBool::new(false),
+        sampled: AtomicU64::new(0),
+        answers: AtomicU64::new(0),
+        caught: AtomicU64::new(0),
+        idle_nanos: AtomicU64::new(0),
+        wake: Notify::new(),
+    };
+    if POLLER.set(poller).is_ok()
+        && let Some(p) = POLLER.get()
+    {
+        tokio::spawn(run(p));
+    }
+}
+
+/// The poll's settings and what it did, for the node's status.
+pub fn status() -> serde_json::Value {
+    match POLLER.get() {
+        None => serde_json::json!({ "enabled": false }),
+        Some(p) => serde_json::json!({
+            "enabled": true,
+            "window_us": p.window / 1_000,
+            "polling_allowed": p.allowed.load(Ordering::Relaxed),
+            "requests_caught": p.caught.load(Ordering::Relaxed),
+            "idle_poll_us": p.idle_nanos.load(Ordering::Relaxed) / 1_000,
+        }),
+    }
+}
+
+/// Notes an answer going out; starts the poll unless it runs already, or the machine was
+/// found busy less than `SAMPLE` ago.
+pub(crate) fn answered() {
+    let Some(p) = POLLER.get() else {
+        return;
+    };
+    let now = p.now();
+    p.last_answer.store(now, Ordering::Relaxed);
+    p.answers.fetch_add(1, Ordering::Relaxed);
+    if p.polling.load(Ordering::Relaxed) {
+        return;
+    }
+    let stale = now.saturating_sub(p.sampled.load(Ordering::Relaxed)) >= SAMPLE.as_nanos() as u64;
+    if (p.allowed.load(Ordering::Relaxed) || stale) && !p.polling.swap(true, Ordering::AcqRel) {
+        p.wake.notify_one();
+    }
+}
+
+async fn run(p: &'static Poller) {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let mut machine = Machine::default();
+    let mut wakes = Wakes::default();
+    loop {
+        p.wake.notified().await;
+        loop {
+            // Whether the last poll found nothing to run.
+            let mut idle = false;
+            loop {
+                let now = p.now();
+                if now.saturating_sub(p.sampled.load(Ordering::Relaxed)) >= SAMPLE.as_nanos() as u64 {
+                    // Tests force the machine to count as idle.
+                    let spare = machine.sample() || fail::eval("idle-poll-spare-cpu", |_| ()).is_some();
+                    let worth = wakes.sample(p.answers.load(Ordering::Relaxed), metrics.worker_park_count(0));
+                    p.allowed.store(spare && worth, Ordering::Relaxed);
+                    p.sampled.store(now, Ordering::Relaxed);
+                }
+                if !p.allowed.load(Ordering::Relaxed) || !p.window_open() {
+                    break;
+                }
+                let before = Instant::now();
+                tokio::task::yield_now().await;
+                let took = before.elapsed();
+                if took < EMPTY_POLL {
+                    p.idle_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+                    idle = true;
+                } else if std::mem::take(&mut idle) {
+                    // Work arrived while the worker polled: without the poll it would have
+                    // slept and been woken for it.
+                    wakes.caught += 1;
+                    p.caught.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            p.polling.store(false, Ordering::SeqCst);
+            // An answer that went out as the poll stopped may not have restarted it.
+            let again = p.allowed.load(Ordering::Relaxed) && p.window_open();
+            if !again || p.polling.swap(true, Ordering::SeqCst) {
+                break;
+            }
+        }
+    }
+}
+
+/// How often the worker went to sleep, or would have but for the poll, against how many
+/// answers went out, since the last sample.
+#[derive(Default)]
+struct Wakes {
+    answers: u64,
+    parks: u64,
+    caught: u64,
+}
+
+impl Wakes {
+    /// Whether polling pays since the last sample: the worker slept (or would have) between
+    /// at least every other answer. A busy worker finds the next request waiting and seldom
+    /// sleeps, and polling would only add work.
+    fn sample(&mut self, answers: u64, parks: u64) -> bool {
+        let sleeps = parks.saturating_sub(self.parks) + self.caught;
+        let answered = answers.saturating_sub(self.answers);
+        *self = Wakes {
+            answers,
+            parks,
+            ..Wakes::default()
+        };
+        worth_polling(answered, sleeps)
+    }
+}
+
+fn worth_polling(answers: u64, sleeps: u64) -> bool {
+    answers > 0 && sleeps * 2 >= answers
+}
+
+/// CPU time the whole machine has spent, from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CpuTimes {
+    /// Idle and I/O wait.
+    idle: u64,
+    total: u64,
+    cpus: usize,
+}
+
+impl CpuTimes {
+    fn parse(stat: &str) -> Option<CpuTimes> {
+        let mut lines = stat.lines();
+        let first: Vec<u64> = lines
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        let cpus = lines.filter(|l| l.starts_with("cpu")).count();
+        (first.len() >= 5 && cpus > 0).then(|| CpuTimes {
+            idle: first[3] + first[4],
+            total: first.iter().sum(),
+            cpus,
+        })
+    }
+}
+
+/// Whether the machine had `SPARE_CPUS` idle between two samples.
+fn spare(before: CpuTimes, after: CpuTimes) -> bool {
+    let total = after.total.saturating_sub(before.total);
+    total > 0 && after.idle.saturating_sub(before.idle) as f64 / total as f64 * after.cpus as f64 >= SPARE_CPUS
+}
+
+#[derive(Default)]
+struct Machine {
+    last: Option<CpuTimes>,
+}
+
+impl Machine {
+    /// Samples the machine; whether it had CPU to spare since the last sample (never on the
+    /// first, or where `/proc/stat` cannot be read).
+    fn sample(&mut self) -> bool {
+        let Some(cur) = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .as_deref()
+            .and_then(CpuTimes::parse)
+        else {
+            return false;
+        };
+        let ok = self.last.is_some_and(|prev| spare(prev, cur));
+        self.last = Some(cur);
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str =
+        "cpu  100 5 50 1000 20 0 3 0 0 0\ncpu0 50 2 25 500 10 0 1 0 0 0\ncpu1 50 3 25 500 10 0 2 0 0 0\nintr 1\n";
+
+    #[test]
+    fn reads_the_machine_line_and_counts_cpus() {
+        let t = CpuTimes::parse(STAT).unwrap();
+        assert_eq!(
+            t,
+            CpuTimes {
+                idle: 1020,
+                total: 1178,
+                cpus: 2
+            }
+        );
+        assert_eq!(CpuTimes::parse("intr 1\n"), None);
+        assert_eq!(CpuTimes::parse("cpu  1 2 x 4 5\ncpu0 1\n"), None);
+    }
+
+    #[test]
+    fn polls_only_with_half_a_cpu_idle() {
+        let at = |idle, total| CpuTimes { idle, total, cpus: 2 };
+        // 20 of 20 ticks busy: nothing idle.
+        assert!(!spare(at(0, 0), at(0, 20)));
+        // 4 of 20 ticks idle over two CPUs: 0.4 of a CPU.
+        assert!(!spare(at(0, 0), at(4, 20)));
+        // Half the ticks idle: a whole CPU.
+        assert!(spare(at(100, 200), at(110, 220)));
+        // No ticks between the samples: no decision but no.
+        assert!(!spare(at(5, 20), at(5, 20)));
+    }
+
+    #[test]
+    fn polls_while_the_worker_sleeps_between_answers() {
+        // One client: a sleep (or a request caught by polling) for every answer.
+        assert!(worth_polling(2000, 2000));
+        // Sixteen: the worker seldom sleeps, the next request is already there.
+        assert!(!worth_polling(6800, 750));
+        // No answers since the last sample: the node is idle, nothing to poll for.
+        assert!(!worth_polling(0, 100));
+        assert!(worth_polling(10, 5));
+    }
+}
