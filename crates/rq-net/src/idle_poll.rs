@@ -12,9 +12,10 @@
 //! - it runs only while it pays: the worker slept (or, polling, would have) between at least
 //!   every other answer since the last sample (`SAMPLE`). A busy worker finds its next request
 //!   waiting and seldom sleeps, and polling would only add work;
-//! - it runs only while the machine leaves at least `SPARE_CPUS` idle, polling included,
-//!   sampled from `/proc/stat`, so a node sharing a busy machine with others (the nodes of a
-//!   cluster on one host, say) takes no CPU from them.
+//! - it starts only while the machine leaves a whole CPU idle (`START_IDLE_CPUS`), and goes on
+//!   only while it leaves half of one (`KEEP_IDLE_CPUS`) with the poll's own time counted as
+//!   busy, sampled from `/proc/stat`. A node sharing a busy machine with others (the nodes of a
+//!   cluster on one host, or its clients) takes no CPU from them.
 //!
 //! Only a runtime with one worker gains from it. With several, the worker holding the I/O
 //! driver sleeps in `epoll_wait` while another polls in vain, so `start` leaves polling off.
@@ -27,8 +28,9 @@ use tokio::sync::Notify;
 
 /// How often the machine's idle time is sampled while requests are answered.
 const SAMPLE: Duration = Duration::from_millis(100);
-/// The idle CPU the machine must have, polling included, for the poll to run.
-const SPARE_CPUS: f64 = 0.5;
+/// The idle CPU the machine must have for the poll to start, and, polling included, to go on.
+const START_IDLE_CPUS: f64 = 1.0;
+const KEEP_IDLE_CPUS: f64 = 0.5;
 /// A poll that comes back sooner than this found nothing to run: its time counts as idle.
 const EMPTY_POLL: Duration = Duration::from_micros(5);
 
@@ -134,7 +136,8 @@ async fn run(p: &'static Poller) {
                 let now = p.now();
                 if now.saturating_sub(p.sampled.load(Ordering::Relaxed)) >= SAMPLE.as_nanos() as u64 {
                     // Tests force the machine to count as idle.
-                    let spare = machine.sample() || fail::eval("idle-poll-spare-cpu", |_| ()).is_some();
+                    let spare = machine.sample(p.allowed.load(Ordering::Relaxed))
+                        || fail::eval("idle-poll-spare-cpu", |_| ()).is_some();
                     let worth = wakes.sample(p.answers.load(Ordering::Relaxed), metrics.worker_park_count(0));
                     p.allowed.store(spare && worth, Ordering::Relaxed);
                     p.sampled.store(now, Ordering::Relaxed);
@@ -221,10 +224,12 @@ impl CpuTimes {
     }
 }
 
-/// Whether the machine had `SPARE_CPUS` idle between two samples.
-fn spare(before: CpuTimes, after: CpuTimes) -> bool {
+/// Whether the machine had CPU to spare between two samples: `START_IDLE_CPUS` idle, or
+/// `KEEP_IDLE_CPUS` if the poll was running.
+fn spare(before: CpuTimes, after: CpuTimes, polling: bool) -> bool {
     let total = after.total.saturating_sub(before.total);
-    total > 0 && after.idle.saturating_sub(before.idle) as f64 / total as f64 * after.cpus as f64 >= SPARE_CPUS
+    let idle = after.idle.saturating_sub(before.idle) as f64 / total.max(1) as f64 * after.cpus as f64;
+    total > 0 && idle >= if polling { KEEP_IDLE_CPUS } else { START_IDLE_CPUS }
 }
 
 #[derive(Default)]
@@ -235,7 +240,7 @@ struct Machine {
 impl Machine {
     /// Samples the machine; whether it had CPU to spare since the last sample (never on the
     /// first, or where `/proc/stat` cannot be read).
-    fn sample(&mut self) -> bool {
+    fn sample(&mut self, polling: bool) -> bool {
         let Some(cur) = std::fs::read_to_string("/proc/stat")
             .ok()
             .as_deref()
@@ -243,7 +248,7 @@ impl Machine {
         else {
             return false;
         };
-        let ok = self.last.is_some_and(|prev| spare(prev, cur));
+        let ok = self.last.is_some_and(|prev| spare(prev, cur, polling));
         self.last = Some(cur);
         ok
     }
@@ -272,16 +277,19 @@ mod tests {
     }
 
     #[test]
-    fn polls_only_with_half_a_cpu_idle() {
+    fn starts_polling_with_a_cpu_idle_and_goes_on_with_half_of_one() {
         let at = |idle, total| CpuTimes { idle, total, cpus: 2 };
         // 20 of 20 ticks busy: nothing idle.
-        assert!(!spare(at(0, 0), at(0, 20)));
-        // 4 of 20 ticks idle over two CPUs: 0.4 of a CPU.
-        assert!(!spare(at(0, 0), at(4, 20)));
-        // Half the ticks idle: a whole CPU.
-        assert!(spare(at(100, 200), at(110, 220)));
+        assert!(!spare(at(0, 0), at(0, 20), true));
+        // 8 of 20 ticks idle over two CPUs: 0.8 of a CPU, enough to go on but not to start.
+        assert!(spare(at(0, 0), at(8, 20), true));
+        assert!(!spare(at(0, 0), at(8, 20), false));
+        // 4 of 20: 0.4, not enough to go on.
+        assert!(!spare(at(0, 0), at(4, 20), true));
+        // Half the ticks idle: a whole CPU, enough to start.
+        assert!(spare(at(100, 200), at(110, 220), false));
         // No ticks between the samples: no decision but no.
-        assert!(!spare(at(5, 20), at(5, 20)));
+        assert!(!spare(at(5, 20), at(5, 20), true));
     }
 
     #[test]
