@@ -41,7 +41,7 @@ struct Poller {
     last_answer: AtomicU64,
     /// Set while the poll runs, or has been asked to.
     polling: AtomicBool,
-    /// Whether the last sample left enough idle CPU.
+    /// Whether the last sample found the poll worth running (it runs only while this is set).
     allowed: AtomicBool,
     /// When the machine was last sampled (nanoseconds since `epoch`).
     sampled: AtomicU64,
@@ -105,8 +105,8 @@ pub fn status() -> serde_json::Value {
     }
 }
 
-/// Notes an answer going out; starts the poll unless it runs already, or the machine was
-/// found busy less than `SAMPLE` ago.
+/// Notes an answer going out; starts the poll unless it runs already, or a sample less than
+/// `SAMPLE` ago found it not worth running.
 pub(crate) fn answered() {
     let Some(p) = POLLER.get() else {
         return;
