@@ -46,6 +46,8 @@ pub struct Database {
     capture: Option<(Arc<Capture>, CaptureSink)>,
     /// The log index of each entry of the batch being applied, for captured changes.
     entry_ids: Vec<u64>,
+    /// The read pool's pinned read, released for checkpoints and replacements.
+    read_pin: Option<Arc<crate::pool::ReadPin>>,
 }
 
 /// Receives the changes of each committed batch, per log index in order, before the batch's
@@ -133,6 +135,7 @@ impl Database {
             recorded: false,
             capture: None,
             entry_ids: Vec::new(),
+            read_pin: None,
         };
         if let Some(state) = file_state::read(path)? {
             file_state::discard_wal(path)?;
@@ -165,9 +168,13 @@ impl Database {
     /// Replaces the file with an empty database, recorded as holding the empty state.
     pub fn recreate(&mut self) -> Result<(), Error> {
         self.recorded = false;
-        self.conn = Conn::open_memory(self.cfg)?;
-        file_state::remove_all(&self.path)?;
-        self.conn = Conn::open_writer(&self.path, self.cfg)?;
+        {
+            let pin = self.read_pin.clone();
+            let _released = pin.as_ref().map(|p| p.release(true));
+            self.conn = Conn::open_memory(self.cfg)?;
+            file_state::remove_all(&self.path)?;
+            self.conn = Conn::open_writer(&self.path, self.cfg)?;
+        }
         self.install_capture()?;
         self.record_checkpoint(&[])
     }
@@ -183,6 +190,18 @@ impl Database {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Lets the read pool pin a read (see `ReadPin`): applies tell it the database changed,
+    /// and checkpoints and replacements release it first.
+    pub fn set_read_pin(&mut self, pin: Arc<crate::pool::ReadPin>) {
+        self.read_pin = Some(pin);
+    }
+
+    fn changed(&self) {
+        if let Some(p) = &self.read_pin {
+            p.changed();
+        }
     }
 
     /// Turns change capture on: from now on every committed row change goes to `sink`.
@@ -255,8 +274,11 @@ impl Database {
     /// SQL errors are results. `Err` means the database could not be written (I/O, full disk,
     /// corruption): the batch left no trace and the caller must stop applying.
     pub fn apply(&mut self, entries: &[Vec<Work<'_>>]) -> Result<Vec<Vec<Vec<StmtResult>>>, Error> {
-        self.run(entries, false)
-            .map(|r| r.expect("an apply without a budget always completes"))
+        let r = self
+            .run(entries, false)
+            .map(|r| r.expect("an apply without a budget always completes"));
+        self.changed();
+        r
     }
 
     /// As `apply`, within `budget`, for a caller on a thread that must not be held for long:
@@ -272,11 +294,13 @@ impl Database {
         self.conn.deadline.start_budget(budget);
         let r = self.run(entries, true);
         let spent = self.conn.deadline.end_budget();
-        match r {
+        let r = match r {
             // Whatever failed, it may have been the budget's doing: undo and hand over.
             Err(_) if spent => self.give_up(),
             r => r,
-        }
+        };
+        self.changed();
+        r
     }
 
     /// Ends a budgeted run that cannot finish: rolls back what it did.
@@ -385,6 +409,9 @@ impl Database {
             self.recorded = false;
         }
         fail::fail_point!("checkpoint-start");
+        // The WAL cannot be emptied under the pinned read.
+        let pin = self.read_pin.clone();
+        let _released = pin.as_ref().map(|p| p.release(false));
         let done = self.conn.trusted(|c| {
             c.busy_timeout(CHECKPOINT_WAIT)?;
             c.execute_batch("PRAGMA synchronous=FULL")?;
@@ -431,7 +458,9 @@ impl Database {
         fail::fail_point!("replace-before-rename");
         file_state::clear(&path)?;
         self.recorded = false;
-        // Close the writer before the file changes under it.
+        // Close the writer, and the pinned read, before the file changes under them.
+        let pin = self.read_pin.clone();
+        let _released = pin.as_ref().map(|p| p.release(true));
         self.conn = Conn::open_memory(self.cfg)?;
         file_state::discard_wal(&path)?;
         std::fs::rename(&tmp, &path)?;
@@ -482,6 +511,46 @@ mod tests {
             statements: sqls.iter().map(|s| Statement::new(*s)).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_pinned_read_sees_every_write_and_never_holds_up_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let (mut db, _) = Database::open(&path, ConnConfig::default()).unwrap();
+        let pool = crate::ReadPool::new(&path, ConnConfig::default(), 4);
+        db.set_read_pin(pool.pin());
+        db.apply(&[vec![Work::Execute(&request(&["CREATE TABLE t(x)"]))]])
+            .unwrap();
+        for i in 1..=3i64 {
+            db.apply(&[vec![Work::Execute(&request(&["INSERT INTO t VALUES(1)"]))]])
+                .unwrap();
+            let c = pool.try_get().unwrap_or_else(|| pool.get().unwrap());
+            let n: i64 = c.conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+            assert_eq!(n, i);
+            drop(c);
+            // The read pinned the newest version; the checkpoint still empties the WAL.
+            assert!(pool.pin().is_pinned());
+            assert!(
+                db.checkpoint(b"state").unwrap(),
+                "the pinned read held up checkpoint {i}"
+            );
+            assert_eq!(db.wal_size(), 0);
+        }
+        // A replaced file: the pin lets go of the old one, and reads pin the new one.
+        let other = dir.path().join("other.sqlite");
+        {
+            let c = rusqlite::Connection::open(&other).unwrap();
+            c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES(7)").unwrap();
+        }
+        db.replace_with(&other, b"state").unwrap();
+        pool.reset();
+        let c = pool.get().unwrap();
+        let n: i64 = c.conn.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 7);
+        drop(c);
+        assert!(pool.pin().is_pinned());
+        assert!(db.checkpoint(b"state").unwrap());
     }
 
     fn count(db: &Database) -> i64 {

@@ -324,6 +324,7 @@ impl Store {
         };
         run_marker::begin(&cfg.data_dir).map_err(internal)?;
         let pool = ReadPool::new(&db_path, conn_cfg, cfg.max_read_conns);
+        db.set_read_pin(pool.pin());
         let p = pool.clone();
         let mut sm = StateMachine::open(db, state, &db_path, snapshots.clone(), Box::new(move || p.reset()))
             .map_err(internal)?;
