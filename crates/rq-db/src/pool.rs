@@ -61,7 +61,7 @@ pub struct ReadPin {
 }
 
 #[derive(Default)]
-pub struct Pinned {
+struct Pinned {
     conn: Option<Conn>,
     /// The version the open transaction began at or after, if one is open.
     at: Option<u64>,

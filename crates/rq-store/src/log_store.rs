@@ -668,8 +668,8 @@ impl LogStore {
     /// The vote last saved, and a count that changes whenever the log's latest membership entry
     /// may have: on every truncation and every membership entry appended. Entries become
     /// readable (to replication) in the same step that counts them, and openraft appends from
-    /// its core task, so a count read there, next to the core's effective membership, stays
-    /// the same exactly as long as that membership is the log's latest.
+    /// its core task, so while a count read there, next to the core's effective membership,
+    /// stays the same, no newer membership has reached the log.
     pub fn vote_and_membership_changes(&self) -> (Option<Vote>, u64) {
         let ix = self.shared.index.read().unwrap();
         (ix.vote, ix.membership_changes)
