@@ -13,7 +13,7 @@ use openraft::raft::{
 };
 use rq_store::NodeInfo;
 use rq_store::stats::Stats;
-use rq_store::types::TypeConfig;
+use rq_store::types::{TypeConfig, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -271,9 +271,9 @@ impl Network {
         postcard::from_bytes::<Result<(), StoreError>>(&bytes).map_err(|e| StoreError::Internal(e.to_string()))?
     }
 
-    /// Asks the node at `addr` to stand for election.
-    pub async fn elect(&self, addr: &str, timeout: Duration) -> Result<(), StoreError> {
-        self.call(addr, paths::ELECT, &(), None, timeout).await
+    /// Asks the node at `addr` to stand for election, for the leader whose vote is `leader`.
+    pub async fn elect(&self, addr: &str, leader: &Vote, timeout: Duration) -> Result<(), StoreError> {
+        self.call(addr, paths::ELECT, leader, None, timeout).await
     }
 
     /// Passes a `POST /leader` to the leader at `addr`, with the client's credentials.

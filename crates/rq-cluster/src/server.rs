@@ -111,7 +111,7 @@ async fn append(State(ctx): State<Ctx>, body: Bytes) -> Response {
         Err(e) => return bad_body(e),
     };
     ctx.store.note_leader_contact(req.leader_commit.map(|l| l.index));
-    reply(&ctx.store.raft().append_entries(req).await)
+    reply(&ctx.store.append_entries(req).await)
 }
 
 async fn vote(State(ctx): State<Ctx>, body: Bytes) -> Response {
@@ -316,16 +316,18 @@ fn file_stream(file: std::fs::File) -> impl futures::Stream<Item = std::io::Resu
     })
 }
 
-/// The current leader asks this node to stand for election (a leadership transfer).
-async fn elect(State(ctx): State<Ctx>) -> Response {
-    let r = ctx
-        .store
-        .raft()
-        .trigger()
-        .elect()
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()));
-    reply(&r)
+/// The current leader asks this node to stand for election (a leadership transfer). The body
+/// is the leader's vote; an older node sends none.
+async fn elect(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let leader = if body.is_empty() {
+        None
+    } else {
+        match decode(&body) {
+            Ok(v) => Some(v),
+            Err(e) => return bad_body(e),
+        }
+    };
+    reply(&ctx.store.stand_for_election(leader).await)
 }
 
 /// Another node passes on a `POST /leader`.

@@ -4,7 +4,8 @@
 //! from its leader within the leader lease. So the leader stops acting as one (the store
 //! answers "leader not found" meanwhile) and stops its heartbeats, lets the target catch up,
 //! waits out the lease, and then asks the target to stand for election, which it wins with an
-//! up-to-date log.
+//! up-to-date log. The request carries the leader's vote: a target that has since followed
+//! another leader refuses, as that leader may be counting on it for its read lease.
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,7 @@ pub async fn transfer(store: &Store, net: &Network, to: Option<&str>, timeout: D
     }
     let (id, addr) = choose(store, to)?;
     let deadline = Instant::now() + timeout;
+    let vote = store.saved_vote().ok_or(StoreError::NotLeader { leader: None })?;
     let _standing_down = store.stand_down();
     // The target must hold everything this leader has, or its election would fail.
     while store.replication_progress().get(&id).copied().unwrap_or(0) < store.last_log_index() {
@@ -55,7 +57,7 @@ pub async fn transfer(store: &Store, net: &Network, to: Option<&str>, timeout: D
     }
     tokio::time::sleep(store.leader_lease() + Duration::from_millis(100)).await;
     while Instant::now() < deadline {
-        if let Err(e) = net.elect(&addr, Duration::from_secs(2)).await {
+        if let Err(e) = net.elect(&addr, &vote, Duration::from_secs(2)).await {
             tracing::warn!(to = %id, error = %e, "could not ask the new leader to stand");
         }
         let round = Instant::now() + store.leader_lease();

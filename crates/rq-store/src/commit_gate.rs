@@ -84,7 +84,7 @@ impl<P: RaftNetwork<TypeConfig>> RaftNetwork<TypeConfig> for GatedPeer<P> {
         // Every answer but a higher vote means the node took this leader's vote as its own.
         match &resp {
             Ok(AppendEntriesResponse::HigherVote(_)) | Err(_) => self.acks.failed(self.target, sent),
-            Ok(_) => self.acks.acked(self.target, vote, sent),
+            Ok(_) => self.acks.appended(self.target, vote, sent),
         }
         resp
     }

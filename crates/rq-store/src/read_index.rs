@@ -20,6 +20,16 @@
 //! This is one small request and answer per voter asked, handled outside the Raft cores of
 //! both nodes, where a heartbeat goes through the leader's core, its replication tasks and
 //! every follower's core.
+//!
+//! Most reads need no round at all: the leader holds a lease (`AckClock::lease_holds`). A
+//! follower that accepts an AppendEntries refuses every vote request for the leader lease
+//! (openraft's `election_timeout_max`) from then on, and does not stand itself for longer (a
+//! restarted node counts from its start). So once a quorum of every configuration accepted
+//! AppendEntries this leader sent at `t`, no other leader can be elected before `t` plus the
+//! lease by the followers' clocks. The leader counts on three quarters of it by its own, which
+//! holds while the clocks tick at rates within a third of each other, and counts itself only
+//! while its own saved vote is still its own. A probe's answer extends no lease: the voter
+//! that gives it promises nothing about its next vote.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -37,12 +47,23 @@ pub type VoteProbe = std::sync::Arc<
         + Sync,
 >;
 
-/// Per node: the send time of the last AppendEntries it accepted (with the vote it carried),
-/// and of the last one that got no answer.
+/// Per node: when the last question it answered for a vote was asked (an AppendEntries it
+/// accepted, or a probe that found the vote held), the send time of the last AppendEntries it
+/// accepted, and that of the last one that got no answer.
 #[derive(Debug, Clone, Copy, Default)]
 struct Answers {
     acked: Option<(Vote, Instant)>,
+    appended: Option<(Vote, Instant)>,
     failed: Option<Instant>,
+}
+
+/// `slot` moves to `sent` if it holds an older time for the same vote; another vote's is
+/// replaced.
+fn note(slot: &mut Option<(Vote, Instant)>, vote: Vote, sent: Instant) {
+    match slot {
+        Some((v, t)) if *v == vote => *t = (*t).max(sent),
+        other => *other = Some((vote, sent)),
+    }
 }
 
 /// What the other nodes said to this leader's AppendEntries, and a signal for each new answer.
@@ -82,11 +103,16 @@ impl AckClock {
     }
 
     /// `target` accepted an AppendEntries carrying `vote` that was sent at `sent`.
-    pub fn acked(&self, target: u64, vote: Vote, sent: Instant) {
-        self.update(target, |a| match &mut a.acked {
-            Some((v, t)) if *v == vote => *t = (*t).max(sent),
-            other => *other = Some((vote, sent)),
+    pub fn appended(&self, target: u64, vote: Vote, sent: Instant) {
+        self.update(target, |a| {
+            note(&mut a.acked, vote, sent);
+            note(&mut a.appended, vote, sent);
         });
+    }
+
+    /// `target`, asked at `sent`, said it holds `vote`.
+    pub fn acked(&self, target: u64, vote: Vote, sent: Instant) {
+        self.update(target, |a| note(&mut a.acked, vote, sent));
     }
 
     /// An AppendEntries to `target` sent at `sent` got no answer (or a higher vote).
@@ -123,6 +149,26 @@ impl AckClock {
             }
         }
         if pending { Round::Pending } else { Round::Confirmed }
+    }
+
+    /// Whether a quorum of every configuration in `configs` accepted AppendEntries carrying
+    /// `vote` that were sent at or after `since`; `me` always counts.
+    pub fn lease_holds(&self, me: u64, vote: &Vote, configs: &[BTreeSet<u64>], since: Instant) -> bool {
+        let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        !configs.is_empty()
+            && configs.iter().all(|voters| {
+                let held = voters
+                    .iter()
+                    .filter(|v| {
+                        **v == me
+                            || answers
+                                .get(v)
+                                .and_then(|a| a.appended)
+                                .is_some_and(|(av, t)| av == *vote && t >= since)
+                    })
+                    .count();
+                held * 2 > voters.len()
+            })
     }
 }
 
@@ -245,6 +291,35 @@ mod tests {
         assert_eq!((first, rest), (vec![2, 4], vec![3, 6]));
         // A sole voter asks nobody.
         assert_eq!(plan(1, &[set(&[1])], &none, &answered), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_lease_needs_a_quorum_of_accepted_appends_and_no_probe_extends_it() {
+        let clock = AckClock::default();
+        let since = Instant::now();
+        let (before, after) = (since - Duration::from_millis(1), since + Duration::from_millis(1));
+        let three = [set(&[1, 2, 3])];
+        // A probe's answer confirms a round, but extends no lease.
+        clock.acked(2, vote(3), after);
+        assert_eq!(clock.round(1, &vote(3), &three, since), Round::Confirmed);
+        assert!(!clock.lease_holds(1, &vote(3), &three, since));
+        // An append sent before `since` is too old.
+        clock.appended(3, vote(3), before);
+        assert!(!clock.lease_holds(1, &vote(3), &three, since));
+        clock.appended(3, vote(3), after);
+        assert!(clock.lease_holds(1, &vote(3), &three, since));
+        // Another term's appends do not count; a later probe keeps the append's time.
+        assert!(!clock.lease_holds(1, &vote(4), &three, since));
+        clock.acked(3, vote(3), after + Duration::from_millis(1));
+        assert!(clock.lease_holds(1, &vote(3), &three, after));
+        assert!(!clock.lease_holds(1, &vote(3), &three, after + Duration::from_millis(1)));
+        // Joint: a quorum of both; a leader outside a configuration counts only the others.
+        let joint = [set(&[1, 2, 3]), set(&[3, 4, 5])];
+        assert!(!clock.lease_holds(1, &vote(3), &joint, since));
+        clock.appended(4, vote(3), after);
+        assert!(clock.lease_holds(1, &vote(3), &joint, since));
+        assert!(!clock.lease_holds(1, &vote(3), &[set(&[2, 3, 5])], since));
+        assert!(!clock.lease_holds(1, &vote(3), &[], since));
     }
 
     #[test]

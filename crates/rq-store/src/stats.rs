@@ -75,6 +75,7 @@ pub const STORE_KEYS: &[&str] = &[
     "num_loads",
     "num_provider_checks",
     "num_read_index_asker_quorum",
+    "num_read_lease",
     "num_provider_provides",
     "num_provider_provides_fail",
     "num_recoveries",

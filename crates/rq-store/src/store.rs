@@ -97,6 +97,9 @@ pub struct StoreConfig {
     /// Snapshot format upgrades the conversion of an rqlite directory made at this start
     /// (`open_rqlite_data`), counted as rqlite's `snapshot.upgrade_ok`.
     pub rqlite_upgrades: i64,
+    /// `-raft-read-lease`: the leader answers linearizable reads without a round while it
+    /// holds a lease (see `read_index`).
+    pub read_lease: bool,
 }
 
 /// What change data capture keeps: which changes, and how much may wait on disk.
@@ -212,7 +215,7 @@ struct Inner {
     /// Linearizable reads served here when this node is not the leader (`set_read_index_source`).
     follower_reads: std::sync::OnceLock<crate::follower_read::FollowerReads>,
     /// What this leader's Raft core last said about its vote and configuration, for read-index
-    /// requests (`asker_makes_the_quorum`).
+    /// requests and the read lease (`with_leader_view`).
     leader_view: std::sync::Mutex<Option<LeaderView>>,
     /// Changes while requests wait on this node as leader and it is not (`watch_leadership`).
     not_leading: watch::Sender<u64>,
@@ -222,6 +225,12 @@ struct Inner {
     log: LogStore,
     /// Asks other nodes for their saved votes, for leadership rounds (`set_vote_probe`).
     vote_probe: std::sync::OnceLock<crate::VoteProbe>,
+    /// How long after a quorum accepted its AppendEntries this leader may answer linearizable
+    /// reads without a round (zero: never).
+    read_lease: Duration,
+    /// AppendEntries from a leader pass shared; an election asked for by a leader passes alone
+    /// (`stand_for_election`).
+    append_gate: tokio::sync::RwLock<()>,
 }
 
 /// The node's store. Cheap to clone.
@@ -340,6 +349,13 @@ impl Store {
         let acks = Arc::new(AckClock::default());
         let network = CommitGate::new(network, durable.clone(), acks.clone());
         let config = Arc::new(raft_config(&cfg)?);
+        // Three quarters of what the followers promise (`election_timeout_max`, by their
+        // clocks), which covers clocks ticking at rates up to a third apart.
+        let read_lease = if cfg.read_lease {
+            Duration::from_millis(config.election_timeout_max) * 3 / 4
+        } else {
+            Duration::ZERO
+        };
         let raft = Raft::new(id, config, network, log, sm.clone())
             .await
             .map_err(internal)?;
@@ -373,6 +389,8 @@ impl Store {
                 ticks: watch::channel(()).0,
                 log: log_handle,
                 vote_probe: std::sync::OnceLock::new(),
+                read_lease,
+                append_gate: tokio::sync::RwLock::new(()),
             }),
         };
         tokio::spawn(read_barrier_loop(store.clone(), barrier_rx));
@@ -540,6 +558,40 @@ impl Store {
     pub fn leader_lease(&self) -> Duration {
         let cfg = self.inner.raft.config();
         Duration::from_millis(cfg.election_timeout_max)
+    }
+
+    /// Hands an AppendEntries from a leader to the Raft core (see `stand_for_election`).
+    pub async fn append_entries(
+        &self,
+        rpc: openraft::raft::AppendEntriesRequest<TypeConfig>,
+    ) -> Result<openraft::raft::AppendEntriesResponse<u64>, RaftError<u64>> {
+        let _open = self.inner.append_gate.read().await;
+        self.inner.raft.append_entries(rpc).await
+    }
+
+    /// Stands for election when the leader whose vote is `leader` asks (a leadership transfer).
+    /// A node that holds another vote does not: its leader may be counting on it for its read
+    /// lease (see `read_index`), which openraft's election timer respects and an election asked
+    /// for would not. No AppendEntries reaches the Raft core between the check and the start
+    /// of the election, so the node accepts none for a lease in between. A request that names
+    /// no leader (from an older node) is granted only once this node has heard from no leader
+    /// for the leader lease.
+    pub async fn stand_for_election(&self, leader: Option<crate::types::Vote>) -> Result<(), StoreError> {
+        let _closed = self.inner.append_gate.write().await;
+        let lease = self.leader_lease();
+        let free = self
+            .inner
+            .raft
+            .with_raft_state(move |st| match leader {
+                Some(l) => *st.vote_ref() == l,
+                None => !st.vote_ref().is_committed() || st.vote_last_modified().is_none_or(|t| t.elapsed() > lease),
+            })
+            .await
+            .map_err(internal)?;
+        if !free {
+            return Err(internal("not standing for election: this node follows another leader"));
+        }
+        self.inner.raft.trigger().elect().await.map_err(internal)
     }
 
     /// Stops acting as leader and stops heartbeats until the guard is dropped (a leadership
@@ -942,6 +994,10 @@ impl Store {
                 if self.sole_voter_caught_up() {
                     return Ok(());
                 }
+                if self.lease_holds().await {
+                    self.inner.stats.store.add("num_read_lease", 1);
+                    return Ok(());
+                }
                 let timeout = if read.linearizable_timeout.is_zero() {
                     Duration::from_secs(1)
                 } else {
@@ -993,14 +1049,7 @@ impl Store {
     /// Whether a read index may be given to `ask` without a quorum round (see `follower_read`):
     /// the asker and this node make a quorum of every configuration, the asker's vote is this
     /// node's committed vote as leader, this node has saved no other vote since, and it has
-    /// applied an entry of that vote's term.
-    ///
-    /// The configuration comes from the Raft core, which is asked only when its last answer
-    /// may be out of date (`LeaderView`): a leader's configuration changes only through
-    /// entries it appends to its own log, and it stops being leader without saving a newer vote
-    /// only when a membership entry removes it, so the answer holds while this node's saved
-    /// vote and its log's membership count (`LogStore::vote_and_membership_changes`) stay as
-    /// they were when the core gave it.
+    /// applied an entry of that vote's term. The configuration is `with_leader_view`'s.
     async fn asker_makes_the_quorum(&self, ask: crate::follower_read::ReadIndexAsk) -> bool {
         let me = self.inner.raft_id;
         if ask.from == me || !ask.vote.is_committed() || ask.vote.leader_id().voted_for() != Some(me) {
@@ -1010,47 +1059,91 @@ impl Store {
         if saved != Some(ask.vote) {
             return false;
         }
-        let known = self
-            .inner
-            .leader_view
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .filter(|v| v.vote == ask.vote && v.membership_changes == changes)
-            .map(|v| v.with(me, ask.from));
-        let held = match known {
-            Some(held) => held,
-            None => {
-                let log = self.inner.log.clone();
-                let view = self
-                    .inner
-                    .raft
-                    .with_raft_state(move |st| {
-                        // Read on the core's task, where openraft appends: no membership entry
-                        // can reach the log between the two reads.
-                        let (_, membership_changes) = log.vote_and_membership_changes();
-                        (st.server_state == ServerState::Leader).then(|| LeaderView {
-                            vote: *st.vote_ref(),
-                            membership_changes,
-                            configs: st.membership_state.effective().membership().get_joint_config().clone(),
-                        })
-                    })
-                    .await
-                    .ok()
-                    .flatten();
-                let Some(view) = view.filter(|v| v.vote == ask.vote) else {
-                    return false;
-                };
-                let held = view.with(me, ask.from);
-                *self.inner.leader_view.lock().unwrap_or_else(|e| e.into_inner()) = Some(view);
-                held
-            }
+        self.with_leader_view(ask.vote, changes, |view| view.with(me, ask.from))
+            .await
+            .unwrap_or(false)
+            && self.applied_own_term(&ask.vote)
+    }
+
+    /// Whether this leader holds its lease (see `read_index`), so that a linearizable read may
+    /// be answered from its state now: a quorum of every configuration accepted AppendEntries
+    /// it sent within the lease, it has saved no other vote since, and it has applied an entry
+    /// of its own term (so its state holds every write acknowledged by any leader).
+    async fn lease_holds(&self) -> bool {
+        if self.inner.read_lease.is_zero() {
+            return false;
+        }
+        // The time is read first: the vote read after it was this node's at that time too.
+        let Some(since) = Instant::now().checked_sub(self.inner.read_lease) else {
+            return false;
         };
-        held && self
-            .inner
+        let me = self.inner.raft_id;
+        let (saved, changes) = self.inner.log.vote_and_membership_changes();
+        let Some(vote) = saved.filter(|v| v.is_committed() && v.leader_id().voted_for() == Some(me)) else {
+            return false;
+        };
+        self.applied_own_term(&vote)
+            && self
+                .with_leader_view(vote, changes, |view| {
+                    self.inner.acks.lease_holds(me, &vote, &view.configs, since)
+                })
+                .await
+                .unwrap_or(false)
+    }
+
+    /// Whether this node has applied an entry of `vote`'s term.
+    fn applied_own_term(&self, vote: &crate::types::Vote) -> bool {
+        self.inner
             .sm
             .last_applied()
-            .is_some_and(|l| l.leader_id.term == ask.vote.leader_id().term)
+            .is_some_and(|l| l.leader_id.term == vote.leader_id().term)
+    }
+
+    /// `f` of this node's view of itself as leader under `vote`, or `None` if it does not lead
+    /// under it. `changes` is the log's membership count read with the saved vote.
+    ///
+    /// The configuration comes from the Raft core, which is asked only when its last answer
+    /// may be out of date (`LeaderView`): a leader's configuration changes only through
+    /// entries it appends to its own log, and it stops being leader without saving a newer vote
+    /// only when a membership entry removes it, so the answer holds while this node's saved
+    /// vote and its log's membership count (`LogStore::vote_and_membership_changes`) stay as
+    /// they were when the core gave it.
+    async fn with_leader_view<R>(
+        &self,
+        vote: crate::types::Vote,
+        changes: u64,
+        f: impl FnOnce(&LeaderView) -> R,
+    ) -> Option<R> {
+        {
+            let view = self.inner.leader_view.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = view
+                .as_ref()
+                .filter(|v| v.vote == vote && v.membership_changes == changes)
+            {
+                return Some(f(v));
+            }
+        }
+        let log = self.inner.log.clone();
+        let view = self
+            .inner
+            .raft
+            .with_raft_state(move |st| {
+                // Read on the core's task, where openraft appends: no membership entry can
+                // reach the log between the two reads.
+                let (_, membership_changes) = log.vote_and_membership_changes();
+                (st.server_state == ServerState::Leader).then(|| LeaderView {
+                    vote: *st.vote_ref(),
+                    membership_changes,
+                    configs: st.membership_state.effective().membership().get_joint_config().clone(),
+                })
+            })
+            .await
+            .ok()
+            .flatten()
+            .filter(|v| v.vote == vote)?;
+        let r = f(&view);
+        *self.inner.leader_view.lock().unwrap_or_else(|e| e.into_inner()) = Some(view);
+        Some(r)
     }
 
     /// A linearizable read on a node that is not the leader: the leader's read index (shared

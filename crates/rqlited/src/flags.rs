@@ -364,6 +364,13 @@ pub const FLAGS: &[FlagDef] = &[
     f("raft-log-level", Str, "WARN", "Minimum log level for Raft module", true),
     f("raft-non-voter", Bool, "false", "Configure as non-voting node", true),
     f(
+        "raft-read-lease",
+        Bool,
+        "true",
+        "Answer linearizable reads on the Leader without asking the other nodes while a quorum of them accepted its heartbeats within 3/4 of the election timeout (sound while the nodes' clocks tick at rates within a third of each other). If false, every batch of such reads asks a quorum",
+        true,
+    ),
+    f(
         "raft-reap-node-timeout",
         Duration,
         "0h",

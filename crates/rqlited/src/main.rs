@@ -261,6 +261,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         reap_read_only_timeout: flags.duration("raft-reap-read-only-node-timeout"),
         cdc: cdc.as_ref().map(rq_cdc::capture),
         rqlite_upgrades,
+        read_lease: flags.bool("raft-read-lease"),
     };
     let tls = Tls::from_flags(&flags)?;
     let auth = match non_empty(flags.string("auth")) {

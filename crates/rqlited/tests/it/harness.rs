@@ -337,11 +337,17 @@ pub async fn acknowledged(client: &reqwest::Client, url: &str, body: String) -> 
 /// Starts three voters `n0` (which bootstraps and leads), `n1` and `n2` (which join it), `env`
 /// for `n2`, and waits until the leader lists all three.
 pub async fn three_nodes(env: &[(&str, &str)]) -> (Vec<DataDir>, Vec<Node>) {
+    three_nodes_with(env, &[]).await
+}
+
+/// As `three_nodes`, with `extra` arguments for every node.
+pub async fn three_nodes_with(env: &[(&str, &str)], extra: &[&str]) -> (Vec<DataDir>, Vec<Node>) {
     let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
     let mut nodes: Vec<Node> = Vec::new();
     for (i, d) in dirs.iter().enumerate() {
         let id = format!("n{i}");
         let mut args = vec!["-node-id".to_string(), id];
+        args.extend(extra.iter().map(|a| a.to_string()));
         if i > 0 {
             args.extend(["-join".to_string(), nodes[0].raft.clone()]);
         }

@@ -100,7 +100,10 @@ impl Lab {
             "fault tests build network namespaces and need root (and iproute2 and iptables)"
         );
         remove_stale();
-        let base = format!("{PREFIX}{}", std::process::id());
+        // Labs of one test process differ by a number, so they may run at once.
+        static LABS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let lab_no = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let base = format!("{PREFIX}{}l{lab_no}", std::process::id());
         let switch = format!("{base}sw");
         run(&["ip", "netns", "add", &switch]);
         let mut lab = Lab {

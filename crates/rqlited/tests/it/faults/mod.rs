@@ -9,6 +9,7 @@
 //! `RQ_FAULT_ROUNDS` (default 2) sets how many times the schedule of faults runs.
 
 mod lab;
+mod lease;
 mod register;
 mod workload;
 
@@ -215,23 +216,28 @@ async fn inject(lab: &mut Lab, http: &reqwest::Client, fault: Fault) -> String {
     }
 }
 
-async fn run(mut lab: Lab, rounds: usize) {
-    let http = reqwest::Client::new();
+/// Starts the first node alone and the others joining it, and waits until they are whole.
+async fn start_cluster(lab: &mut Lab, http: &reqwest::Client) {
     lab.start(0, false);
     let first = lab.nodes[0].http();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while get_json(&http, format!("http://{first}/status")).await.is_none() {
+    while get_json(http, format!("http://{first}/status")).await.is_none() {
         assert!(
             Instant::now() < deadline,
             "first node did not start: see {}",
-            log_of(&lab, 0).display()
+            log_of(lab, 0).display()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for i in 1..lab.nodes.len() {
         lab.start(i, true);
     }
-    wait_whole(&lab, &http, RECOVERY).await;
+    wait_whole(lab, http, RECOVERY).await;
+}
+
+async fn run(mut lab: Lab, rounds: usize) {
+    let http = reqwest::Client::new();
+    start_cluster(&mut lab, &http).await;
     let l = leader(&lab, &http).await.expect("leader");
     let rows: Vec<String> = (0..KEYS).map(|k| format!("({k}, 0)")).collect();
     execute(
