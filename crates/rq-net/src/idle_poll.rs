@@ -9,9 +9,12 @@
 //!
 //! The poll is bounded three ways:
 //! - it stops once `window` passes with no new answer;
-//! - it runs only while it pays: the worker slept (or, polling, would have) between at least
-//!   every other answer since the last sample (`SAMPLE`). A busy worker finds its next request
-//!   waiting and seldom sleeps, and polling would only add work;
+//! - it runs only while it pays (`worth_polling`, sampled every `SAMPLE`): it is tried when the
+//!   worker slept between at least every other answer (a busy worker finds its next request
+//!   waiting and seldom sleeps, and polling would only add work), and kept while it catches
+//!   requests and the worker stays awake. Requests that wait on something else, such as one
+//!   client's writes on their disk flush, leave the worker sleeping between answers all the
+//!   same: then the poll stays off, for longer after each try;
 //! - it starts only while the machine leaves a whole CPU idle (`START_IDLE_CPUS`), and goes on
 //!   only while it leaves half of one (`KEEP_IDLE_CPUS`) with the poll's own time counted as
 //!   busy, sampled from `/proc/stat`. A node sharing a busy machine with others (the nodes of a
@@ -138,7 +141,11 @@ async fn run(p: &'static Poller) {
                     // Tests force the machine to count as idle.
                     let spare = machine.sample(p.allowed.load(Ordering::Relaxed))
                         || fail::eval("idle-poll-spare-cpu", |_| ()).is_some();
-                    let worth = wakes.sample(p.answers.load(Ordering::Relaxed), metrics.worker_park_count(0));
+                    let worth = wakes.sample(
+                        p.answers.load(Ordering::Relaxed),
+                        metrics.worker_park_count(0),
+                        p.allowed.load(Ordering::Relaxed),
+                    );
                     p.allowed.store(spare && worth, Ordering::Relaxed);
                     p.sampled.store(now, Ordering::Relaxed);
                 }
@@ -168,33 +175,69 @@ async fn run(p: &'static Poller) {
     }
 }
 
-/// How often the worker went to sleep, or would have but for the poll, against how many
-/// answers went out, since the last sample.
+/// The longest the poll stays off, in samples, after it failed to keep the worker awake.
+const MAX_HOLD: u32 = 64;
+
+/// How often the worker went to sleep, and how many requests the poll caught, against how
+/// many answers went out since the last sample; and how long the poll stays off after it did
+/// not pay.
 #[derive(Default)]
 struct Wakes {
     answers: u64,
     parks: u64,
     caught: u64,
+    /// Samples left before the poll may be tried again.
+    hold: u32,
+    /// The hold after the next try that does not pay (doubling up to `MAX_HOLD`).
+    backoff: u32,
 }
 
 impl Wakes {
-    /// Whether polling pays since the last sample: the worker slept (or would have) between
-    /// at least every other answer. A busy worker finds the next request waiting and seldom
-    /// sleeps, and polling would only add work.
-    fn sample(&mut self, answers: u64, parks: u64) -> bool {
-        let sleeps = parks.saturating_sub(self.parks) + self.caught;
+    /// Whether to poll until the next sample; `polled` says whether the poll ran since the
+    /// last one.
+    fn sample(&mut self, answers: u64, parks: u64, polled: bool) -> bool {
         let answered = answers.saturating_sub(self.answers);
-        *self = Wakes {
-            answers,
-            parks,
-            ..Wakes::default()
-        };
-        worth_polling(answered, sleeps)
+        let slept = parks.saturating_sub(self.parks);
+        let caught = std::mem::take(&mut self.caught);
+        (self.answers, self.parks) = (answers, parks);
+        let worth = worth_polling(answered, slept, caught, polled);
+        if worth == Worth::Useless {
+            self.backoff = (self.backoff * 2).clamp(1, MAX_HOLD);
+            self.hold = self.backoff;
+        } else if worth == Worth::Yes && polled {
+            self.backoff = 0;
+        }
+        if self.hold > 0 {
+            self.hold -= 1;
+            return false;
+        }
+        worth == Worth::Yes
     }
 }
 
-fn worth_polling(answers: u64, sleeps: u64) -> bool {
-    answers > 0 && sleeps * 2 >= answers
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Worth {
+    Yes,
+    No,
+    /// The worker went on sleeping between answers while the poll ran: the requests wait on
+    /// something else (a write on its disk flush), and polling only burns CPU.
+    Useless,
+}
+
+/// Whether polling pays, from what happened since the last sample: `answered` answers went
+/// out, the worker slept `slept` times and the poll caught `caught` requests. Without the poll
+/// it is worth a try when the worker slept between at least every other answer (a busy worker
+/// finds its next request waiting and seldom sleeps, and polling would only add work). With
+/// it, it pays when it caught at least every other request and the worker seldom slept.
+fn worth_polling(answered: u64, slept: u64, caught: u64, polled: bool) -> Worth {
+    let often = |n: u64| n * 2 >= answered;
+    match (answered, polled) {
+        (0, _) => Worth::No,
+        (_, true) if often(slept) => Worth::Useless,
+        (_, true) if often(caught) => Worth::Yes,
+        (_, false) if often(slept) => Worth::Yes,
+        _ => Worth::No,
+    }
 }
 
 /// CPU time the whole machine has spent, from the first line of `/proc/stat`.
@@ -293,13 +336,46 @@ mod tests {
     }
 
     #[test]
-    fn polls_while_the_worker_sleeps_between_answers() {
-        // One client: a sleep (or a request caught by polling) for every answer.
-        assert!(worth_polling(2000, 2000));
-        // Sixteen: the worker seldom sleeps, the next request is already there.
-        assert!(!worth_polling(6800, 750));
+    fn polls_while_it_keeps_the_worker_awake_between_answers() {
+        // One client, no poll: a sleep for every answer; worth a try.
+        assert_eq!(worth_polling(2000, 2000, 0, false), Worth::Yes);
+        // Polling, the client's next request is caught and the worker stays awake.
+        assert_eq!(worth_polling(2000, 30, 1900, true), Worth::Yes);
+        // Sixteen clients: the worker seldom sleeps, the next request is already there.
+        assert_eq!(worth_polling(6800, 750, 0, false), Worth::No);
+        assert_eq!(worth_polling(6800, 750, 100, true), Worth::No);
+        // One client's writes: caught, but each waits on a flush and the worker sleeps anyway.
+        assert_eq!(worth_polling(400, 400, 390, true), Worth::Useless);
         // No answers since the last sample: the node is idle, nothing to poll for.
-        assert!(!worth_polling(0, 100));
-        assert!(worth_polling(10, 5));
+        assert_eq!(worth_polling(0, 100, 0, false), Worth::No);
+        assert_eq!(worth_polling(10, 5, 0, false), Worth::Yes);
+    }
+
+    #[test]
+    fn a_poll_that_does_not_pay_stays_off_longer_each_time() {
+        let mut w = Wakes::default();
+        let (mut answers, mut parks) = (0, 0);
+        let mut step = |w: &mut Wakes, slept_per_answer: u64, polled: bool| {
+            answers += 100;
+            parks += 100 * slept_per_answer;
+            w.sample(answers, parks, polled)
+        };
+        // Tried, useless: off for one sample, then tried again.
+        assert!(step(&mut w, 1, false));
+        assert!(!step(&mut w, 1, true));
+        assert!(step(&mut w, 1, false));
+        // Useless again: off for two, then four.
+        assert!(!step(&mut w, 1, true));
+        assert!(!step(&mut w, 1, false));
+        assert!(step(&mut w, 1, false));
+        assert!(!step(&mut w, 1, true));
+        for _ in 0..3 {
+            assert!(!step(&mut w, 1, false));
+        }
+        assert!(step(&mut w, 1, false));
+        // A poll that pays keeps running and clears the backoff.
+        w.caught = 100;
+        assert!(step(&mut w, 0, true));
+        assert_eq!(w.backoff, 0);
     }
 }
