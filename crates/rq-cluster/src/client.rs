@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::NodeMeta;
 use crate::conn::{Conn, ConnError, Dialer, Idle};
+use crate::hangup::Hangups;
 use crate::messages::{JoinRequest, NotifyRequest, RemoveRequest, StepdownRequest};
 use crate::paths;
 use rq_proto::auth::Credentials;
@@ -41,6 +42,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// When each node last answered a Raft RPC from this one, by Raft id.
 type Contacts = Arc<Mutex<HashMap<u64, Instant>>>;
 
+/// Told the Raft id of a node that closed a Raft connection.
+type NodeHungUp = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Creates connections to other nodes; one HTTP client (with its pool) is shared.
 #[derive(Clone)]
 pub struct Network {
@@ -55,6 +59,10 @@ pub struct Network {
     /// Where `cluster.num_client_force_new_conn` is reported; the network is made before the
     /// store that holds the counters.
     stats: Arc<OnceLock<Arc<Stats>>>,
+    /// Told the Raft id of a node that closed a Raft connection (`on_hangup`), and the set
+    /// those connections are watched in, made with the first of them.
+    on_hangup: Arc<OnceLock<NodeHungUp>>,
+    hangups: Arc<OnceLock<Option<Hangups>>>,
 }
 
 impl Network {
@@ -79,7 +87,15 @@ impl Network {
             idle: Idle::default(),
             service: Idle::default(),
             stats: Arc::default(),
+            on_hangup: Arc::default(),
+            hangups: Arc::default(),
         })
+    }
+
+    /// Calls `f` with its Raft id when a node closes a Raft connection from this one (it
+    /// stopped, say), as soon as that happens rather than at the next request.
+    pub fn on_hangup(&self, f: impl Fn(u64) + Send + Sync + 'static) {
+        let _ = self.on_hangup.set(Arc::new(f));
     }
 
     /// Reports replaced service connections in `stats` from now on.
@@ -317,8 +333,15 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Peer {
+        let mut conn = Conn::pooled(&node.addr, CONNECT_TIMEOUT, self.dialer.clone(), self.idle.clone());
+        if let Some(f) = self.on_hangup.get()
+            && let Some(hangups) = self.hangups.get_or_init(Hangups::new)
+        {
+            let f = f.clone();
+            conn.watch_hangups(hangups.clone(), Arc::new(move || f(target)));
+        }
         Peer {
-            conn: Conn::pooled(&node.addr, CONNECT_TIMEOUT, self.dialer.clone(), self.idle.clone()),
+            conn,
             contacts: self.contacts.clone(),
             target,
             node: node.clone(),

@@ -32,6 +32,8 @@ use hyper_util::rt::TokioIo;
 use rq_net::{MaybeTls, TlsConnector};
 use tokio::net::TcpStream;
 
+use crate::hangup::{Hangups, OnHangup, Watch};
+
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -57,6 +59,8 @@ type Io = TokioIo<MaybeTls>;
 struct Live {
     sender: SendRequest<Full<Bytes>>,
     conn: Pin<Box<Connection<Io, Full<Bytes>>>>,
+    /// Dropped after the connection, which it keeps open while it lives.
+    _watch: Option<Watch>,
 }
 
 /// How connections are made: plain TCP, or TLS over it.
@@ -115,6 +119,9 @@ pub struct Conn {
     idle: Option<Idle>,
     in_flight: bool,
     replaced: u64,
+    /// Where the connections this makes are watched for the other side hanging up, and what
+    /// to call then.
+    hangups: Option<(Hangups, OnHangup)>,
 }
 
 impl Drop for Conn {
@@ -140,7 +147,14 @@ impl Conn {
             idle: None,
             in_flight: false,
             replaced: 0,
+            hangups: None,
         }
+    }
+
+    /// Watches the connections this makes (not those taken from the pool, watched by whoever
+    /// made them) in `hangups`, calling `on_hangup` if the other side closes one.
+    pub fn watch_hangups(&mut self, hangups: Hangups, on_hangup: OnHangup) {
+        self.hangups = Some((hangups, on_hangup));
     }
 
     /// A connection that starts from an idle one in `idle`, if any, and goes back there when
@@ -308,6 +322,7 @@ impl Conn {
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             stream.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
+            let watch = self.hangups.as_ref().and_then(|(h, f)| h.watch(&stream, f.clone()));
             let tls = match &self.dialer.tls {
                 Some(c) => Some((
                     c,
@@ -315,11 +330,12 @@ impl Conn {
                 )),
                 None => None,
             };
-            rq_net::connect(stream, tls)
+            let stream = rq_net::connect(stream, tls)
                 .await
-                .map_err(|e| failed(format!("TLS handshake: {e}")))
+                .map_err(|e| failed(format!("TLS handshake: {e}")))?;
+            Ok::<_, ConnError>((stream, watch))
         };
-        let stream = tokio::time::timeout(self.connect_timeout, open)
+        let (stream, watch) = tokio::time::timeout(self.connect_timeout, open)
             .await
             .map_err(|_| failed("timed out".into()))??;
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
@@ -328,6 +344,7 @@ impl Conn {
         Ok(Live {
             sender,
             conn: Box::pin(conn),
+            _watch: watch,
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod bootstrap;
 mod client;
 pub mod conn;
 pub mod disco;
+pub mod hangup;
 pub mod messages;
 pub mod reaper;
 mod server;

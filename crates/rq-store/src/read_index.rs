@@ -29,7 +29,11 @@
 //! lease by the followers' clocks. The leader counts on three quarters of it by its own, which
 //! holds while the clocks tick at rates within a third of each other, and counts itself only
 //! while its own saved vote is still its own. A probe's answer extends no lease: the voter
-//! that gives it promises nothing about its next vote.
+//! that gives it promises nothing about its next vote. A node that failed since its last
+//! accepted AppendEntries (no answer, or it closed its connection, which the network reports
+//! at once) no longer counts: like rqlite's, a leader whose quorum just lost a node it needs
+//! refuses linearizable reads at once rather than answer from its lease, though the lease
+//! would still make those answers right.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -115,7 +119,8 @@ impl AckClock {
         self.update(target, |a| note(&mut a.acked, vote, sent));
     }
 
-    /// An AppendEntries to `target` sent at `sent` got no answer (or a higher vote).
+    /// An AppendEntries to `target` sent at `sent` got no answer (or a higher vote), or
+    /// `target` closed its connection at `sent`.
     pub fn failed(&self, target: u64, sent: Instant) {
         self.update(target, |a| a.failed = Some(a.failed.map_or(sent, |t| t.max(sent))));
     }
@@ -152,21 +157,19 @@ impl AckClock {
     }
 
     /// Whether a quorum of every configuration in `configs` accepted AppendEntries carrying
-    /// `vote` that were sent at or after `since`; `me` always counts.
+    /// `vote` that were sent at or after `since`, and has not failed since; `me` always counts.
     pub fn lease_holds(&self, me: u64, vote: &Vote, configs: &[BTreeSet<u64>], since: Instant) -> bool {
         let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let holds = |v: &u64| {
+            let Some(a) = answers.get(v) else {
+                return false;
+            };
+            a.appended
+                .is_some_and(|(av, t)| av == *vote && t >= since && a.failed.is_none_or(|f| f < t))
+        };
         !configs.is_empty()
             && configs.iter().all(|voters| {
-                let held = voters
-                    .iter()
-                    .filter(|v| {
-                        **v == me
-                            || answers
-                                .get(v)
-                                .and_then(|a| a.appended)
-                                .is_some_and(|(av, t)| av == *vote && t >= since)
-                    })
-                    .count();
+                let held = voters.iter().filter(|v| **v == me || holds(v)).count();
                 held * 2 > voters.len()
             })
     }
@@ -313,6 +316,12 @@ mod tests {
         clock.acked(3, vote(3), after + Duration::from_millis(1));
         assert!(clock.lease_holds(1, &vote(3), &three, after));
         assert!(!clock.lease_holds(1, &vote(3), &three, after + Duration::from_millis(1)));
+        // A node that failed after its last accepted append no longer counts, until it accepts
+        // one sent after the failure.
+        clock.failed(3, after + Duration::from_millis(2));
+        assert!(!clock.lease_holds(1, &vote(3), &three, since));
+        clock.appended(3, vote(3), after + Duration::from_millis(3));
+        assert!(clock.lease_holds(1, &vote(3), &three, since));
         // Joint: a quorum of both; a leader outside a configuration counts only the others.
         let joint = [set(&[1, 2, 3]), set(&[3, 4, 5])];
         assert!(!clock.lease_holds(1, &vote(3), &joint, since));

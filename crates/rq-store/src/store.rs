@@ -560,6 +560,12 @@ impl Store {
         Duration::from_millis(cfg.election_timeout_max)
     }
 
+    /// The node with Raft id `target` closed a Raft connection from this one: it no longer
+    /// counts for this leader's read lease until it accepts another AppendEntries.
+    pub fn peer_hung_up(&self, target: u64) {
+        self.inner.acks.failed(target, Instant::now());
+    }
+
     /// Hands an AppendEntries from a leader to the Raft core (see `stand_for_election`).
     pub async fn append_entries(
         &self,

@@ -293,11 +293,23 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
         }
     };
     tracing::info!(version = VERSION, sqlite = rq_store::sqlite_version(), launch = %args.join(" "), "rqlited starting");
+    // Set before the store opens, so that a node that starts as leader watches its first
+    // connections too.
+    let hung_up: Arc<std::sync::OnceLock<Store>> = Arc::default();
+    {
+        let hung_up = hung_up.clone();
+        network.on_hangup(move |target| {
+            if let Some(store) = hung_up.get() {
+                store.peer_hung_up(target);
+            }
+        });
+    }
     // Opened without bootstrapping: whether the node is new decides the automatic restore.
     let store = Store::open(cfg, network.clone(), false)
         .await
         .map_err(|e| anyhow!("cannot open store: {e}"))?;
     network.report_to(store.stats().clone());
+    let _ = hung_up.set(store.clone());
     if let Some(path) = non_empty(flags.string("auto-restore")) {
         auto_restore(&store, &path).await?;
     }

@@ -609,7 +609,7 @@ async fn store_var(n: &Node, key: &str) -> i64 {
 
 #[tokio::test]
 async fn a_leader_answers_linearizable_reads_from_its_lease_and_no_other_node_breaks_it() {
-    let c = Cluster::by_join(3, &[]).await;
+    let mut c = Cluster::by_join(3, &[]).await;
     let l = c.leader().await;
     c.nodes[l]
         .execute(r#"["CREATE TABLE t(id INTEGER PRIMARY KEY)", "INSERT INTO t(id) VALUES(1)"]"#)
@@ -654,6 +654,18 @@ async fn a_leader_answers_linearizable_reads_from_its_lease_and_no_other_node_br
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(term(&c.nodes[f]).await, t0);
     assert_eq!(c.leader().await, l);
+
+    // Both followers stop. The leader sees their connections close and, as rqlite's does,
+    // refuses linearizable reads at once rather than answer from its lease for up to 750 ms.
+    assert!(count(&c.nodes[l], "linearizable").await.contains("[[1]]"));
+    for i in (0..3).filter(|i| *i != l) {
+        c.nodes[i].kill();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, body) = c.nodes[l]
+        .post("/db/query?level=linearizable", r#"["SELECT COUNT(*) FROM t"]"#)
+        .await;
+    assert_eq!((status, body.as_str()), (503, "leader not found\n"));
 }
 
 /// Without the lease (`-raft-read-lease=false`), every batch of linearizable reads asks a
