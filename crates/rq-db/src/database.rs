@@ -327,7 +327,7 @@ impl Database {
         let mut done = 0;
         let mut reruns = 0usize;
         'batch: loop {
-            self.conn.conn.execute_batch("BEGIN")?;
+            self.conn.conn.prepare_cached("BEGIN")?.execute([])?;
             self.discard_capture();
             out.truncate(done);
             let mut i = done;
@@ -392,7 +392,7 @@ impl Database {
                 return self.give_up();
             }
             self.flush_capture()?;
-            self.conn.conn.execute_batch("COMMIT")?;
+            self.conn.conn.prepare_cached("COMMIT")?.execute([])?;
             return Ok(Some(out));
         }
     }

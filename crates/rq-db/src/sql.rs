@@ -32,6 +32,10 @@ pub enum RewriteError {
 /// Whether any statement in `sql` changes a pragma the node reserves for itself
 /// (journal mode, synchronous, query_only, WAL checkpointing), however it is spelled.
 pub fn is_disallowed_pragma(sql: &str) -> bool {
+    // Cheap test first: this runs for every statement.
+    if !contains_ignore_case(sql, "pragma") {
+        return false;
+    }
     let tokens = lex::tokenize(sql);
     lex::statements(&tokens).into_iter().any(|st| {
         if !st[0].is_word(sql, "pragma") {
@@ -89,8 +93,7 @@ fn may_need_rewrite(sql: &str) -> bool {
         "random(",
         "randomblob(",
     ];
-    let lower = sql.to_ascii_lowercase();
-    NEEDLES.iter().any(|n| lower.contains(n))
+    NEEDLES.iter().any(|n| contains_ignore_case(sql, n))
 }
 
 /// The current time as a Julian day number, formatted as rqlite logs it (six decimals).

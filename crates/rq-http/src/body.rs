@@ -44,10 +44,10 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn value(v: &Json) -> Result<Value, BodyError> {
+fn value(v: Json) -> Result<Value, BodyError> {
     Ok(match v {
         Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
+        Json::Bool(b) => Value::Bool(b),
         Json::Number(n) => match n.as_i64() {
             Some(i) => Value::Integer(i),
             None => match n.as_f64() {
@@ -55,13 +55,13 @@ fn value(v: &Json) -> Result<Value, BodyError> {
                 _ => return Err(BodyError(format!("invalid number {n}"))),
             },
         },
-        Json::String(s) => match parse_hex(s) {
+        Json::String(s) => match parse_hex(&s) {
             Some(b) => Value::Blob(b),
-            None => Value::Text(s.clone()),
+            None => Value::Text(s),
         },
         Json::Array(items) => {
             let mut bytes = Vec::with_capacity(items.len());
-            for item in items {
+            for item in &items {
                 match item {
                     Json::Number(n) => match n.as_i64() {
                         Some(i) if (0..=255).contains(&i) => bytes.push(i as u8),
@@ -72,7 +72,7 @@ fn value(v: &Json) -> Result<Value, BodyError> {
             }
             Value::Blob(bytes)
         }
-        Json::Object(_) => return Err(unsupported(v)),
+        Json::Object(_) => return Err(unsupported(&v)),
     })
 }
 
@@ -102,13 +102,13 @@ pub fn parse_json(body: &[u8]) -> Result<Vec<Statement>, BodyError> {
                             for (k, v) in map {
                                 params.push(Param {
                                     name: Some(k),
-                                    value: value(&v)?,
+                                    value: value(v)?,
                                 });
                             }
                         }
                         other => params.push(Param {
                             name: None,
-                            value: value(&other)?,
+                            value: value(other)?,
                         }),
                     }
                 }
