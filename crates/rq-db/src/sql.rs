@@ -76,10 +76,21 @@ pub fn is_explain(sql: &str) -> bool {
     lex::tokenize(sql).first().is_some_and(|t| t.is_word(sql, "explain"))
 }
 
+/// Whether `hay` contains `needle`, ignoring ASCII case. Runs for every statement, several
+/// times: a window is compared only where its first byte matches.
 pub(crate) fn contains_ignore_case(hay: &str, needle: &str) -> bool {
-    hay.as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let Some(last_start) = hay.len().checked_sub(needle.len()) else {
+        return false;
+    };
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    hay[..=last_start]
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| (b == lower || b == upper) && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest))
 }
 
 /// rqlite's pre-filter: a statement is looked at only if it mentions one of these calls.
@@ -298,6 +309,28 @@ mod tests {
         random: true,
         time: true,
     };
+
+    #[test]
+    fn finds_words_in_any_case_anywhere() {
+        for (hay, needle, found) in [
+            ("INSERT INTO t RETURNING id", "returning", true),
+            ("x RETURNIN", "returning", false),
+            ("PrAgMa foo", "pragma", true),
+            ("a pragm", "pragma", false),
+            ("ppragma", "pragma", true),
+            ("", "pragma", false),
+            ("abc", "", true),
+            ("é random(1)", "random(", true),
+            ("sélect", "lect", true),
+        ] {
+            assert_eq!(contains_ignore_case(hay, needle), found, "{hay:?} {needle:?}");
+            let by_windows = hay
+                .as_bytes()
+                .windows(needle.len().max(1))
+                .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()));
+            assert_eq!(found, by_windows || needle.is_empty(), "{hay:?} {needle:?}");
+        }
+    }
 
     #[test]
     fn reserved_pragmas_in_every_spelling() {
