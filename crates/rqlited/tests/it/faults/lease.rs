@@ -8,25 +8,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::lab::Lab;
-use super::{NODES, execute, leader, query, start_cluster};
+use super::{NODES, execute, in_lab, leader, query, start_cluster};
 
 /// How long the old leader is read after the cut; the others elect a new leader within 2 s.
 const READING: Duration = Duration::from_secs(5);
 
 #[test]
 fn a_cut_off_leader_stops_answering_from_its_lease_before_another_is_elected() {
-    std::thread::spawn(|| {
-        let lab = Lab::new(NODES);
-        lab.enter_switch();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(cut_off_leader(lab));
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    in_lab(|| Lab::new(NODES), cut_off_leader);
 }
 
 async fn cut_off_leader(mut lab: Lab) {

@@ -65,18 +65,32 @@ fn histories_stay_linearizable_and_acknowledged_writes_survive_faults() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
-    // The test's sockets live in the lab's switch namespace, so it runs on a thread of its own.
+    in_lab(
+        || {
+            // The voters, and a read replica that clients use as they use the voters.
+            let mut lab = Lab::new(NODES + 1);
+            lab.nodes[NODES].replica = true;
+            lab
+        },
+        move |lab| run(lab, rounds),
+    );
+}
+
+/// Runs `test` on the lab `make` builds, on a thread of its own: the test's sockets live in
+/// the lab's switch namespace.
+fn in_lab<F: std::future::Future<Output = ()>>(
+    make: impl FnOnce() -> Lab + Send + 'static,
+    test: impl FnOnce(Lab) -> F + Send + 'static,
+) {
     std::thread::spawn(move || {
-        // The voters, and a read replica that clients use as they use the voters.
-        let mut lab = Lab::new(NODES + 1);
-        lab.nodes[NODES].replica = true;
+        let lab = make();
         lab.enter_switch();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(run(lab, rounds));
+        rt.block_on(test(lab));
     })
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e));
