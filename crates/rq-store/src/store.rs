@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -1676,7 +1677,8 @@ fn must_go_alone(cmd: &Command) -> bool {
 /// waits briefly (at most `LINGER`) for as many requests as the last entry answered plus those
 /// that queued meanwhile, so that those clients share one entry instead of alternating between
 /// two half-full ones. A lone client never waits; when clients go quiet, the expectation
-/// shrinks to what actually arrived.
+/// shrinks to what actually arrived. The wait lets the runtime go round once before it arms a
+/// timer, and arms at most one per entry.
 async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
     let mut carried: Option<Proposal> = None;
     let mut expect = 0usize;
@@ -1692,13 +1694,31 @@ async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
         let alone = must_go_alone(&first.cmd);
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + LINGER;
+        let mut yielded = false;
+        let mut linger: Option<Pin<Box<tokio::time::Sleep>>> = None;
         while !alone && batch.len() < MAX_BATCH_REQUESTS && statements < MAX_BATCH_STATEMENTS {
             let next = match rx.try_recv() {
                 Ok(p) => p,
-                Err(_) if batch.len() < expect => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(p)) => p,
-                    _ => break,
-                },
+                Err(_) if batch.len() < expect && !yielded => {
+                    // One round of the runtime first: requests already read, or waiting in
+                    // their sockets, queue without a timer.
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Err(_) if batch.len() < expect => {
+                    // One timer per entry: arming one earlier than the I/O driver's next
+                    // wake-up costs an eventfd write and an extra `epoll_wait`.
+                    let linger = linger.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    tokio::select! {
+                        biased;
+                        p = rx.recv() => match p {
+                            Some(p) => p,
+                            None => break,
+                        },
+                        () = linger.as_mut() => break,
+                    }
+                }
                 Err(_) => break,
             };
             if must_go_alone(&next.cmd) {

@@ -158,3 +158,49 @@ async fn the_leader_reports_each_followers_replication_lag() {
     assert!(value(&f, "rqlite_raft_replication_lag_entries", &[]).is_none());
     assert_eq!(count(&f, "rqlite_raft_leader", &[]), 0.0);
 }
+
+#[tokio::test]
+async fn concurrent_writers_share_entries_and_fsyncs() {
+    let (_d, n) = single().await;
+    n.execute(r#"["CREATE TABLE t(id INTEGER PRIMARY KEY, c INTEGER, i INTEGER)"]"#)
+        .await;
+    let before = scrape(&n).await;
+    const CLIENTS: usize = 16;
+    const EACH: usize = 30;
+    let writers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let url = n.url("/db/execute");
+            tokio::spawn(async move {
+                // A connection of its own, as a client process would have.
+                let client = reqwest::Client::new();
+                for i in 0..EACH {
+                    let r = client
+                        .post(&url)
+                        .body(format!(r#"[["INSERT INTO t(c, i) VALUES(?, ?)", {c}, {i}]]"#))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    let body = r.text().await.unwrap();
+                    assert!(body.contains(r#""rows_affected":1"#), "{body}");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let after = scrape(&n).await;
+    let delta = |name: &str| count(&after, name, &[]) - count(&before, name, &[]);
+    let entries = delta("rqlite_raft_entry_requests_count");
+    let requests = delta("rqlite_raft_entry_requests_sum");
+    assert_eq!(requests, (CLIENTS * EACH) as f64);
+    // Group commit: writers that wait at the same time share an entry, and so its fsync.
+    assert!(requests / entries >= 2.0, "{requests} requests in {entries} entries");
+    assert!(delta("rqlite_raft_log_fsync_seconds_count") <= entries + 5.0);
+    let rows = n
+        .query("", r#"["SELECT COUNT(*), COUNT(DISTINCT c * 1000 + i) FROM t"]"#)
+        .await;
+    let want = CLIENTS * EACH;
+    assert!(rows.contains(&format!("[[{want},{want}]]")), "{rows}");
+}
