@@ -32,16 +32,7 @@ fn build_file(path: &Path, rows: u64) -> anyhow::Result<()> {
 }
 
 fn rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
+    crate::workload::status_bytes(pid, "VmRSS").unwrap_or(0)
 }
 
 /// Samples a process's RSS every 20 ms, keeping the peak since the last `take`.

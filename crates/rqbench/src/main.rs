@@ -221,7 +221,7 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
     };
     let duration = Duration::from_secs(args.duration);
     println!(
-        "{:<24} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}",
+        "{:<24} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8}",
         "workload",
         "clients",
         "requests",
@@ -233,7 +233,8 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         "cpu us",
         "fsync/s",
         "x fsync",
-        "rss MiB"
+        "rss MiB",
+        "anon MiB"
     );
     let variants: &[bool] = if args.scrape_metrics { &[false, true] } else { &[false] };
     for (w, scrape) in list.iter().flat_map(|w| variants.iter().map(move |s| (w, *s))) {
@@ -292,10 +293,11 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
             (Some(f), true) if f > 0.0 => format!("{:.2}", o.rate() / f),
             _ => "-".into(),
         };
-        let rss = o
-            .rss_bytes
-            .map(|b| format!("{:.1}", b as f64 / 1048576.0))
-            .unwrap_or_else(|| "-".into());
+        let mib = |b: Option<u64>| {
+            b.map(|b| format!("{:.1}", b as f64 / 1048576.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        let (rss, anon) = (mib(o.rss_bytes), mib(o.anon_bytes));
         let cpu = o.cpu_us.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into());
         let name = if scrape {
             format!("{}+scrape", w.name)
@@ -304,7 +306,7 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         };
         let name = if args.spread { format!("{name}@all") } else { name };
         println!(
-            "{:<24} {:>7} {:>9} {:>9.0} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>7} {:>7}",
+            "{:<24} {:>7} {:>9} {:>9.0} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>7} {:>7} {:>8}",
             name,
             w.clients,
             o.requests,
@@ -316,7 +318,8 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
             cpu,
             fsync,
             ratio,
-            rss
+            rss,
+            anon
         );
         if let Some(share) = o.cpu_share {
             println!("  the leader used {:.0}% of the nodes' CPU time", share * 100.0);

@@ -28,7 +28,10 @@ pub struct Outcome {
     pub p50: Duration,
     pub p99: Duration,
     pub fsync_rate: Option<f64>,
+    /// The server's resident memory after the run: all of it (`VmRSS`), and its anonymous part
+    /// (`RssAnon`: heap, stacks), which leaves out the pages of the binary the kernel maps.
     pub rss_bytes: Option<u64>,
+    pub anon_bytes: Option<u64>,
     /// The server's CPU time (user and system) per request, in microseconds.
     pub cpu_us: Option<f64>,
     /// With clients spread over several nodes: the first node's share of their CPU time.
@@ -100,6 +103,7 @@ where
         p99: pct(0.99).unwrap_or_default(),
         fsync_rate: None,
         rss_bytes: None,
+        anon_bytes: None,
         cpu_us: None,
         cpu_share: None,
     })
@@ -183,11 +187,12 @@ fn cpu_us_of(pid: u32) -> Option<f64> {
     Some((utime + stime) / USER_HZ * 1e6)
 }
 
-fn rss_of(pid: u32) -> Option<u64> {
+/// A `/proc/PID/status` field in kB, as bytes.
+pub(crate) fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = s
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -288,7 +293,8 @@ impl Workload {
         }
         let fsync_after = probe(dir).await?;
         out.fsync_rate = Some((fsync_before + fsync_after) / 2.0);
-        out.rss_bytes = pid.and_then(rss_of);
+        out.rss_bytes = pid.and_then(|p| status_bytes(p, "VmRSS"));
+        out.anon_bytes = pid.and_then(|p| status_bytes(p, "RssAnon"));
         Ok(out)
     }
 }
