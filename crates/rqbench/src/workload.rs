@@ -298,3 +298,19 @@ impl Workload {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::status_bytes;
+
+    #[test]
+    fn reads_whole_status_fields_only() {
+        let me = std::process::id();
+        let rss = status_bytes(me, "VmRSS").expect("VmRSS");
+        let anon = status_bytes(me, "RssAnon").expect("RssAnon");
+        assert!(anon > 0 && anon <= rss, "anon {anon} rss {rss}");
+        // A prefix of a field's name is not that field.
+        assert_eq!(status_bytes(me, "VmRS"), None);
+        assert_eq!(status_bytes(me, "NoSuchField"), None);
+    }
+}
