@@ -7,7 +7,8 @@
 //! beside the raw fsync rate of the node's data directory, measured just before and just after
 //! the workload (their mean), because this disk's fsync speed varies by several times from
 //! hour to hour. `--cluster N` runs the workloads against the leader of an N-node cluster;
-//! `--failover N` times N leader failovers.
+//! `--failover N` times N leader failovers; `--against B` compares the `--spawn` binary with
+//! B, running them in turns.
 
 mod cdc_sink;
 mod client;
@@ -102,6 +103,15 @@ struct Args {
     /// leader's share of the nodes' CPU time.
     #[arg(long)]
     spread: bool,
+    /// With --spawn: compare the --spawn binary (A) with this one (B). Each workload runs on
+    /// them in turns, A B B A, --cycles times; printed are each one's medians and the median
+    /// of the ratios B/A of the cycles, which the machine's drift from minute to minute cancels
+    /// out of.
+    #[arg(long, value_name = "BINARY")]
+    against: Option<String>,
+    /// With --against: how many A B B A cycles each workload runs.
+    #[arg(long, default_value_t = 2)]
+    cycles: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -220,6 +230,10 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
             .collect::<anyhow::Result<_>>()?
     };
     let duration = Duration::from_secs(args.duration);
+    if let Some(b) = &args.against {
+        let a = args.spawn.as_deref().context("--against needs --spawn")?;
+        return run_ab(args, &list, [a, b], duration).await;
+    }
     println!(
         "{:<24} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8}",
         "workload",
@@ -240,51 +254,7 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
     for (w, scrape) in list.iter().flat_map(|w| variants.iter().map(move |s| (w, *s))) {
         let mut runs: Vec<Outcome> = Vec::new();
         for _ in 0..args.repeat.max(1) {
-            let cluster = match &args.spawn {
-                Some(bin) => Some(node::Cluster::start(bin, args.cluster.max(1)).await?),
-                None => None,
-            };
-            let addrs: Vec<String> = match &cluster {
-                Some(c) => {
-                    let l = c.leader().await?;
-                    let mut a = vec![c.nodes[l].http_addr.clone()];
-                    if args.spread {
-                        a.extend(
-                            c.nodes
-                                .iter()
-                                .enumerate()
-                                .filter(|(i, _)| *i != l)
-                                .map(|(_, n)| n.http_addr.clone()),
-                        );
-                    }
-                    a
-                }
-                None => vec![args.addr.clone()],
-            };
-            let scraper = scrape.then(|| {
-                let addrs: Vec<String> = match &cluster {
-                    Some(c) => c.nodes.iter().map(|n| n.http_addr.clone()).collect(),
-                    None => vec![args.addr.clone()],
-                };
-                tokio::spawn(scrape_every_second(addrs))
-            });
-            let out = w.run(&addrs, duration).await;
-            if let Some(s) = scraper {
-                s.abort();
-            }
-            runs.push(out?);
-            if let Some(l) = &lags {
-                // Let the last changes arrive before the nodes go.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let mut v = l.take();
-                println!(
-                    "  cdc: {} messages delivered; lag p50 {} ms, p99 {} ms",
-                    v.len(),
-                    cdc_sink::percentile(&mut v, 0.5),
-                    cdc_sink::percentile(&mut v, 0.99)
-                );
-            }
-            drop(cluster);
+            runs.push(run_once(args, args.spawn.as_deref(), w, scrape, &lags, duration).await?);
         }
         runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
         let o = &runs[runs.len() / 2];
@@ -328,6 +298,149 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
     Ok(())
 }
 
+/// `--against`: each workload on binaries A and B in turns, A B B A, `--cycles` times.
+async fn run_ab(args: &Args, list: &[Workload], bins: [&str; 2], duration: Duration) -> anyhow::Result<()> {
+    println!("A: {}\nB: {}", bins[0], bins[1]);
+    println!(
+        "{:<24} {:>7} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>7} {:>7} {:>8}",
+        "workload",
+        "clients",
+        "A req/s",
+        "B req/s",
+        "B/A",
+        "A cpu us",
+        "B cpu us",
+        "B/A",
+        "A mean ms",
+        "B mean ms",
+        "A anon",
+        "B anon",
+        "fsync/s"
+    );
+    for w in list {
+        // runs[cycle][binary]: the two runs of each binary in that cycle.
+        let mut runs: Vec<[Vec<Outcome>; 2]> = Vec::new();
+        for _ in 0..args.cycles.max(1) {
+            let mut cycle: [Vec<Outcome>; 2] = [Vec::new(), Vec::new()];
+            for turn in [0, 1, 1, 0] {
+                cycle[turn].push(run_once(args, Some(bins[turn]), w, false, &None, duration).await?);
+            }
+            runs.push(cycle);
+        }
+        let all = |b: usize| runs.iter().flat_map(move |c| c[b].iter());
+        let each = |b: usize, f: &dyn Fn(&Outcome) -> Option<f64>| median(all(b).filter_map(f).collect());
+        // A cycle's ratio compares runs minutes apart at most, so the machine's drift cancels.
+        let ratio = |f: &dyn Fn(&Outcome) -> Option<f64>| {
+            median(
+                runs.iter()
+                    .filter_map(|c| {
+                        let sum = |b: usize| c[b].iter().map(f).sum::<Option<f64>>();
+                        Some(sum(1)? / sum(0)?)
+                    })
+                    .collect(),
+            )
+        };
+        let rate = |o: &Outcome| Some(o.rate());
+        let cpu = |o: &Outcome| o.cpu_us;
+        let mean = |o: &Outcome| Some(o.mean.as_secs_f64() * 1e3);
+        let anon = |o: &Outcome| o.anon_bytes.map(|b| b as f64 / 1048576.0);
+        let fsync = if w.writes {
+            median(runs.iter().flatten().flatten().filter_map(|o| o.fsync_rate).collect())
+        } else {
+            None
+        };
+        let show = |v: Option<f64>, places: usize| v.map(|v| format!("{v:.places$}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<24} {:>7} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>7} {:>7} {:>8}",
+            w.name,
+            w.clients,
+            show(each(0, &rate), 0),
+            show(each(1, &rate), 0),
+            show(ratio(&rate), 2),
+            show(each(0, &cpu), 1),
+            show(each(1, &cpu), 1),
+            show(ratio(&cpu), 2),
+            show(each(0, &mean), 3),
+            show(each(1, &mean), 3),
+            show(each(0, &anon), 1),
+            show(each(1, &anon), 1),
+            show(fsync, 0)
+        );
+    }
+    Ok(())
+}
+
+/// The median of `v` (the mean of the middle two for an even count); `None` when empty.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// One run of workload `w`: on a fresh node (or cluster) of `spawn` if given, else on `-a`.
+async fn run_once(
+    args: &Args,
+    spawn: Option<&str>,
+    w: &Workload,
+    scrape: bool,
+    lags: &Option<cdc_sink::Lags>,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    let cluster = match spawn {
+        Some(bin) => Some(node::Cluster::start(bin, args.cluster.max(1)).await?),
+        None => None,
+    };
+    let addrs: Vec<String> = match &cluster {
+        Some(c) => {
+            let l = c.leader().await?;
+            let mut a = vec![c.nodes[l].http_addr.clone()];
+            if args.spread {
+                a.extend(
+                    c.nodes
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != l)
+                        .map(|(_, n)| n.http_addr.clone()),
+                );
+            }
+            a
+        }
+        None => vec![args.addr.clone()],
+    };
+    let scraper = scrape.then(|| {
+        let addrs: Vec<String> = match &cluster {
+            Some(c) => c.nodes.iter().map(|n| n.http_addr.clone()).collect(),
+            None => vec![args.addr.clone()],
+        };
+        tokio::spawn(scrape_every_second(addrs))
+    });
+    let out = w.run(&addrs, duration).await;
+    if let Some(s) = scraper {
+        s.abort();
+    }
+    let out = out?;
+    if let Some(l) = lags {
+        // Let the last changes arrive before the nodes go.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut v = l.take();
+        println!(
+            "  cdc: {} messages delivered; lag p50 {} ms, p99 {} ms",
+            v.len(),
+            cdc_sink::percentile(&mut v, 0.5),
+            cdc_sink::percentile(&mut v, 0.99)
+        );
+    }
+    drop(cluster);
+    Ok(out)
+}
+
 /// Fetches `/metrics` from every node once a second, as a Prometheus server would, until
 /// aborted.
 async fn scrape_every_second(addrs: Vec<String>) {
@@ -340,5 +453,17 @@ async fn scrape_every_second(addrs: Vec<String>) {
                 eprintln!("scraping /metrics: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
     }
 }
