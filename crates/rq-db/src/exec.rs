@@ -95,19 +95,39 @@ fn is_text_type(t: &str) -> bool {
 }
 
 /// Converts one column value of a row by its declared type, as the driver and rqlite do.
-fn convert(v: ValueRef<'_>, decl: &str, shown_type: &str) -> Result<Value, String> {
+/// What a column's declared type (lowercased) means for its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decl {
+    /// `date`, `datetime` or `timestamp`: values are shown as Go's time format.
+    Time,
+    /// `boolean`: integers are shown as `true` or `false`.
+    Boolean,
+    Other,
+}
+
+impl Decl {
+    fn of(lowercase: &str) -> Decl {
+        match lowercase {
+            "date" | "datetime" | "timestamp" => Decl::Time,
+            "boolean" => Decl::Boolean,
+            _ => Decl::Other,
+        }
+    }
+}
+
+fn convert(v: ValueRef<'_>, decl: Decl, shown_type: &str) -> Result<Value, String> {
     Ok(match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => match decl {
-            "date" | "datetime" | "timestamp" => Value::Text(gotime::from_integer(i)?),
-            "boolean" => Value::Bool(i > 0),
-            _ => Value::Integer(i),
+            Decl::Time => Value::Text(gotime::from_integer(i)?),
+            Decl::Boolean => Value::Bool(i > 0),
+            Decl::Other => Value::Integer(i),
         },
         ValueRef::Real(f) => Value::Float(f),
         ValueRef::Text(t) => {
             let s = String::from_utf8_lossy(t);
             match decl {
-                "date" | "datetime" | "timestamp" => Value::Text(gotime::from_text(&s)?),
+                Decl::Time => Value::Text(gotime::from_text(&s)?),
                 _ => Value::Text(s.into_owned()),
             }
         }
@@ -370,11 +390,15 @@ fn exec_query(
         return Ok(StmtResult::Error(READ_ONLY_ERROR.into()));
     }
     let ncol = stmt.column_count();
-    let mut columns: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
-    let decls: Vec<String> = stmt
+    let mut columns: Vec<String> = (0..ncol)
+        .map(|i| stmt.column_name(i).map_or_else(|_| String::new(), str::to_string))
+        .collect();
+    // The declared types, as shown: a column declared with none takes its first value's.
+    let mut types: Vec<String> = stmt
         .columns()
         .map(|c| c.decl_type().unwrap_or("").to_lowercase())
         .collect();
+    let decls: Vec<Decl> = types.iter().map(|t| Decl::of(t)).collect();
     if run.qualify {
         for (i, c) in stmt.columns_with_metadata().enumerate() {
             if let Some(t) = c.table_name()
@@ -384,7 +408,6 @@ fn exec_query(
             }
         }
     }
-    let mut types = decls.clone();
     let mut values: Vec<Vec<Value>> = Vec::new();
     let mut rows = stmt.raw_query();
     let mut first = true;
@@ -405,7 +428,7 @@ fn exec_query(
         let mut vals = Vec::with_capacity(ncol);
         for i in 0..ncol {
             let v = row.get_ref(i).map_err(|e| Failure::Sql(message(&e)))?;
-            match convert(v, &decls[i], &types[i]) {
+            match convert(v, decls[i], &types[i]) {
                 Ok(v) => vals.push(v),
                 Err(m) => return Ok(StmtResult::Error(m)),
             }
@@ -830,6 +853,21 @@ pub fn run_read_within(conn: &Conn, req: &Request, mode: Mode, budget: Duration)
         return None;
     }
     Some(results)
+}
+
+/// The readiness probe (rqlite's `SELECT 1` for `/readyz`): the connection answers a query,
+/// and the answer is 1. Its statement stays cached on the connection.
+pub fn probe(conn: &Conn) -> Result<(), String> {
+    let one: i64 = conn
+        .conn
+        .prepare_cached("SELECT 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(|e| message(&e))?;
+    if one == 1 {
+        Ok(())
+    } else {
+        Err(format!("SELECT 1 returned {one}"))
+    }
 }
 
 /// Runs a read-only request on a read connection.

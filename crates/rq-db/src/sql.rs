@@ -77,7 +77,8 @@ pub fn is_explain(sql: &str) -> bool {
 }
 
 /// Whether `hay` contains `needle`, ignoring ASCII case. Runs for every statement, several
-/// times: a window is compared only where its first byte matches.
+/// times: `memchr` finds the places where the first byte matches, in either case, and only
+/// those windows are compared.
 pub(crate) fn contains_ignore_case(hay: &str, needle: &str) -> bool {
     let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
     let Some((&first, rest)) = needle.split_first() else {
@@ -86,25 +87,33 @@ pub(crate) fn contains_ignore_case(hay: &str, needle: &str) -> bool {
     let Some(last_start) = hay.len().checked_sub(needle.len()) else {
         return false;
     };
-    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
-    hay[..=last_start]
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| (b == lower || b == upper) && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest))
+    memchr::memchr2_iter(
+        first.to_ascii_lowercase(),
+        first.to_ascii_uppercase(),
+        &hay[..=last_start],
+    )
+    .any(|i| hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest))
 }
 
-/// rqlite's pre-filter: a statement is looked at only if it mentions one of these calls.
+/// rqlite's pre-filter: a statement is looked at only if it mentions one of these calls,
+/// written with the parenthesis right after the name.
 fn may_need_rewrite(sql: &str) -> bool {
-    const NEEDLES: [&str; 7] = [
-        "time(",
-        "date(",
-        "julianday(",
-        "unixepoch(",
-        "timediff(",
-        "random(",
-        "randomblob(",
+    const NAMES: [&[u8]; 7] = [
+        b"time",
+        b"date",
+        b"julianday",
+        b"unixepoch",
+        b"timediff",
+        b"random",
+        b"randomblob",
     ];
-    NEEDLES.iter().any(|n| contains_ignore_case(sql, n))
+    let sql = sql.as_bytes();
+    memchr::memchr_iter(b'(', sql).any(|paren| {
+        let before = &sql[..paren];
+        NAMES
+            .iter()
+            .any(|n| before.len() >= n.len() && before[before.len() - n.len()..].eq_ignore_ascii_case(n))
+    })
 }
 
 /// The current time as a Julian day number, formatted as rqlite logs it (six decimals).
@@ -329,6 +338,25 @@ mod tests {
                 .windows(needle.len().max(1))
                 .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()));
             assert_eq!(found, by_windows || needle.is_empty(), "{hay:?} {needle:?}");
+        }
+    }
+
+    #[test]
+    fn the_pre_filter_looks_for_each_call_name_right_before_a_parenthesis() {
+        for (sql, wanted) in [
+            ("SELECT RANDOM()", true),
+            ("SELECT randomblob(4)", true),
+            ("SELECT x_random(1)", true),
+            ("SELECT DateTime('now')", true),
+            ("SELECT random ()", false),
+            ("SELECT random", false),
+            ("(", false),
+            ("INSERT INTO t(name, v) VALUES('a', 1)", false),
+            ("VALUES(unixepoch(), julianday())", true),
+            ("SELECT timediff(a, b)", true),
+            ("SELECT é(1), date(x)", true),
+        ] {
+            assert_eq!(may_need_rewrite(sql), wanted, "{sql:?}");
         }
     }
 
