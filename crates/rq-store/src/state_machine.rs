@@ -371,16 +371,14 @@ fn writer_loop(writer: Arc<Mutex<Writer>>, mut rx: mpsc::Receiver<Op>) {
     }
 }
 
-/// The state after applying `entries[..=i]` on top of `base`.
-fn state_after(base: &SmState, entries: &[Entry], i: usize) -> SmState {
-    let mut st = base.clone();
-    for e in &entries[..=i] {
+/// Moves `st` past `entries`: the last one applied, and the newest membership among them.
+fn advance(st: &mut SmState, entries: &[Entry]) {
+    for e in entries {
         st.last_applied = Some(e.log_id);
         if let EntryPayload::Membership(m) = &e.payload {
             st.membership = StoredMembership::new(Some(e.log_id), m.clone());
         }
     }
-    st
 }
 
 /// The work items of one command: one per request it carries.
@@ -481,7 +479,7 @@ fn apply_batch(
                 },
                 None => db.apply(&works).map_err(io::Error::other)?,
             };
-            state = state_after(&state, run, run.len() - 1);
+            advance(&mut state, run);
             out.extend(results.into_iter().map(|parts| Applied { parts }));
         }
         if let Some(chunk) = entries.get(end).and_then(load_chunk_of) {

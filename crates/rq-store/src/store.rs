@@ -27,7 +27,7 @@ use crate::read_index::{AckClock, Round};
 use crate::run_marker;
 use crate::snapshot::SnapshotStore;
 use crate::state_machine::{SmState, StateMachine};
-use crate::stats::Stats;
+use crate::stats::{Counter, Stats};
 use crate::types::{NodeInfo, Raft, TypeConfig, raft_id};
 
 /// File names inside the data directory.
@@ -184,6 +184,25 @@ pub struct Outcome {
     pub raft_index: u64,
 }
 
+/// The counters every request bumps, looked up once.
+struct RequestCounters {
+    executions: Counter,
+    queries: Counter,
+    requests: Counter,
+    read_lease: Counter,
+}
+
+impl RequestCounters {
+    fn new(stats: &Stats) -> RequestCounters {
+        RequestCounters {
+            executions: stats.db.counter("executions"),
+            queries: stats.db.counter("queries"),
+            requests: stats.db.counter("requests"),
+            read_lease: stats.store.counter("num_read_lease"),
+        }
+    }
+}
+
 struct Inner {
     cfg: StoreConfig,
     raft_id: u64,
@@ -196,6 +215,7 @@ struct Inner {
     barrier: mpsc::Sender<oneshot::Sender<Result<(), StoreError>>>,
     proposals: mpsc::Sender<Proposal>,
     stats: Arc<Stats>,
+    counters: RequestCounters,
     /// Milliseconds since the epoch of the last message from a leader (followers).
     leader_contact_ms: AtomicU64,
     /// The leader's commit index as of its last message (followers).
@@ -374,6 +394,7 @@ impl Store {
                 snapshots,
                 barrier,
                 proposals,
+                counters: RequestCounters::new(&stats),
                 stats,
                 leader_contact_ms: AtomicU64::new(0),
                 leader_commit: AtomicU64::new(0),
@@ -898,7 +919,7 @@ impl Store {
     /// Writes through the log (`/db/execute`).
     pub async fn execute(&self, mut req: Request, opts: SqlOptions) -> Result<Outcome, StoreError> {
         Self::prepare(&mut req, opts)?;
-        self.inner.stats.db.add("executions", 1);
+        self.inner.counters.executions.add(1);
         self.propose(Command::Execute(req)).await
     }
 
@@ -909,7 +930,7 @@ impl Store {
                 return Err(StoreError::DisallowedPragma);
             }
         }
-        self.inner.stats.db.add("queries", 1);
+        self.inner.counters.queries.add(1);
         match self.resolve(read.level) {
             Level::Strong => {
                 Self::prepare(&mut req, opts)?;
@@ -929,7 +950,7 @@ impl Store {
                 return Err(StoreError::DisallowedPragma);
             }
         }
-        self.inner.stats.db.add("requests", 1);
+        self.inner.counters.requests.add(1);
         let level = self.resolve(read.level);
         if level != Level::Strong && self.is_read_only(&req).await? {
             self.check_read_at(level, read).await?;
@@ -1002,7 +1023,7 @@ impl Store {
                     return Ok(());
                 }
                 if self.lease_holds().await {
-                    self.inner.stats.store.add("num_read_lease", 1);
+                    self.inner.counters.read_lease.add(1);
                     return Ok(());
                 }
                 let timeout = if read.linearizable_timeout.is_zero() {
@@ -1496,19 +1517,17 @@ impl Store {
 
     /// Checks the database answers, at level `none`.
     pub async fn probe_db(&self) -> Result<(), String> {
-        let req = Request {
-            statements: vec![rq_proto::Statement::new("SELECT 1")],
-            ..Default::default()
-        };
-        let out = self.read_local(req, Mode::Query).await.map_err(|e| e.to_string())?;
-        match out.results.first() {
-            Some(StmtResult::Query(q))
-                if q.values.first().and_then(|r| r.first()) == Some(&rq_proto::Value::Integer(1)) =>
-            {
-                Ok(())
-            }
-            other => Err(format!("{other:?}")),
+        // In-line when a connection is idle, as a point read is.
+        if let Some(c) = self.inner.pool.try_get() {
+            return exec::probe(&c);
         }
+        let pool = self.inner.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = crate::metric::pool_wait(|| pool.get()).map_err(|e| e.to_string())?;
+            exec::probe(&conn)
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// Read-pool and file facts for `/status`.
@@ -1654,8 +1673,11 @@ fn restore_if_behind(
 /// A request waiting to be logged.
 struct Proposal {
     cmd: Command,
-    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+    reply: Reply,
 }
+
+/// Where a proposal's outcome goes.
+type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
 
 /// Whether a command must be logged alone: a load piece, or a request with a statement that
 /// runs outside a transaction, which its entry must not share.
@@ -1728,21 +1750,23 @@ async fn proposer_loop(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
             statements += next.cmd.statements();
             batch.push(next);
         }
-        let cmd = if batch.len() == 1 {
-            batch[0].cmd.clone()
+        let n = batch.len();
+        let (mut cmds, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+        let cmd = if n == 1 {
+            cmds.swap_remove(0)
         } else {
-            Command::Batch(batch.iter().map(|p| p.cmd.clone()).collect())
+            Command::Batch(cmds)
         };
         let logged = Logged {
             appended_at_ms: now_ms(),
             cmd,
         };
-        crate::metric::entry_requests().record(batch.len() as f64);
+        crate::metric::entry_requests().record(n as f64);
         let proposed = Instant::now();
         let result = raft.client_write(logged).await;
         crate::metric::commit().record(proposed.elapsed().as_secs_f64());
-        expect = batch.len() + rx.len();
-        answer(batch, result);
+        expect = n + rx.len();
+        answer(replies, result);
     }
 }
 
@@ -1800,16 +1824,16 @@ async fn count_leader_changes(raft: Raft, stats: Arc<Stats>) {
 
 /// Sends each proposal of a logged batch its own part of the outcome.
 fn answer(
-    batch: Vec<Proposal>,
+    replies: Vec<Reply>,
     result: Result<openraft::raft::ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, NodeInfo>>>,
 ) {
     match result {
         Ok(resp) => {
             let index = resp.log_id.index;
             let mut parts = resp.data.parts.into_iter();
-            for p in batch {
+            for reply in replies {
                 let results = parts.next().unwrap_or_default();
-                let _ = p.reply.send(Ok(Outcome {
+                let _ = reply.send(Ok(Outcome {
                     results,
                     raft_index: index,
                 }));
@@ -1822,8 +1846,8 @@ fn answer(
                 }
                 other => internal(other),
             };
-            for p in batch {
-                let _ = p.reply.send(Err(err.clone()));
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
             }
         }
     }
