@@ -19,17 +19,18 @@ mod upload;
 #[cfg(test)]
 mod fuzz_test;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request as HttpRequest, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use rq_proto::auth::{CredentialStore, Credentials, perm};
 use rq_proto::{Request, Statement};
-use rq_store::stats::ExpvarMap;
+use rq_store::stats::{Counter, ExpvarMap};
 use rq_store::{BackupFormat, BackupOptions, Forward, Outcome, ReadOptions, SqlOptions, Store, StoreError};
 
 use crate::encode::{Envelope, Format, Shape};
@@ -166,7 +167,8 @@ pub trait Cluster: Send + Sync + 'static {
 /// the Raft address of the leader it was passed to.
 pub(crate) struct Served {
     pub outcome: Outcome,
-    pub by: String,
+    /// The address of the node that ran it, as a header value (none if it cannot be one).
+    pub by: Option<HeaderValue>,
 }
 
 impl Service {
@@ -175,7 +177,7 @@ impl Service {
     pub(crate) async fn run(&self, f: Forward, p: &Params) -> Result<Served, StoreError> {
         let local = |outcome| Served {
             outcome,
-            by: self.cfg.adv_addr.clone(),
+            by: self.served_by.clone(),
         };
         if self.store.is_leader() {
             return self.store.run(f).await.map(local);
@@ -196,7 +198,7 @@ impl Service {
                 let out = out?;
                 Ok(Served {
                     outcome: out,
-                    by: l.addr,
+                    by: HeaderValue::from_str(&l.addr).ok(),
                 })
             }
             other => other.map(local),
@@ -212,17 +214,47 @@ const X_RQLITE_RAFT_INDEX: HeaderName = HeaderName::from_static("x-rqlite-raft-i
 /// The log index a read must see (as `min_index=`).
 const X_RQLITE_MIN_INDEX: HeaderName = HeaderName::from_static("x-rqlite-min-index");
 
+/// The `http` counters that data requests bump, looked up once.
+struct HttpCounters {
+    auth_ok: Counter,
+    executions: Counter,
+    queries: Counter,
+    requests: Counter,
+    readyz: Counter,
+    execute_stmts_rx: Counter,
+    query_stmts_rx: Counter,
+    request_stmts_rx: Counter,
+}
+
+impl HttpCounters {
+    fn new(stats: &ExpvarMap) -> HttpCounters {
+        HttpCounters {
+            auth_ok: stats.counter("auth_ok"),
+            executions: stats.counter("executions"),
+            queries: stats.counter("queries"),
+            requests: stats.counter("requests"),
+            readyz: stats.counter("num_readyz"),
+            execute_stmts_rx: stats.counter("execute_stmts_rx"),
+            query_stmts_rx: stats.counter("query_stmts_rx"),
+            request_stmts_rx: stats.counter("request_stmts_rx"),
+        }
+    }
+}
+
 /// The HTTP service. Shared by every connection.
 pub struct Service {
     store: Store,
     cluster: Arc<dyn Cluster>,
     cfg: HttpConfig,
     stats: Arc<ExpvarMap>,
+    counters: HttpCounters,
     queue: WriteQueue,
     started: SystemTime,
     /// Values of the headers every answer carries, made once.
     version: Option<HeaderValue>,
     allow_origin: Option<HeaderValue>,
+    /// This node's address, for `X-RQLITE-SERVED-BY`.
+    served_by: Option<HeaderValue>,
     /// Sections other parts of the node add to `/status` (as `disco`).
     sections: std::sync::RwLock<Vec<(String, StatusSection)>>,
     metrics: crate::metrics::HttpMetrics,
@@ -237,15 +269,18 @@ impl Service {
         let queue = WriteQueue::start(store.clone(), cluster.clone(), cfg.queue, stats.clone());
         let version = HeaderValue::from_str(&cfg.build.version).ok();
         let allow_origin = cfg.allow_origin.as_deref().and_then(|o| HeaderValue::from_str(o).ok());
+        let served_by = HeaderValue::from_str(&cfg.adv_addr).ok();
         Arc::new(Service {
             store,
             cluster,
             cfg,
+            counters: HttpCounters::new(&stats),
             stats,
             queue,
             started: SystemTime::now(),
             version,
             allow_origin,
+            served_by,
             sections: Default::default(),
             metrics: crate::metrics::HttpMetrics::new(),
         })
@@ -268,9 +303,10 @@ impl Service {
         crate::metrics::gauges(self)
     }
 
-    /// The router serving every path.
-    pub fn router(self: Arc<Self>) -> Router {
-        Router::new().fallback(handle).with_state(self)
+    /// The service that answers every path: requests go straight to `handle`, which routes
+    /// them itself (an axum `Router` in front would only add work to every request).
+    pub fn service(self: Arc<Self>) -> ApiService {
+        ApiService(self)
     }
 
     /// This node's API URL as others are told it.
@@ -312,7 +348,11 @@ impl Service {
             None => true,
             Some(store) => perms.iter().all(|p| store.allows(creds, p)),
         };
-        self.stats.add(if ok { "auth_ok" } else { "auth_fail" }, 1);
+        if ok {
+            self.counters.auth_ok.add(1);
+        } else {
+            self.stats.add("auth_fail", 1);
+        }
         ok
     }
 }
@@ -329,9 +369,17 @@ pub(crate) fn text_error(status: StatusCode, msg: &str) -> Response {
     r
 }
 
+/// How many headers a JSON answer carries: its type, `X-RQLITE-SERVED-BY`,
+/// `X-RQLITE-RAFT-INDEX`, and the version and CORS headers `Service::headers` adds (hyper
+/// writes the length itself). Reserved up front, so the map is allocated once, at its
+/// smallest size; only `-http-allow-origin` or auth makes it grow.
+const JSON_ANSWER_HEADERS: usize = 6;
+
 pub(crate) fn json_response(body: Vec<u8>) -> Response {
-    let mut r = (StatusCode::OK, body).into_response();
-    r.headers_mut().insert(
+    let mut r = Response::new(Body::from(body));
+    let h = r.headers_mut();
+    h.reserve(JSON_ANSWER_HEADERS);
+    h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
@@ -342,7 +390,25 @@ fn empty(status: StatusCode) -> Response {
     status.into_response()
 }
 
-async fn handle(State(svc): State<Arc<Service>>, req: HttpRequest<Body>) -> Response {
+/// The HTTP API as a tower service (see `Service::service`).
+#[derive(Clone)]
+pub struct ApiService(Arc<Service>);
+
+impl tower::Service<HttpRequest<Body>> for ApiService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: HttpRequest<Body>) -> Self::Future {
+        Box::pin(handle(self.0.clone(), req).map(Ok))
+    }
+}
+
+async fn handle(svc: Arc<Service>, req: HttpRequest<Body>) -> Response {
     let started = Instant::now();
     let endpoint = crate::metrics::endpoint_of(req.uri().path());
     let json_first = req.method() != Method::OPTIONS && declares_json_first(req.uri().path());
@@ -380,14 +446,16 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
     if req.method() == Method::OPTIONS {
         return empty(StatusCode::OK);
     }
-    let path = req.uri().path().to_string();
+    // A clone of the URI shares its bytes: the path can be borrowed while `req` moves on.
+    let uri = req.uri().clone();
+    let path = uri.path();
     if path == "/" || path.is_empty() {
         return console_redirect(StatusCode::FOUND, req.method());
     }
     if path == "/console" {
         return console_redirect(StatusCode::MOVED_PERMANENTLY, req.method());
     }
-    let params = match Params::parse(&path, req.uri().query()) {
+    let params = match Params::parse(&uri) {
         Ok(p) => p,
         Err(e) => return text_error(StatusCode::BAD_REQUEST, &e.0),
     };
@@ -395,24 +463,24 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| Credentials::from_header(v.as_bytes()));
-    if !svc.authorized(&path, creds.as_ref()) {
+    if !svc.authorized(path, creds.as_ref()) {
         return empty(StatusCode::UNAUTHORIZED);
     }
     let params = params.with_credentials(creds);
     if path.starts_with("/console/") {
         svc.stats.add("ui", 1);
-        return console::serve(&path, req.method());
+        return console::serve(path, req.method());
     }
     if path.starts_with("/db/execute") {
-        svc.stats.add("executions", 1);
+        svc.counters.executions.add(1);
         return execute(svc, req, params).await;
     }
     if path.starts_with("/db/query") {
-        svc.stats.add("queries", 1);
+        svc.counters.queries.add(1);
         return query(svc, req, params).await;
     }
     if path.starts_with("/db/request") {
-        svc.stats.add("requests", 1);
+        svc.counters.requests.add(1);
         return request(svc, req, params).await;
     }
     if path.starts_with("/db/sql") {
@@ -453,7 +521,7 @@ async fn route(svc: &Arc<Service>, req: HttpRequest<Body>) -> Response {
         return node::leader(svc, req, &params).await;
     }
     if path.starts_with("/readyz") {
-        svc.stats.add("num_readyz", 1);
+        svc.counters.readyz.add(1);
         return node::readyz(svc, req.method(), &params).await;
     }
     if path == "/debug/vars" {
@@ -555,21 +623,22 @@ fn redirect(status: StatusCode, to: &str) -> Response {
 }
 
 /// The request's body, up to `limit` bytes (413 past that), and its content type.
-async fn read_body(req: HttpRequest<Body>, limit: usize) -> Result<(Option<String>, Bytes), Response> {
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+async fn read_body(req: HttpRequest<Body>, limit: usize) -> Result<(Option<HeaderValue>, Bytes), Response> {
+    let ct = req.headers().get(header::CONTENT_TYPE).cloned();
     match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => Ok((ct, b)),
         Err(_) => Err(text_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
     }
 }
 
+/// A `Content-Type` header's value, if it is text.
+fn content_type(v: Option<&HeaderValue>) -> Option<&str> {
+    v.and_then(|v| v.to_str().ok())
+}
+
 async fn statements_from(req: HttpRequest<Body>, limit: usize, allow_text: bool) -> Result<Vec<Statement>, Response> {
     let (ct, bytes) = read_body(req, limit).await?;
-    body::parse(&bytes, ct.as_deref(), allow_text).map_err(|e| text_error(StatusCode::BAD_REQUEST, &e.0))
+    body::parse(&bytes, content_type(ct.as_ref()), allow_text).map_err(|e| text_error(StatusCode::BAD_REQUEST, &e.0))
 }
 
 fn format_of(p: &Params) -> Format {
@@ -666,6 +735,13 @@ pub(crate) fn served_by(mut r: Response, by: &str) -> Response {
     r
 }
 
+fn served_by_value(mut r: Response, by: Option<&HeaderValue>) -> Response {
+    if let Some(v) = by {
+        r.headers_mut().insert(X_RQLITE_SERVED_BY, v.clone());
+    }
+    r
+}
+
 fn respond(served: &Served, shape: Shape, p: &Params, started: Instant) -> Response {
     let out = &served.outcome;
     let env = Envelope {
@@ -678,7 +754,10 @@ fn respond(served: &Served, shape: Shape, p: &Params, started: Instant) -> Respo
         raft_index: if p.has("raft_index") { out.raft_index } else { 0 },
         ..Default::default()
     };
-    let mut r = served_by(json_response(encode::envelope(&env, shape, format_of(p))), &served.by);
+    let mut r = served_by_value(
+        json_response(encode::envelope(&env, shape, format_of(p))),
+        served.by.as_ref(),
+    );
     if out.raft_index != 0 {
         r.headers_mut()
             .insert(X_RQLITE_RAFT_INDEX, HeaderValue::from(out.raft_index));
@@ -698,7 +777,7 @@ async fn execute(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respo
         Ok(s) => s,
         Err(r) => return r,
     };
-    svc.stats.add("execute_stmts_rx", statements.len() as i64);
+    svc.counters.execute_stmts_rx.add(statements.len() as i64);
     let f = Forward::Execute {
         request: request_of(statements, &p),
         sql: sql_options(&p),
@@ -724,7 +803,7 @@ async fn queued(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params, started: 
     let statements = if wait && bytes.iter().all(u8::is_ascii_whitespace) {
         Vec::new()
     } else {
-        match body::parse(&bytes, ct.as_deref(), true) {
+        match body::parse(&bytes, content_type(ct.as_ref()), true) {
             Ok(s) => s,
             Err(e) => return text_error(StatusCode::BAD_REQUEST, &e.0),
         }
@@ -774,7 +853,7 @@ async fn query(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respons
         },
         _ => return empty(StatusCode::METHOD_NOT_ALLOWED),
     };
-    svc.stats.add("query_stmts_rx", statements.len() as i64);
+    svc.counters.query_stmts_rx.add(statements.len() as i64);
     let level = read.level;
     let f = Forward::Query {
         request: request_of(statements, &p),
@@ -803,7 +882,7 @@ async fn request(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respo
         Ok(s) => s,
         Err(r) => return r,
     };
-    svc.stats.add("request_stmts_rx", statements.len() as i64);
+    svc.counters.request_stmts_rx.add(statements.len() as i64);
     // The HTTP layer's `linearizable_timeout` is not read for /db/request (rqlite uses 1 s).
     let read = ReadOptions {
         linearizable_timeout: std::time::Duration::ZERO,

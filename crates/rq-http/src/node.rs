@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use rq_proto::gofmt::{duration_string, rfc3339};
 use rq_proto::json::{indent, write_f64, write_str, write_value};
 use serde_json::{Value, json};
@@ -381,7 +382,8 @@ async fn stepdown(svc: &Arc<Service>, req: axum::http::Request<axum::body::Body>
 }
 
 fn plain(status: StatusCode, body: String) -> Response {
-    let mut r = (status, body).into_response();
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -393,7 +395,9 @@ pub(crate) async fn readyz(svc: &Arc<Service>, method: &Method, p: &Params) -> R
     if method != Method::GET {
         return empty(StatusCode::METHOD_NOT_ALLOWED);
     }
-    let mut body = String::from("[+]node ok");
+    // Room for every line of a ready answer, so it is allocated once.
+    let mut body = String::with_capacity(64);
+    body.push_str("[+]node ok");
     if p.has("noleader") {
         return plain(StatusCode::OK, body);
     }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::http::Uri;
 use rq_proto::Level;
 use rq_proto::gofmt::parse_duration as parse_go_duration;
 
@@ -11,8 +12,8 @@ use rq_proto::gofmt::parse_duration as parse_go_duration;
 #[derive(Debug, Default)]
 pub struct Params {
     values: Vec<(String, String)>,
-    path: String,
-    raw: Option<String>,
+    /// The request's URI, for its path and raw query (a clone shares the request's bytes).
+    uri: Uri,
     /// The request's Basic credentials, passed on with whatever is forwarded to the leader.
     credentials: Option<rq_proto::auth::Credentials>,
 }
@@ -22,16 +23,16 @@ pub struct Params {
 pub struct ParamError(pub String);
 
 impl Params {
-    /// Parses and validates a raw query string.
-    pub fn parse(path: &str, raw: Option<&str>) -> Result<Params, ParamError> {
+    /// Parses and validates a request's query string.
+    pub fn parse(uri: &Uri) -> Result<Params, ParamError> {
         // In order, repeats included: a lookup takes the first, as rqlite does.
-        let values: Vec<(String, String)> = raw
+        let values: Vec<(String, String)> = uri
+            .query()
             .map(|raw| url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect())
             .unwrap_or_default();
         let p = Params {
             values,
-            path: path.to_string(),
-            raw: raw.map(str::to_string),
+            uri: uri.clone(),
             credentials: None,
         };
         if p.has("freshness_strict") && !p.has("freshness") {
@@ -70,12 +71,12 @@ impl Params {
 
     /// The request path these parameters came with.
     pub fn path(&self) -> &str {
-        &self.path
+        self.uri.path()
     }
 
     /// The query string as sent.
     pub fn raw_query(&self) -> Option<&str> {
-        self.raw.as_deref()
+        self.uri.query()
     }
 
     /// Whether a flag is present, whatever its value.
@@ -124,21 +125,24 @@ mod tests {
 
     #[test]
     fn flags_are_presence_based_and_first_value_wins() {
-        let p = Params::parse("/", Some("pretty=false&level=none&level=strong&timeout=2s")).unwrap();
+        let p = Params::parse(&Uri::from_static("/?pretty=false&level=none&level=strong&timeout=2s")).unwrap();
         assert!(p.has("pretty"));
         assert_eq!(p.level(), Level::None);
         assert_eq!(p.timeout(), Duration::from_secs(2));
         assert_eq!(
-            Params::parse("/", Some("timeout=x")).unwrap_err().0,
+            Params::parse(&Uri::from_static("/?timeout=x")).unwrap_err().0,
             "timeout is not a valid duration"
         );
         assert_eq!(
-            Params::parse("/", Some("freshness_strict")).unwrap_err().0,
+            Params::parse(&Uri::from_static("/?freshness_strict")).unwrap_err().0,
             "freshness_strict requires freshness"
         );
-        assert_eq!(Params::parse("/", Some("q=")).unwrap_err().0, "query parameter not set");
         assert_eq!(
-            Params::parse("/", Some("retries=a")).unwrap_err().0,
+            Params::parse(&Uri::from_static("/?q=")).unwrap_err().0,
+            "query parameter not set"
+        );
+        assert_eq!(
+            Params::parse(&Uri::from_static("/?retries=a")).unwrap_err().0,
             "retries is not a valid integer"
         );
     }

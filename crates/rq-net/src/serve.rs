@@ -11,7 +11,11 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::response::Response;
+use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -21,7 +25,7 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 /// Longest a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,13 +45,18 @@ pub struct ServeOptions {
     pub port: &'static str,
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
-pub async fn serve(
+/// Serves `app` (an axum `Router`, or any service of the same shape) on `listener` until
+/// `shutdown` completes.
+pub async fn serve<S>(
     listener: TcpListener,
-    router: Router,
+    app: S,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -77,8 +86,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let service = TowerToHyperService::new(
-            router
-                .clone()
+            app.clone()
                 .map_request(|r: hyper::Request<Incoming>| r.map(axum::body::Body::new))
                 .map_response(|r| {
                     crate::idle_poll::answered();

@@ -441,7 +441,7 @@ async fn run(flags: Flags, args: Vec<String>) -> anyhow::Result<()> {
     }
     let http = tokio::spawn(rq_net::serve(
         http_listener,
-        service.clone().router(),
+        service.clone().service(),
         http_opts,
         shutdown_signal(),
     ));
