@@ -8,12 +8,14 @@
 //! the workload (their mean), because this disk's fsync speed varies by several times from
 //! hour to hour. `--cluster N` runs the workloads against the leader of an N-node cluster;
 //! `--failover N` times N leader failovers; `--against B` compares the `--spawn` binary with
-//! B, running them in turns.
+//! B, running them in turns; `--instructions` counts the instructions a node executes per
+//! request, under callgrind.
 
 mod cdc_sink;
 mod client;
 mod failover;
 mod fsync;
+mod instructions;
 mod large;
 mod node;
 mod workload;
@@ -112,6 +114,12 @@ struct Args {
     /// With --against: how many A B B A cycles each workload runs.
     #[arg(long, default_value_t = 2)]
     cycles: usize,
+    /// With --spawn (one node): run each node under valgrind's callgrind and print the
+    /// instructions it executed per request (`kinstr`, thousands), a figure the machine's load
+    /// hardly moves. The node runs tens of times slower, so its rates and latencies then mean
+    /// nothing.
+    #[arg(long)]
+    instructions: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -130,6 +138,13 @@ fn main() -> anyhow::Result<()> {
         if let Some(times) = args.failover {
             let bin = args.spawn.as_deref().context("--failover needs --spawn")?;
             return failover::run(bin, times).await;
+        }
+        if args.instructions {
+            if args.spawn.is_none() || args.cluster > 1 {
+                bail!("--instructions needs --spawn, and one node");
+            }
+            instructions::check_available()?;
+            node::run_every_node_under_callgrind();
         }
         let lags = if args.cdc {
             let (url, lags) = cdc_sink::start().await?;
@@ -235,7 +250,7 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         return run_ab(args, &list, [a, b], duration).await;
     }
     println!(
-        "{:<24} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8}",
+        "{:<24} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>7}",
         "workload",
         "clients",
         "requests",
@@ -248,7 +263,8 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         "fsync/s",
         "x fsync",
         "rss MiB",
-        "anon MiB"
+        "anon MiB",
+        "kinstr"
     );
     let variants: &[bool] = if args.scrape_metrics { &[false, true] } else { &[false] };
     for (w, scrape) in list.iter().flat_map(|w| variants.iter().map(move |s| (w, *s))) {
@@ -269,6 +285,10 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         };
         let (rss, anon) = (mib(o.rss_bytes), mib(o.anon_bytes));
         let cpu = o.cpu_us.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into());
+        let kinstr = o
+            .instructions
+            .map(|i| format!("{:.1}", i / 1000.0))
+            .unwrap_or_else(|| "-".into());
         let name = if scrape {
             format!("{}+scrape", w.name)
         } else {
@@ -276,7 +296,7 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         };
         let name = if args.spread { format!("{name}@all") } else { name };
         println!(
-            "{:<24} {:>7} {:>9} {:>9.0} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>7} {:>7} {:>8}",
+            "{:<24} {:>7} {:>9} {:>9.0} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>7} {:>7} {:>8} {:>7}",
             name,
             w.clients,
             o.requests,
@@ -289,7 +309,8 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
             fsync,
             ratio,
             rss,
-            anon
+            anon,
+            kinstr
         );
         if let Some(share) = o.cpu_share {
             println!("  the leader used {:.0}% of the nodes' CPU time", share * 100.0);
@@ -302,7 +323,7 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
 async fn run_ab(args: &Args, list: &[Workload], bins: [&str; 2], duration: Duration) -> anyhow::Result<()> {
     println!("A: {}\nB: {}", bins[0], bins[1]);
     println!(
-        "{:<24} {:>7} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>7} {:>7} {:>8}",
+        "{:<24} {:>7} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>6}",
         "workload",
         "clients",
         "A req/s",
@@ -315,7 +336,10 @@ async fn run_ab(args: &Args, list: &[Workload], bins: [&str; 2], duration: Durat
         "B mean ms",
         "A anon",
         "B anon",
-        "fsync/s"
+        "fsync/s",
+        "A kinstr",
+        "B kinstr",
+        "B/A"
     );
     for w in list {
         // runs[cycle][binary]: the two runs of each binary in that cycle.
@@ -344,6 +368,7 @@ async fn run_ab(args: &Args, list: &[Workload], bins: [&str; 2], duration: Durat
         let cpu = |o: &Outcome| o.cpu_us;
         let mean = |o: &Outcome| Some(o.mean.as_secs_f64() * 1e3);
         let anon = |o: &Outcome| o.anon_bytes.map(|b| b as f64 / 1048576.0);
+        let kinstr = |o: &Outcome| o.instructions.map(|i| i / 1000.0);
         let fsync = if w.writes {
             median(runs.iter().flatten().flatten().filter_map(|o| o.fsync_rate).collect())
         } else {
@@ -351,7 +376,7 @@ async fn run_ab(args: &Args, list: &[Workload], bins: [&str; 2], duration: Durat
         };
         let show = |v: Option<f64>, places: usize| v.map(|v| format!("{v:.places$}")).unwrap_or_else(|| "-".into());
         println!(
-            "{:<24} {:>7} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>7} {:>7} {:>8}",
+            "{:<24} {:>7} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>6}",
             w.name,
             w.clients,
             show(each(0, &rate), 0),
@@ -364,7 +389,10 @@ async fn run_ab(args: &Args, list: &[Workload], bins: [&str; 2], duration: Durat
             show(each(1, &mean), 3),
             show(each(0, &anon), 1),
             show(each(1, &anon), 1),
-            show(fsync, 0)
+            show(fsync, 0),
+            show(each(0, &kinstr), 1),
+            show(each(1, &kinstr), 1),
+            show(ratio(&kinstr), 3)
         );
     }
     Ok(())

@@ -3,6 +3,7 @@
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -25,6 +26,20 @@ static COMMON_FLAGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Starts every node from now on with `flags` too.
 pub fn add_flags_to_every_node(flags: Vec<String>) {
     COMMON_FLAGS.lock().unwrap().extend(flags);
+}
+
+/// Whether nodes run under valgrind's callgrind, to count their instructions (`--instructions`).
+static UNDER_CALLGRIND: AtomicBool = AtomicBool::new(false);
+
+/// Whether nodes run under callgrind.
+pub fn under_callgrind() -> bool {
+    UNDER_CALLGRIND.load(Ordering::Relaxed)
+}
+
+/// Starts every node from now on under callgrind, its instrumentation off until a workload
+/// turns it on (`crate::instructions`).
+pub fn run_every_node_under_callgrind() {
+    UNDER_CALLGRIND.store(true, Ordering::Relaxed);
 }
 
 /// A free loopback port (bound, then released for the node to take).
@@ -89,6 +104,7 @@ impl Node {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            crate::instructions::remove_counts(c.id());
         }
     }
 
@@ -133,8 +149,14 @@ impl Cluster {
 }
 
 fn spawn(bin: &str, http: &str, raft: &str, dir: &std::path::Path, extra: &[String]) -> anyhow::Result<Child> {
-    Command::new(bin)
-        .args(["-http-addr", http, "-raft-addr", raft])
+    let mut cmd = if under_callgrind() {
+        let mut c = Command::new("valgrind");
+        c.args(crate::instructions::valgrind_args()).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args(["-http-addr", http, "-raft-addr", raft])
         .args(COMMON_FLAGS.lock().unwrap().iter())
         .args(extra)
         .arg(dir)

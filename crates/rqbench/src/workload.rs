@@ -36,6 +36,8 @@ pub struct Outcome {
     pub cpu_us: Option<f64>,
     /// With clients spread over several nodes: the first node's share of their CPU time.
     pub cpu_share: Option<f64>,
+    /// Under `--instructions`: the instructions the node executed per request.
+    pub instructions: Option<f64>,
 }
 
 impl Outcome {
@@ -106,6 +108,7 @@ where
         anon_bytes: None,
         cpu_us: None,
         cpu_share: None,
+        instructions: None,
     })
 }
 
@@ -234,6 +237,10 @@ impl Workload {
         }
         let others_cpu = || others.iter().flatten().filter_map(|p| cpu_us_of(*p)).sum::<f64>();
         let others_before = others_cpu();
+        let counted = pid.filter(|_| crate::node::under_callgrind());
+        if let Some(p) = counted {
+            crate::instructions::start(p)?;
+        }
         let cpu_before = pid.and_then(cpu_us_of);
         let stop = Stop::After(duration);
         let mut out = match self.kind {
@@ -284,6 +291,9 @@ impl Workload {
             }
         };
         let cpu_after = pid.and_then(cpu_us_of);
+        if let Some(p) = counted {
+            out.instructions = Some(crate::instructions::stop(p)? as f64 / out.requests.max(1) as f64);
+        }
         if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
             out.cpu_us = Some((a - b) / out.requests.max(1) as f64);
             if addrs.len() > 1 {
