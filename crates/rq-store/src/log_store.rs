@@ -71,6 +71,8 @@ const SPARE_FILE: &str = "spare";
 const SEGMENT_EXT: &str = "seg";
 /// Mixed into each segment's checksum seed, so an all-zero header never checks.
 const SEED_SALT: u32 = 0x7271_6c67;
+/// The largest write buffer the writer keeps for the next append.
+const KEPT_BUFFER: usize = 1 << 20;
 
 /// Where an entry lives: segment sequence number, byte offset of its header, payload length,
 /// and the checksum chain value before it (what a record written in its place chains to).
@@ -122,6 +124,9 @@ struct Writer {
     /// Set when a write failed part-way: the files may then hold records the index does not,
     /// so nothing more is written until the log is opened again (which reads the files).
     failed: bool,
+    /// The records of an append, serialized in place; kept between appends (up to
+    /// `KEPT_BUFFER` bytes of capacity), so an append of small entries allocates nothing.
+    buf: Vec<u8>,
 }
 
 impl Writer {
@@ -562,6 +567,7 @@ impl LogStore {
                     next_seq,
                     spare: None,
                     failed: false,
+                    buf: Vec::new(),
                 }),
                 unsynced: Mutex::default(),
                 flushing: Mutex::new(()),
@@ -733,7 +739,8 @@ impl LogStore {
             (ix.next(), ix.locs.is_empty(), ix.last_purged.map(|l| l.index))
         };
         let mut first = None;
-        let mut pending: Vec<u8> = Vec::new();
+        let mut pending = std::mem::take(&mut w.buf);
+        pending.clear();
         let mut synced: Vec<Arc<File>> = Vec::new();
         let mut locs = Vec::new();
         let mut last = None;
@@ -753,32 +760,42 @@ impl LogStore {
                     id.index, next
                 )));
             }
-            let payload = encode(&entry)?;
-            let need = (HEADER + payload.len()) as u64;
+            // The record goes after those before it: its header's room, then its payload.
+            let mut start = pending.len();
+            pending.extend_from_slice(&[0; HEADER]);
+            pending = postcard::to_extend(&entry, pending).map_err(io_err)?;
+            let len = pending.len() - start - HEADER;
+            let need = (HEADER + len) as u64;
             let fits = w
                 .tail
                 .as_ref()
-                .is_some_and(|t| t.offset + pending.len() as u64 + need <= t.size);
+                .is_some_and(|t| t.offset + start as u64 + need <= t.size);
             if !fits {
+                // The records before it go to the current segment; it starts the next one.
+                let record = pending.split_off(start);
                 write_pending(w, &mut pending, &mut synced)?;
                 self.roll(w, need)?;
+                pending.extend_from_slice(&record);
+                start = 0;
             }
             let t = w.tail.as_mut().expect("a tail segment");
-            let crc = chain(t.crc, id.index, &payload);
+            let crc = chain(t.crc, id.index, &pending[start + HEADER..]);
             locs.push(Loc {
                 seg: t.seq,
-                offset: t.offset + pending.len() as u64,
-                len: payload.len() as u32,
+                offset: t.offset + start as u64,
+                len: len as u32,
                 prev_crc: t.crc,
             });
-            pending.extend_from_slice(&header(payload.len() as u32, crc, id.index));
-            pending.extend_from_slice(&payload);
+            pending[start..start + HEADER].copy_from_slice(&header(len as u32, crc, id.index));
             membership |= matches!(entry.payload, openraft::EntryPayload::Membership(_));
             t.crc = crc;
             last = Some(id);
             next += 1;
         }
         write_pending(w, &mut pending, &mut synced)?;
+        if pending.capacity() <= KEPT_BUFFER {
+            w.buf = pending;
+        }
         {
             let mut u = self.shared.unsynced.lock().unwrap();
             u.files.extend(synced);
