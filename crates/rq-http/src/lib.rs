@@ -26,6 +26,7 @@ use std::time::{Instant, SystemTime};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request as HttpRequest, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use rq_proto::auth::{CredentialStore, Credentials, perm};
@@ -625,10 +626,45 @@ fn redirect(status: StatusCode, to: &str) -> Response {
 /// The request's body, up to `limit` bytes (413 past that), and its content type.
 async fn read_body(req: HttpRequest<Body>, limit: usize) -> Result<(Option<HeaderValue>, Bytes), Response> {
     let ct = req.headers().get(header::CONTENT_TYPE).cloned();
-    match axum::body::to_bytes(req.into_body(), limit).await {
-        Ok(b) => Ok((ct, b)),
-        Err(_) => Err(text_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
+    match whole_body(req.into_body(), limit).await {
+        Some(b) => Ok((ct, b)),
+        None => Err(text_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
     }
+}
+
+/// A body's bytes, if it ends within `limit` bytes and arrives intact. A body that comes in
+/// one piece, as most do, is passed on as it came, not copied.
+async fn whole_body(mut body: Body, limit: usize) -> Option<Bytes> {
+    use http_body_util::BodyExt;
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.ok()?.into_data() else {
+            continue;
+        };
+        // Once a second piece came, `more` holds all of them.
+        let had = match (&first, &more) {
+            (_, Some(m)) => m.len(),
+            (f, None) => f.as_ref().map_or(0, Bytes::len),
+        };
+        if had + data.len() > limit {
+            return None;
+        }
+        match (&mut first, &mut more) {
+            (None, _) => first = Some(data),
+            (Some(f), None) => {
+                let mut m = BytesMut::with_capacity(f.len() + data.len());
+                m.extend_from_slice(f);
+                m.extend_from_slice(&data);
+                more = Some(m);
+            }
+            (Some(_), Some(m)) => m.extend_from_slice(&data),
+        }
+    }
+    Some(match (first, more) {
+        (_, Some(m)) => m.freeze(),
+        (f, None) => f.unwrap_or_default(),
+    })
 }
 
 /// A `Content-Type` header's value, if it is text.
@@ -1191,5 +1227,27 @@ async fn remove(svc: &Arc<Service>, req: HttpRequest<Body>, p: &Params) -> Respo
         Ok(by) => served_by(empty(StatusCode::OK), &by),
         Err(e @ (StoreError::NotLeader { .. } | StoreError::Unauthorized)) => store_error(svc, &e, p).await,
         Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_pieces(pieces: &[&'static str]) -> Body {
+        let frames: Vec<Result<Bytes, Infallible>> =
+            pieces.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect();
+        Body::from_stream(futures::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_body_is_gathered_up_to_its_limit() {
+        let one = Bytes::from_static(b"[\"SELECT 1\"]");
+        let got = whole_body(Body::from(one.clone()), 64).await.unwrap();
+        assert_eq!(got.as_ptr(), one.as_ptr(), "one piece is passed on, not copied");
+        assert_eq!(whole_body(in_pieces(&["ab", "", "cd", "e"]), 5).await.unwrap(), "abcde");
+        assert_eq!(whole_body(in_pieces(&["ab", "cd", "e"]), 4).await, None);
+        assert_eq!(whole_body(in_pieces(&["abcde"]), 4).await, None);
+        assert_eq!(whole_body(Body::empty(), 0).await.unwrap(), "");
     }
 }
