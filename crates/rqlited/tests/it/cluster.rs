@@ -507,8 +507,9 @@ async fn a_leader_whose_background_flush_fails_stops_and_loses_nothing_acknowled
 #[tokio::test]
 async fn a_long_statement_does_not_cost_the_leader_its_leadership() {
     // One runtime worker per node, as on a one-core machine: a statement that held up the
-    // worker would stop the leader's heartbeats.
-    let c = Cluster::by_join_env(3, &[], &[("TOKIO_WORKER_THREADS", "1")]).await;
+    // worker would stop the leader's heartbeats. The apply timeout leaves the statement room
+    // on a slow, busy machine (a debug build, other tests beside it).
+    let c = Cluster::by_join_env(3, &["-raft-apply-timeout", "60s"], &[("TOKIO_WORKER_THREADS", "1")]).await;
     let l = c.leader().await;
     let leader = &c.nodes[l];
     let term = |st: serde_json::Value| st["store"]["raft"]["term"].as_u64().unwrap();
