@@ -94,7 +94,6 @@ fn is_text_type(t: &str) -> bool {
         .any(|p| t.starts_with(p))
 }
 
-/// Converts one column value of a row by its declared type, as the driver and rqlite do.
 /// What a column's declared type (lowercased) means for its values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Decl {
@@ -115,6 +114,7 @@ impl Decl {
     }
 }
 
+/// Converts one column value of a row by its declared type, as the driver and rqlite do.
 fn convert(v: ValueRef<'_>, decl: Decl, shown_type: &str) -> Result<Value, String> {
     Ok(match v {
         ValueRef::Null => Value::Null,

@@ -6,12 +6,11 @@
 //! costs the node nothing. At shutdown, idle connections close at once and busy ones get
 //! `GRACE` to finish.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::response::Response;
