@@ -197,7 +197,7 @@ pub const FLAGS: &[FlagDef] = &[
     f(
         "idle-poll-time",
         Duration,
-        "50µs",
+        "150µs",
         "How long, after answering a request, the node keeps polling for the next rather than sleep, while the machine has CPU to spare. 0 turns polling off",
         true,
     ),
