@@ -252,14 +252,18 @@ impl Conn {
     }
 }
 
-/// Pragmas whose value must not be changed through the API: they are the node's durability and
-/// checkpointing settings, which rqlite reserves for itself.
-pub(crate) const RESERVED_PRAGMAS: [&str; 5] = [
+/// Pragmas whose value must not be changed through the API: the node's durability and
+/// checkpointing settings, which rqlite reserves for itself, and SQLite's heap limits, which
+/// would bound nothing: SQLite is built without the memory statistics they are enforced from
+/// (`.cargo/config.toml`), so setting one is refused rather than accepted and ignored.
+pub(crate) const RESERVED_PRAGMAS: [&str; 7] = [
     "journal_mode",
     "wal_autocheckpoint",
     "wal_checkpoint",
     "synchronous",
     "query_only",
+    "soft_heap_limit",
+    "hard_heap_limit",
 ];
 
 fn authorize(ctx: AuthContext<'_>) -> Authorization {

@@ -30,7 +30,8 @@ pub enum RewriteError {
 }
 
 /// Whether any statement in `sql` changes a pragma the node reserves for itself
-/// (journal mode, synchronous, query_only, WAL checkpointing), however it is spelled.
+/// (journal mode, synchronous, query_only, WAL checkpointing, heap limits), however it is
+/// spelled.
 pub fn is_disallowed_pragma(sql: &str) -> bool {
     // Cheap test first: this runs for every statement.
     if !contains_ignore_case(sql, "pragma") {
@@ -375,12 +376,15 @@ mod tests {
             "PRAGMA wal_autocheckpoint=10",
             "SELECT 1; PRAGMA journal_mode=delete",
             "  \n PRAGMA journal_mode = WAL",
+            "PRAGMA soft_heap_limit=1000000",
+            "PRAGMA Hard_Heap_Limit(1000000)",
         ] {
             assert!(is_disallowed_pragma(sql), "{sql}");
         }
         for sql in [
             "PRAGMA journal_mode",
             "PRAGMA synchronous",
+            "PRAGMA soft_heap_limit",
             "PRAGMA foreign_keys=ON",
             "PRAGMA table_info(foo)",
             "SELECT 'PRAGMA synchronous=0'",

@@ -131,6 +131,8 @@ fn pragmas() -> Vec<&'static str> {
         "  \n PRAGMA journal_mode = WAL",
         "SELECT 1; PRAGMA journal_mode=delete",
         "PrAgMa SyNcHrOnOuS='full'",
+        "PRAGMA soft_heap_limit=1048576",
+        "PRAGMA hard_heap_limit(1048576)",
         // Unterminated quotes ending in a multi-byte character (found by the fuzz tests).
         "PRAGMA \"\u{16af4}",
         "PRAGMA main.'\u{1f574}",
