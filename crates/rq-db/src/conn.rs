@@ -5,6 +5,9 @@
 //! directory or change durability settings, bounded lengths, and a progress handler that
 //! enforces the per-statement deadline (`db_timeout`).
 
+use std::cell::Cell;
+use std::hash::BuildHasher;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +38,8 @@ const MAX_COMPOUND_SELECT: i32 = 500;
 const MAX_TRIGGER_DEPTH: i32 = 100;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;
+/// SQL texts a connection remembers having prepared, by hash (see `Conn::prepare`).
+const SEEN_TEXTS: usize = 256;
 
 /// Settings shared by all connections to one database.
 #[derive(Debug, Clone, Copy, Default)]
@@ -165,6 +170,35 @@ pub struct Conn {
     trusted: Arc<AtomicBool>,
     /// Change capture, on the write connection when it is on.
     pub(crate) capture: Option<Arc<crate::capture::Capture>>,
+    /// Hashes of the SQL texts prepared lately, one slot per hash modulo its length.
+    seen: Box<[Cell<u64>]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+/// A statement prepared by `Conn::prepare`: kept in the connection's cache, or for one use.
+pub(crate) enum Prepared<'c> {
+    Kept(rusqlite::CachedStatement<'c>),
+    Once(rusqlite::Statement<'c>),
+}
+
+impl<'c> Deref for Prepared<'c> {
+    type Target = rusqlite::Statement<'c>;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Prepared::Kept(s) => s,
+            Prepared::Once(s) => s,
+        }
+    }
+}
+
+impl DerefMut for Prepared<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Prepared::Kept(s) => s,
+            Prepared::Once(s) => s,
+        }
+    }
 }
 
 impl Conn {
@@ -235,7 +269,37 @@ impl Conn {
             deadline,
             trusted,
             capture: None,
+            seen: (0..SEEN_TEXTS).map(|_| Cell::new(0)).collect(),
+            hasher: foldhash::fast::RandomState::default(),
         })
+    }
+
+    /// Prepares `sql`, one statement. Text this connection prepared lately comes from, and is
+    /// kept in, its statement cache; text seen for the first time is prepared for one use. A
+    /// statement meant to be kept is prepared without the connection's lookaside memory (SQLite's
+    /// `SQLITE_PREPARE_PERSISTENT`, which rusqlite's cache asks for), so each of its few dozen
+    /// allocations goes to the system allocator: for SQL run once, such as a point SELECT with
+    /// its id written into the text, that cost a sixth of the node's instructions per request.
+    /// A repeated text, a parameterized statement above all, is kept from its second use.
+    pub(crate) fn prepare(&self, sql: &str) -> rusqlite::Result<Prepared<'_>> {
+        let hash = self.hasher.hash_one(sql);
+        let slot = &self.seen[(hash % SEEN_TEXTS as u64) as usize];
+        if slot.replace(hash) == hash {
+            self.conn.prepare_cached(sql).map(Prepared::Kept)
+        } else {
+            self.conn.prepare(sql).map(Prepared::Once)
+        }
+    }
+
+    /// Prepares `sql` to look at it, not to run it: from the cache if `prepare` would take it
+    /// from there, else for one use, and without counting as a use.
+    pub(crate) fn prepare_to_inspect(&self, sql: &str) -> rusqlite::Result<Prepared<'_>> {
+        let hash = self.hasher.hash_one(sql);
+        if self.seen[(hash % SEEN_TEXTS as u64) as usize].get() == hash {
+            self.conn.prepare_cached(sql).map(Prepared::Kept)
+        } else {
+            self.conn.prepare(sql).map(Prepared::Once)
+        }
     }
 
     /// Runs `f` with the authorizer's user restrictions lifted, for the node's own statements.

@@ -12,7 +12,7 @@ use rq_proto::{ExecuteResult, Param, QueryRows, Request, StmtResult, Value};
 use rusqlite::types::ValueRef;
 use rusqlite::{Batch, Statement, ToSql};
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Prepared};
 use crate::{Error, gotime, lex};
 
 /// How a request's statements run.
@@ -260,7 +260,7 @@ fn exec_write(run: Run<'_>, sql: &str, params: &[Param], user_tx: &mut UserTx) -
             0.0
         },
     };
-    match prepare_one(conn, sql) {
+    match prepare_one(run.conn, sql, false) {
         Ok(mut stmt) => {
             if let Some(r) = user_tx.intercept(run, sql)? {
                 return Ok(r);
@@ -312,15 +312,20 @@ fn exec_write(run: Run<'_>, sql: &str, params: &[Param], user_tx: &mut UserTx) -
     }
 }
 
-/// Prepares `sql` through the statement cache when it holds one statement; text that may hold
-/// several is reported as `MultipleStatement` without preparing past the first, because a later
-/// statement can depend on an earlier one having run (`CREATE TABLE t ...; INSERT INTO t ...`).
-fn prepare_one<'c>(conn: &'c rusqlite::Connection, sql: &str) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+/// Prepares `sql` with `Conn::prepare` (or, to `inspect` it, `Conn::prepare_to_inspect`) when
+/// it holds one statement; text that may hold several is reported as `MultipleStatement`
+/// without preparing past the first, because a later statement can depend on an earlier one
+/// having run (`CREATE TABLE t ...; INSERT INTO t ...`).
+fn prepare_one<'c>(conn: &'c Conn, sql: &str, inspect: bool) -> rusqlite::Result<Prepared<'c>> {
     let body = sql.trim_end_matches(|c: char| c.is_whitespace() || c == ';');
     if body.contains(';') {
         return Err(rusqlite::Error::MultipleStatement);
     }
-    conn.prepare_cached(sql)
+    if inspect {
+        conn.prepare_to_inspect(sql)
+    } else {
+        conn.prepare(sql)
+    }
 }
 
 fn fallible_next<'c>(b: &mut Batch<'c, '_>) -> rusqlite::Result<Option<Statement<'c>>> {
@@ -344,7 +349,7 @@ fn exec_query(
     }
     let mut cached;
     let mut owned;
-    let stmt: &mut Statement<'_> = match prepare_one(conn, sql) {
+    let stmt: &mut Statement<'_> = match prepare_one(run.conn, sql, false) {
         Ok(s) => {
             cached = s;
             if let Err(e) = bind(&mut cached, params, 0, params.len()) {
@@ -586,7 +591,7 @@ fn needs_autocommit(sql: &str) -> bool {
 /// Whether the statement only reads, by SQLite's verdict; statements that fail to prepare
 /// count as writes (they then report their error through the log, as rqlite does).
 fn statement_is_read(conn: &Conn, sql: &str) -> bool {
-    match prepare_one(&conn.conn, sql) {
+    match prepare_one(conn, sql, true) {
         Ok(s) => s.readonly() || s.is_explain() > 0,
         Err(rusqlite::Error::MultipleStatement) => {
             let mut batch = Batch::new(&conn.conn, sql);
@@ -908,6 +913,31 @@ mod tests {
             [StmtResult::Query(q)] => q.values[0][0].clone(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_statement_is_kept_prepared_from_its_second_use() {
+        let conn = Conn::open_memory(ConnConfig::default()).unwrap();
+        let kept = |sql: &str, inspect: bool| matches!(prepare_one(&conn, sql, inspect).unwrap(), Prepared::Kept(_));
+        // Looking at a text before running it, as `/db/request` does, is not a use.
+        assert!(!kept("SELECT 1", true));
+        assert!(!kept("SELECT 1", false));
+        assert!(kept("SELECT 1", true));
+        assert!(kept("SELECT 1", false));
+        assert!(kept("SELECT 1", false));
+        // Text used once is never kept.
+        for i in 0..1000 {
+            assert!(!kept(&format!("SELECT {i} + 1"), false));
+        }
+        assert!(!kept("SELECT 2", false));
+        assert!(kept("SELECT 2", false));
+        // Either way a statement gives the same answer.
+        let once = run_read(&conn, &request("SELECT 40 + 2"), Mode::Query);
+        let again = run_read(&conn, &request("SELECT 40 + 2"), Mode::Query);
+        let kept_too = run_read(&conn, &request("SELECT 40 + 2"), Mode::Query);
+        assert_eq!(value(&once), Value::Integer(42));
+        assert_eq!(value(&again), Value::Integer(42));
+        assert_eq!(value(&kept_too), Value::Integer(42));
     }
 
     #[test]
