@@ -280,22 +280,16 @@ impl Conn {
     /// `SQLITE_PREPARE_PERSISTENT`, which rusqlite's cache asks for), so each of its few dozen
     /// allocations goes to the system allocator: for SQL run once, such as a point SELECT with
     /// its id written into the text, that cost a sixth of the node's instructions per request.
-    /// A repeated text, a parameterized statement above all, is kept from its second use.
-    pub(crate) fn prepare(&self, sql: &str) -> rusqlite::Result<Prepared<'_>> {
+    /// A repeated text, a parameterized statement above all, is kept from its second use. A
+    /// statement prepared to `inspect` it, not to run it, is not a use.
+    pub(crate) fn prepare(&self, sql: &str, inspect: bool) -> rusqlite::Result<Prepared<'_>> {
         let hash = self.hasher.hash_one(sql);
         let slot = &self.seen[(hash % SEEN_TEXTS as u64) as usize];
-        if slot.replace(hash) == hash {
-            self.conn.prepare_cached(sql).map(Prepared::Kept)
-        } else {
-            self.conn.prepare(sql).map(Prepared::Once)
+        let seen = slot.get() == hash;
+        if !inspect {
+            slot.set(hash);
         }
-    }
-
-    /// Prepares `sql` to look at it, not to run it: from the cache if `prepare` would take it
-    /// from there, else for one use, and without counting as a use.
-    pub(crate) fn prepare_to_inspect(&self, sql: &str) -> rusqlite::Result<Prepared<'_>> {
-        let hash = self.hasher.hash_one(sql);
-        if self.seen[(hash % SEEN_TEXTS as u64) as usize].get() == hash {
+        if seen {
             self.conn.prepare_cached(sql).map(Prepared::Kept)
         } else {
             self.conn.prepare(sql).map(Prepared::Once)

@@ -312,20 +312,15 @@ fn exec_write(run: Run<'_>, sql: &str, params: &[Param], user_tx: &mut UserTx) -
     }
 }
 
-/// Prepares `sql` with `Conn::prepare` (or, to `inspect` it, `Conn::prepare_to_inspect`) when
-/// it holds one statement; text that may hold several is reported as `MultipleStatement`
-/// without preparing past the first, because a later statement can depend on an earlier one
-/// having run (`CREATE TABLE t ...; INSERT INTO t ...`).
+/// Prepares `sql` with `Conn::prepare` when it holds one statement; text that may hold several
+/// is reported as `MultipleStatement` without preparing past the first, because a later
+/// statement can depend on an earlier one having run (`CREATE TABLE t ...; INSERT INTO t ...`).
 fn prepare_one<'c>(conn: &'c Conn, sql: &str, inspect: bool) -> rusqlite::Result<Prepared<'c>> {
     let body = sql.trim_end_matches(|c: char| c.is_whitespace() || c == ';');
     if body.contains(';') {
         return Err(rusqlite::Error::MultipleStatement);
     }
-    if inspect {
-        conn.prepare_to_inspect(sql)
-    } else {
-        conn.prepare(sql)
-    }
+    conn.prepare(sql, inspect)
 }
 
 fn fallible_next<'c>(b: &mut Batch<'c, '_>) -> rusqlite::Result<Option<Statement<'c>>> {
