@@ -20,7 +20,7 @@ use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record};
 use serde_json::{Value, json};
 
-use crate::harness::{DataDir, Node, free_port, refused_start, restart_all};
+use crate::harness::{DataDir, Node, free_port, free_ports, refused_start, restart_all};
 
 fn random_key() -> String {
     format!("rq{}", rand::random::<u32>())
@@ -118,8 +118,9 @@ impl Etcd {
     async fn start_with(tls: Option<EtcdTls>) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://127.0.0.1:{}", free_port());
-        let peer = format!("http://127.0.0.1:{}", free_port());
+        let [client, peer] = free_ports::<2>();
+        let url = format!("{scheme}://127.0.0.1:{client}");
+        let peer = format!("http://127.0.0.1:{peer}");
         let mut cmd = Command::new("etcd");
         cmd.args(["--data-dir", &dir.path().join("etcd").display().to_string()])
             .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
@@ -694,7 +695,7 @@ async fn dns_a_records_from_a_dns_server() {
 
 #[tokio::test]
 async fn dns_srv_records_from_a_dns_server() {
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = free_ports::<3>();
     let mut records: Vec<Record> = ports
         .iter()
         .enumerate()
@@ -717,7 +718,7 @@ async fn dns_srv_records_from_a_dns_server() {
 
 #[tokio::test]
 async fn dns_hosts_from_the_environment_and_a_replica_that_joins_later() {
-    let raft: Vec<String> = (0..3).map(|_| format!("localhost:{}", free_port())).collect();
+    let raft: Vec<String> = free_ports::<3>().iter().map(|p| format!("localhost:{p}")).collect();
     let hosts = raft.join(",");
     let env = [("RQLITE_DISCO_DNS_HOSTS", hosts.as_str())];
     let (_dirs, nodes) = dns_cluster("dns", r#"{"name": "ignored.example"}"#, &raft, &env).await;

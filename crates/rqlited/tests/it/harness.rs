@@ -72,7 +72,10 @@ fn spawn(dir: &Path, http: &str, raft: &str, extra: &[String], env: &[(String, S
             }
         }
     });
-    let (http, raft) = rx.recv_timeout(START_TIMEOUT).expect("node reported its addresses");
+    let Ok((http, raft)) = rx.recv_timeout(START_TIMEOUT) else {
+        let output = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+        panic!("node did not report its addresses; its output:\n{output}");
+    };
     (child, http.expect("http address"), raft.expect("raft address"))
 }
 
@@ -370,11 +373,14 @@ pub async fn three_nodes_with(env: &[(&str, &str)], extra: &[&str]) -> (Vec<Data
 
 /// A free loopback port (bound, then released for a server to take).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` different free loopback ports: all are held at once before they are released, so no two
+/// are the same.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [std::net::TcpListener; N] = std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap().port())
 }
 
 /// Starts `rqlited` with `args` on `dir` (loopback, port 0), expecting it to refuse to start:

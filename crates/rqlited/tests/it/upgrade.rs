@@ -10,7 +10,7 @@ use rq_upgrade::raft_db::{Server, Suffrage};
 use rq_upgrade::testing::{configuration_bytes, crc_sidecar, execute_command, log_bytes, snapshot_meta, write_bolt};
 use serde_json::Value;
 
-use crate::harness::{DataDir, Node, free_port, refused_start};
+use crate::harness::{DataDir, Node, free_port, free_ports, refused_start};
 
 /// Rows 1..=ROWS: `(i, "row i")`.
 const ROWS: i64 = 14;
@@ -232,7 +232,7 @@ async fn a_v10_directory_is_converted_and_checked_row_by_row() {
 
 #[tokio::test]
 async fn three_converted_nodes_form_the_same_cluster() {
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = free_ports::<3>();
     let members = servers(&ports);
     let dirs: Vec<DataDir> = (0..3).map(|_| DataDir::new()).collect();
     // Only the first had taken a snapshot; the others hold the whole log.
