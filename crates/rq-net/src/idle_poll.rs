@@ -14,7 +14,8 @@
 //!   waiting and seldom sleeps, and polling would only add work), and kept while it catches
 //!   requests and the worker stays awake. Requests that wait on something else, such as one
 //!   client's writes on their disk flush, leave the worker sleeping between answers all the
-//!   same: then the poll stays off, for longer after each try;
+//!   same: then the poll stays off, for longer after each try, until answers go out at more
+//!   than twice the rate they did then (other requests);
 //! - it starts only while the machine leaves a whole CPU idle (`START_IDLE_CPUS`), and goes on
 //!   only while it leaves half of one (`KEEP_IDLE_CPUS`) with the poll's own time counted as
 //!   busy, sampled from `/proc/stat`. A node sharing a busy machine with others (the nodes of a
@@ -190,6 +191,8 @@ struct Wakes {
     hold: u32,
     /// The hold after the next try that does not pay (doubling up to `MAX_HOLD`).
     backoff: u32,
+    /// Answers in the sample that found the last try useless.
+    useless_at: u64,
 }
 
 impl Wakes {
@@ -204,8 +207,13 @@ impl Wakes {
         if worth == Worth::Useless {
             self.backoff = (self.backoff * 2).clamp(1, MAX_HOLD);
             self.hold = self.backoff;
+            self.useless_at = answered;
         } else if worth == Worth::Yes && polled {
             self.backoff = 0;
+        } else if worth == Worth::Yes && answered > 2 * self.useless_at {
+            // Answers go out at more than twice the rate of those the poll failed on: other
+            // requests (reads after one client's writes in a cluster), worth a try now.
+            (self.hold, self.backoff) = (0, 0);
         }
         if self.hold > 0 {
             self.hold -= 1;
@@ -377,5 +385,31 @@ mod tests {
         w.caught = 100;
         assert!(step(&mut w, 0, true));
         assert_eq!(w.backoff, 0);
+    }
+
+    #[test]
+    fn a_poll_held_off_is_tried_again_at_once_when_requests_come_faster() {
+        let mut w = Wakes::default();
+        let (mut answers, mut parks) = (0, 0);
+        let mut step = |w: &mut Wakes, answered: u64, polled: bool| {
+            answers += answered;
+            parks += answered;
+            w.sample(answers, parks, polled)
+        };
+        // One client's writes wait on the other nodes: useless three times, then off for eight.
+        for hold in [1, 2, 4] {
+            assert!(step(&mut w, 100, false));
+            assert!(!step(&mut w, 100, true));
+            for _ in 1..hold {
+                assert!(!step(&mut w, 100, false));
+            }
+        }
+        assert!(step(&mut w, 100, false));
+        assert!(!step(&mut w, 100, true));
+        assert!(!step(&mut w, 100, false));
+        // At twice the rate, the same requests still; at more, others: tried at once.
+        assert!(!step(&mut w, 200, false));
+        assert!(step(&mut w, 201, false));
+        assert_eq!((w.hold, w.backoff), (0, 0));
     }
 }
