@@ -172,7 +172,9 @@ pub struct Conn {
     pub(crate) capture: Option<Arc<crate::capture::Capture>>,
     /// Hashes of the SQL texts prepared lately, one slot per hash modulo its length.
     seen: Box<[Cell<u64>]>,
-    hasher: foldhash::fast::RandomState,
+    /// Seeded the same in every process, so which texts share a slot never changes from run
+    /// to run (a collision costs only a preparation).
+    hasher: foldhash::fast::FixedState,
 }
 
 /// A statement prepared by `Conn::prepare`: kept in the connection's cache, or for one use.
@@ -270,7 +272,7 @@ impl Conn {
             trusted,
             capture: None,
             seen: (0..SEEN_TEXTS).map(|_| Cell::new(0)).collect(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: foldhash::fast::FixedState::default(),
         })
     }
 
@@ -294,6 +296,26 @@ impl Conn {
         } else {
             self.conn.prepare(sql).map(Prepared::Once)
         }
+    }
+
+    /// Whether `sql` is to run as written rather than in another form (`exec::prepare_lifted`):
+    /// it was run as written lately (so it is kept, see `prepare`), or it ran in the other form
+    /// the last time it was seen, which then counts as its first use as written. So a text
+    /// that comes again and again is prepared as written, and kept, from its third use. A
+    /// text that is only inspected counts no use.
+    pub(crate) fn runs_as_written(&self, sql: &str, inspect: bool) -> bool {
+        let hash = self.hasher.hash_one(sql);
+        let slot = &self.seen[(hash % SEEN_TEXTS as u64) as usize];
+        // The mark of a text run in another form differs from its hash in the lowest bit.
+        let other_form = hash ^ 1;
+        let seen = slot.get();
+        if seen == hash {
+            return true;
+        }
+        if !inspect {
+            slot.set(if seen == other_form { hash } else { other_form });
+        }
+        false
     }
 
     /// Runs `f` with the authorizer's user restrictions lifted, for the node's own statements.

@@ -13,7 +13,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Batch, Statement, ToSql};
 
 use crate::conn::{Conn, Prepared};
-use crate::{Error, gotime, lex};
+use crate::{Error, gotime, lex, literals};
 
 /// How a request's statements run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,6 +323,22 @@ fn prepare_one<'c>(conn: &'c Conn, sql: &str, inspect: bool) -> rusqlite::Result
     conn.prepare(sql, inspect)
 }
 
+/// `sql` prepared in its lifted form (`literals`), with the lifted literals bound, when it has
+/// one (it takes no parameters of its own) and that form prepares and binds. `None` sends the
+/// caller to the text as written, which also reports any error in SQLite's own words. A text
+/// that comes again and again as it is, such as a client's one fixed query, is run as written,
+/// and kept, from its third use (`Conn::runs_as_written`): its statement then needs neither
+/// lifting nor binding.
+fn prepare_lifted<'c>(conn: &'c Conn, sql: &str, params: &[Param], inspect: bool) -> Option<Prepared<'c>> {
+    if !params.is_empty() || conn.runs_as_written(sql, inspect) {
+        return None;
+    }
+    let lifted = literals::lift(sql)?;
+    let mut stmt = prepare_one(conn, &lifted.sql, inspect).ok()?;
+    lifted.bind(&mut stmt).ok()?;
+    Some(stmt)
+}
+
 fn fallible_next<'c>(b: &mut Batch<'c, '_>) -> rusqlite::Result<Option<Statement<'c>>> {
     use fallible_iterator::FallibleIterator;
     b.next()
@@ -344,10 +360,12 @@ fn exec_query(
     }
     let mut cached;
     let mut owned;
-    let stmt: &mut Statement<'_> = match prepare_one(run.conn, sql, false) {
+    let lifted = prepare_lifted(run.conn, sql, params, false);
+    let is_lifted = lifted.is_some();
+    let stmt: &mut Statement<'_> = match lifted.map_or_else(|| prepare_one(run.conn, sql, false), Ok) {
         Ok(s) => {
             cached = s;
-            if let Err(e) = bind(&mut cached, params, 0, params.len()) {
+            if !is_lifted && let Err(e) = bind(&mut cached, params, 0, params.len()) {
                 return Ok(StmtResult::Error(e));
             }
             &mut cached
@@ -585,7 +603,10 @@ fn needs_autocommit(sql: &str) -> bool {
 
 /// Whether the statement only reads, by SQLite's verdict; statements that fail to prepare
 /// count as writes (they then report their error through the log, as rqlite does).
-fn statement_is_read(conn: &Conn, sql: &str) -> bool {
+fn statement_is_read(conn: &Conn, sql: &str, params: &[Param]) -> bool {
+    if let Some(s) = prepare_lifted(conn, sql, params, true) {
+        return s.readonly() || s.is_explain() > 0;
+    }
     match prepare_one(conn, sql, true) {
         Ok(s) => s.readonly() || s.is_explain() > 0,
         Err(rusqlite::Error::MultipleStatement) => {
@@ -607,7 +628,7 @@ pub fn is_read_only(conn: &Conn, req: &Request) -> bool {
     req.statements
         .iter()
         .filter(|s| !s.sql.is_empty())
-        .all(|s| statement_is_read(conn, &s.sql))
+        .all(|s| statement_is_read(conn, &s.sql, &s.params))
 }
 
 /// The core loop shared by every way of running a request.
@@ -667,7 +688,7 @@ fn run_statements(
                 Mode::Execute => exec_write(run, &st.sql, &st.params, &mut user_tx),
                 Mode::Query => exec_query(run, &st.sql, &st.params, run.in_batch, "query timeout"),
                 Mode::Request => {
-                    if st.returning || statement_is_read(conn, &st.sql) {
+                    if st.returning || statement_is_read(conn, &st.sql, &st.params) {
                         exec_query(run, &st.sql, &st.params, false, "query timeout")
                     } else {
                         exec_write(run, &st.sql, &st.params, &mut user_tx)
@@ -933,6 +954,44 @@ mod tests {
         assert_eq!(value(&once), Value::Integer(42));
         assert_eq!(value(&again), Value::Integer(42));
         assert_eq!(value(&kept_too), Value::Integer(42));
+    }
+
+    #[test]
+    fn reads_that_differ_in_their_literals_share_one_kept_statement() {
+        let conn = Conn::open_memory(ConnConfig::default()).unwrap();
+        conn.connection()
+            .execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES(1, 'a'), (2, 'b')")
+            .unwrap();
+        let lifted = |sql: &str| prepare_lifted(&conn, sql, &[], false).map(|p| matches!(p, Prepared::Kept(_)));
+        // The lifted text, `... WHERE id = ?`, is kept from its second use, whatever the id.
+        assert_eq!(lifted("SELECT v FROM t WHERE id = 1"), Some(false));
+        assert_eq!(lifted("SELECT v FROM t WHERE id = 2"), Some(true));
+        assert_eq!(lifted("SELECT v FROM t WHERE id = 3"), Some(true));
+        // A text that comes again and again runs as written, and is kept, from its third use;
+        // one with parameters is never lifted.
+        assert_eq!(lifted("SELECT v FROM t WHERE id = 1"), Some(true));
+        for _ in 0..2 {
+            assert_eq!(lifted("SELECT v FROM t WHERE id = 1"), None);
+            let p = prepare_one(&conn, "SELECT v FROM t WHERE id = 1", false).unwrap();
+            assert!(matches!(p, Prepared::Kept(_)));
+        }
+        let with_param = [Param {
+            name: None,
+            value: Value::Integer(1),
+        }];
+        assert!(prepare_lifted(&conn, "SELECT v FROM t WHERE id = 4", &with_param, false).is_none());
+        // Every way gives the row the literal names.
+        for (id, v) in [(2, "b"), (1, "a"), (1, "a"), (2, "b"), (5, "")] {
+            let r = run_read(
+                &conn,
+                &request(&format!("SELECT v FROM t WHERE id = {id}")),
+                Mode::Query,
+            );
+            match &r[..] {
+                [StmtResult::Query(q)] if v.is_empty() => assert!(q.values.is_empty()),
+                _ => assert_eq!(value(&r), Value::Text(v.into())),
+            }
+        }
     }
 
     #[test]

@@ -71,14 +71,20 @@ fn is_ident_start(c: char) -> bool {
     c.is_ascii_alphabetic() || c == '_' || !c.is_ascii()
 }
 
-fn is_ident_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()
+/// Index just past the identifier characters from `i` on: ASCII letters, digits, `_` and `$`,
+/// and any character outside ASCII (every byte of which is outside ASCII too, so the scan goes
+/// byte by byte and still stops on a character boundary).
+fn skip_ident(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || !b[i].is_ascii()) {
+        i += 1;
+    }
+    i
 }
 
 /// Splits `sql` into tokens, dropping whitespace and comments.
 pub(crate) fn tokenize(sql: &str) -> Vec<Token> {
     let b = sql.as_bytes();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(16);
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -130,14 +136,7 @@ pub(crate) fn tokenize(sql: &str) -> Vec<Token> {
                 Kind::Number
             }
             b'?' | b':' | b'@' | b'$' => {
-                i += 1;
-                while i < b.len() {
-                    let ch = sql[i..].chars().next().unwrap_or(' ');
-                    if !is_ident_char(ch) {
-                        break;
-                    }
-                    i += ch.len_utf8();
-                }
+                i = skip_ident(b, i + 1);
                 if i == start + 1 && c != b'?' {
                     Kind::Other
                 } else {
@@ -175,13 +174,7 @@ pub(crate) fn tokenize(sql: &str) -> Vec<Token> {
             _ => {
                 let ch = sql[i..].chars().next().unwrap_or(' ');
                 if is_ident_start(ch) {
-                    while i < b.len() {
-                        let ch = sql[i..].chars().next().unwrap_or(' ');
-                        if !is_ident_char(ch) {
-                            break;
-                        }
-                        i += ch.len_utf8();
-                    }
+                    i = skip_ident(b, i + ch.len_utf8());
                     Kind::Word
                 } else {
                     i += ch.len_utf8();

@@ -11,6 +11,7 @@ pub mod exec;
 mod file_state;
 mod gotime;
 mod lex;
+mod literals;
 pub mod pool;
 pub mod preupdate;
 pub mod snapshot;
