@@ -330,7 +330,7 @@ fn prepare_one<'c>(conn: &'c Conn, sql: &str, inspect: bool) -> rusqlite::Result
 /// and kept, from its third use (`Conn::runs_as_written`): its statement then needs neither
 /// lifting nor binding.
 fn prepare_lifted<'c>(conn: &'c Conn, sql: &str, params: &[Param], inspect: bool) -> Option<Prepared<'c>> {
-    if !params.is_empty() || conn.runs_as_written(sql, inspect) {
+    if !params.is_empty() || !literals::may_lift(sql) || conn.runs_as_written(sql, inspect) {
         return None;
     }
     let lifted = literals::lift(sql)?;

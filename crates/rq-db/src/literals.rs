@@ -54,11 +54,17 @@ impl Lifted<'_> {
     }
 }
 
+/// Whether `sql` may have literals to lift: it starts with SELECT and mentions WHERE. A cheap
+/// look, before `lift` tokenizes.
+pub(crate) fn may_lift(sql: &str) -> bool {
+    let head = sql.trim_start_matches([' ', '\t', '\n', '\r', '\x0c']);
+    head.get(..6).is_some_and(|h| h.eq_ignore_ascii_case("select")) && crate::sql::contains_ignore_case(sql, "where")
+}
+
 /// `sql` with the literals of its WHERE clause's comparisons lifted out, or `None` when it is
 /// not a plain SELECT with at least one such literal.
 pub(crate) fn lift(sql: &str) -> Option<Lifted<'_>> {
-    let head = sql.trim_start_matches([' ', '\t', '\n', '\r', '\x0c']);
-    if !head.get(..6)?.eq_ignore_ascii_case("select") || !crate::sql::contains_ignore_case(sql, "where") {
+    if !may_lift(sql) {
         return None;
     }
     let tokens = lex::tokenize(sql);
@@ -67,7 +73,7 @@ pub(crate) fn lift(sql: &str) -> Option<Lifted<'_>> {
     let mut copied = 0;
     let mut values = Vec::new();
     let mut depth = 0usize;
-    for j in clause.clone() {
+    for j in clause {
         let t = tokens[j];
         match t.kind {
             Kind::LParen => depth += 1,
