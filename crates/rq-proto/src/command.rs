@@ -166,13 +166,15 @@ pub enum Level {
 impl Level {
     /// Parses `?level=`: case-insensitive, and anything unknown means `weak`, as rqlite does.
     pub fn parse(s: &str) -> Level {
-        match s.to_ascii_lowercase().as_str() {
-            "none" => Level::None,
-            "linearizable" => Level::Linearizable,
-            "strong" => Level::Strong,
-            "auto" => Level::Auto,
-            _ => Level::Weak,
-        }
+        [
+            ("none", Level::None),
+            ("linearizable", Level::Linearizable),
+            ("strong", Level::Strong),
+            ("auto", Level::Auto),
+        ]
+        .into_iter()
+        .find(|(name, _)| s.eq_ignore_ascii_case(name))
+        .map_or(Level::Weak, |(_, level)| level)
     }
 
     pub fn as_str(self) -> &'static str {
