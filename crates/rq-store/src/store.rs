@@ -668,10 +668,12 @@ impl Store {
     fn sole_voter_caught_up(&self) -> bool {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
-        let mut voters = m.membership_config.membership().voter_ids();
+        // The voters are the union of the configurations' (`voter_ids`, which builds it in a
+        // new set on every call): this node alone when every configuration holds it alone.
+        let configs = m.membership_config.membership().get_joint_config();
         m.state == ServerState::Leader
-            && voters.next() == Some(self.inner.raft_id)
-            && voters.next().is_none()
+            && !configs.is_empty()
+            && configs.iter().all(|c| c.len() == 1 && c.contains(&self.inner.raft_id))
             && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
     }
 

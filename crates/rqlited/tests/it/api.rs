@@ -296,6 +296,13 @@ async fn read_levels() {
             "{level}"
         );
     }
+    // The sole voter, once it has applied an entry of its term, answers a linearizable read
+    // at once: no lease to check, no round.
+    let store = &n.expvar().await["store"];
+    assert_eq!(
+        (store["num_read_lease"].as_i64(), store["num_verify_leader"].as_i64()),
+        (Some(0), Some(0))
+    );
     // A strong read goes through the log and can report its index.
     let body = n.query("?level=strong&raft_index", r#"["SELECT x FROM t"]"#).await;
     assert!(body.contains(r#""raft_index":"#), "{body}");
