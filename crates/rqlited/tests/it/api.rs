@@ -424,6 +424,27 @@ async fn client_mistakes_are_never_a_server_error() {
 }
 
 #[tokio::test]
+async fn a_client_that_shuts_its_side_after_sending_still_gets_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_d, n) = single().await;
+    // Long enough to leave the thread that received it, so the answer comes after the
+    // client's end of the connection has closed.
+    let q = "WITH%20RECURSIVE%20c(x)%20AS%20(SELECT%201%20UNION%20ALL%20SELECT%20x%2B1%20FROM%20c%20WHERE%20x%3C1000000)%20SELECT%20count(*)%20FROM%20c";
+    let mut s = tokio::net::TcpStream::connect(&n.http).await.unwrap();
+    s.write_all(format!("GET /db/query?q={q} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.contains(r#""values":[[1000000]]"#), "{answer}");
+}
+
+#[tokio::test]
 async fn long_reads_finish_and_short_ones_answer_beside_them() {
     let (_d, n) = single().await;
     n.execute(r#"["CREATE TABLE t(x INTEGER)", "INSERT INTO t VALUES(1)"]"#)
