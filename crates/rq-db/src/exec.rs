@@ -408,15 +408,21 @@ fn exec_query(
         return Ok(StmtResult::Error(READ_ONLY_ERROR.into()));
     }
     let ncol = stmt.column_count();
-    let mut columns: Vec<String> = (0..ncol)
-        .map(|i| stmt.column_name(i).map_or_else(|_| String::new(), str::to_string))
-        .collect();
+    let mut columns: Vec<String> = Vec::with_capacity(ncol);
     // The declared types, as shown: a column declared with none takes its first value's.
-    let mut types: Vec<String> = stmt
-        .columns()
-        .map(|c| c.decl_type().unwrap_or("").to_lowercase())
-        .collect();
-    let decls: Vec<Decl> = types.iter().map(|t| Decl::of(t)).collect();
+    let mut types: Vec<String> = Vec::with_capacity(ncol);
+    let mut decls: Vec<Decl> = Vec::with_capacity(ncol);
+    for c in stmt.columns() {
+        let t = c.decl_type().unwrap_or("");
+        let t = if t.is_ascii() {
+            t.to_ascii_lowercase()
+        } else {
+            t.to_lowercase()
+        };
+        columns.push(c.name().to_string());
+        decls.push(Decl::of(&t));
+        types.push(t);
+    }
     if run.qualify {
         for (i, c) in stmt.columns_with_metadata().enumerate() {
             if let Some(t) = c.table_name()

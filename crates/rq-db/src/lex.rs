@@ -41,7 +41,9 @@ impl Token {
     }
 
     pub fn is_word(&self, sql: &str, word: &str) -> bool {
-        self.kind == Kind::Word && self.text(sql).eq_ignore_ascii_case(word)
+        self.kind == Kind::Word
+            && self.end - self.start == word.len()
+            && sql.as_bytes()[self.start..self.end].eq_ignore_ascii_case(word.as_bytes())
     }
 
     /// The unquoted text of a string literal or quoted identifier; a bare word as it is. An

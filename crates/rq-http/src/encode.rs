@@ -200,9 +200,21 @@ fn write_result(out: &mut Vec<u8>, r: &StmtResult, shape: Shape, f: Format) {
     }
 }
 
+/// About how long a result's JSON is, to size the body's buffer once for most answers: its
+/// column names and types and their punctuation, and a short number or text for each value.
+fn size_hint(r: &StmtResult) -> usize {
+    match r {
+        StmtResult::Query(q) => {
+            let texts: usize = q.columns.iter().chain(&q.types).map(|s| s.len() + 3).sum();
+            64 + texts + q.values.iter().map(|row| 4 + row.len() * 12).sum::<usize>()
+        }
+        _ => 48,
+    }
+}
+
 /// Writes the whole response body.
 pub fn envelope(env: &Envelope<'_>, shape: Shape, f: Format) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + env.results.len() * 48);
+    let mut out = Vec::with_capacity(64 + env.results.iter().map(size_hint).sum::<usize>());
     out.extend_from_slice(b"{\"results\":[");
     for (i, r) in env.results.iter().enumerate() {
         if i > 0 {
