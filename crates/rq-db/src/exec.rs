@@ -6,6 +6,7 @@
 //! types, filled from the first row where undeclared; `boolean`, `date`, `datetime` and
 //! `timestamp` columns convert their values; BLOBs in text-like columns come back as text.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use rq_proto::{ExecuteResult, Param, QueryRows, Request, StmtResult, Value};
@@ -139,6 +140,35 @@ fn convert(v: ValueRef<'_>, decl: Decl, shown_type: &str) -> Result<Value, Strin
             }
         }
     })
+}
+
+/// Declared types common enough to be shown without a copy.
+const COMMON_TYPES: [&str; 16] = [
+    "",
+    "integer",
+    "int",
+    "text",
+    "real",
+    "blob",
+    "numeric",
+    "boolean",
+    "date",
+    "datetime",
+    "timestamp",
+    "bigint",
+    "float",
+    "double",
+    "varchar",
+    "varchar(255)",
+];
+
+/// A declared type as rqlite shows it: lowercased.
+fn shown_type(decl: &str) -> Cow<'static, str> {
+    match COMMON_TYPES.iter().find(|t| t.eq_ignore_ascii_case(decl)) {
+        Some(t) => Cow::Borrowed(t),
+        None if decl.is_ascii() => Cow::Owned(decl.to_ascii_lowercase()),
+        None => Cow::Owned(decl.to_lowercase()),
+    }
 }
 
 fn type_of(v: &Value) -> &'static str {
@@ -410,15 +440,10 @@ fn exec_query(
     let ncol = stmt.column_count();
     let mut columns: Vec<String> = Vec::with_capacity(ncol);
     // The declared types, as shown: a column declared with none takes its first value's.
-    let mut types: Vec<String> = Vec::with_capacity(ncol);
+    let mut types: Vec<Cow<'static, str>> = Vec::with_capacity(ncol);
     let mut decls: Vec<Decl> = Vec::with_capacity(ncol);
     for c in stmt.columns() {
-        let t = c.decl_type().unwrap_or("");
-        let t = if t.is_ascii() {
-            t.to_ascii_lowercase()
-        } else {
-            t.to_lowercase()
-        };
+        let t = shown_type(c.decl_type().unwrap_or(""));
         columns.push(c.name().to_string());
         decls.push(Decl::of(&t));
         types.push(t);
@@ -460,7 +485,7 @@ fn exec_query(
         if first {
             for (t, v) in types.iter_mut().zip(&vals) {
                 if t.is_empty() {
-                    *t = type_of(v).to_string();
+                    *t = Cow::Borrowed(type_of(v));
                 }
             }
             first = false;
@@ -921,6 +946,22 @@ mod tests {
 
     use super::*;
     use crate::conn::ConnConfig;
+
+    #[test]
+    fn declared_types_are_shown_lowercased_and_common_ones_are_not_copied() {
+        for (decl, shown, copied) in [
+            ("INTEGER", "integer", false),
+            ("Text", "text", false),
+            ("", "", false),
+            ("VARCHAR(255)", "varchar(255)", false),
+            ("VARCHAR(64)", "varchar(64)", true),
+            ("MyType", "mytype", true),
+            ("ÉTAT", "état", true),
+        ] {
+            let t = shown_type(decl);
+            assert_eq!((t.as_ref(), matches!(t, Cow::Owned(_))), (shown, copied), "{decl}");
+        }
+    }
 
     fn request(sql: &str) -> Request {
         Request {

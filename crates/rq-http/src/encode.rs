@@ -70,13 +70,13 @@ fn write_value(out: &mut Vec<u8>, v: &Value, f: Format) {
     }
 }
 
-fn write_str_array(out: &mut Vec<u8>, items: &[String]) {
+fn write_str_array(out: &mut Vec<u8>, items: &[impl AsRef<str>]) {
     out.push(b'[');
     for (i, s) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_str(out, s, ESCAPE_HTML);
+        write_str(out, s.as_ref(), ESCAPE_HTML);
     }
     out.push(b']');
 }
@@ -112,7 +112,7 @@ fn write_rows(out: &mut Vec<u8>, q: &QueryRows, error: Option<&str>, f: Format) 
             .columns
             .iter()
             .zip(&q.types)
-            .map(|(c, t)| (c.as_str(), t.as_str()))
+            .map(|(c, t)| (c.as_str(), t.as_ref()))
             .collect();
         if !types.is_empty() {
             key(out, &mut first, "types");
@@ -205,7 +205,8 @@ fn write_result(out: &mut Vec<u8>, r: &StmtResult, shape: Shape, f: Format) {
 fn size_hint(r: &StmtResult) -> usize {
     match r {
         StmtResult::Query(q) => {
-            let texts: usize = q.columns.iter().chain(&q.types).map(|s| s.len() + 3).sum();
+            let names: usize = q.columns.iter().map(|s| s.len() + 3).sum();
+            let texts = names + q.types.iter().map(|s| s.len() + 3).sum::<usize>();
             64 + texts + q.values.iter().map(|row| 4 + row.len() * 12).sum::<usize>()
         }
         _ => 48,

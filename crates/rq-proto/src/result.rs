@@ -3,6 +3,8 @@
 //! SQL errors are data here (`StmtResult::Error`), never `Err`: they must come out the same on
 //! every node, and clients read them per statement.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::command::Value;
@@ -20,7 +22,8 @@ pub struct ExecuteResult {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct QueryRows {
     pub columns: Vec<String>,
-    pub types: Vec<String>,
+    /// The declared types as shown. Most are among a few names, which need no copy.
+    pub types: Vec<Cow<'static, str>>,
     pub values: Vec<Vec<Value>>,
     /// An error met after the columns were known, e.g. an interrupted scan.
     pub error: Option<String>,
