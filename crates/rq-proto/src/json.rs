@@ -6,22 +6,38 @@
 
 use base64::Engine;
 
+/// For each byte, whether it is written as it is: ASCII but for control characters, `"` and
+/// `\`, and, with HTML escaping (the second table), `<`, `>` and `&`. Bytes of multi-byte
+/// characters take the slower path, which looks for U+2028 and U+2029.
+static PLAIN: [[bool; 256]; 2] = [plain(false), plain(true)];
+
+const fn plain(escape_html: bool) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 0x80 {
+        let c = b as u8;
+        t[b] = c != b'"' && c != b'\\' && !(escape_html && (c == b'<' || c == b'>' || c == b'&'));
+        b += 1;
+    }
+    t
+}
+
 /// Appends `s` as a JSON string, escaped as Go does. `escape_html` turns `<`, `>` and `&` into
 /// `\u003c` and friends (Go's default; rqlite turns it off for query results).
 pub fn write_str(out: &mut Vec<u8>, s: &str, escape_html: bool) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
+    let plain = &PLAIN[escape_html as usize];
     let bytes = s.as_bytes();
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
+        if plain[b as usize] {
+            i += 1;
+            continue;
+        }
         if b < 0x80 {
-            let safe = b >= 0x20 && b != b'"' && b != b'\\' && !(escape_html && matches!(b, b'<' | b'>' | b'&'));
-            if safe {
-                i += 1;
-                continue;
-            }
             out.extend_from_slice(&bytes[start..i]);
             match b {
                 b'"' => out.extend_from_slice(b"\\\""),
