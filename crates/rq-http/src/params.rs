@@ -77,9 +77,9 @@ fn key_bit(key: &str) -> u64 {
 }
 
 /// Decodes `+` and `%` escapes as `application/x-www-form-urlencoded` does (a `%` not followed
-/// by two hex digits is kept as it is; bytes that are not UTF-8 become U+FFFD). The form
-/// decoder of the `url` crate takes ten times as long, byte by byte through iterators, and the
-/// SQL of every GET query passes through here.
+/// by two hex digits is kept as it is; bytes that are not UTF-8 become U+FFFD). The SQL of
+/// every GET query passes through here, and the form decoder of the `url` crate, byte by byte
+/// through iterators, took 2.8k instructions for a point SELECT's, against 1.2k here.
 fn decode_form(s: &str) -> String {
     let mut out = Vec::with_capacity(s.len());
     let mut rest = s.as_bytes();
