@@ -205,8 +205,11 @@ fn write_result(out: &mut Vec<u8>, r: &StmtResult, shape: Shape, f: Format) {
 fn size_hint(r: &StmtResult) -> usize {
     match r {
         StmtResult::Query(q) => {
-            let names: usize = q.columns.iter().map(|s| s.len() + 3).sum();
-            let texts = names + q.types.iter().map(|s| s.len() + 3).sum::<usize>();
+            let names = q.columns.iter().map(String::as_str);
+            let texts: usize = names
+                .chain(q.types.iter().map(|t| t.as_ref()))
+                .map(|s| s.len() + 3)
+                .sum();
             64 + texts + q.values.iter().map(|row| 4 + row.len() * 12).sum::<usize>()
         }
         _ => 48,
