@@ -36,9 +36,10 @@
 //! node stops. Many client writes still share one fsync: the store's proposer batches them into
 //! one entry before they reach Raft (see `store.rs`).
 //!
-//! The committed log id is kept in `committed`, written in place and not synced
-//! (`save_committed`): at start openraft applies the log up to it before the node serves. The
-//! state machine's own applied state is recorded beside the database (rq-db's `file_state`).
+//! The committed log id is kept in `committed`, written in place through a shared mapping of
+//! the file and not synced (`save_committed`): at start openraft applies the log up to it
+//! before the node serves. The state machine's own applied state is recorded beside the
+//! database (rq-db's `file_state`).
 //!
 //! Architecture invariant: `durable()` advances to an entry only after every segment holding it
 //! was fdatasynced, and a segment file's name was made durable (directory fsync) before any
@@ -55,6 +56,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak, mpsc as std_mpsc};
 use std::thread::JoinHandle;
 
+use memmap2::{MmapMut, MmapOptions};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, OptionalSend, RaftLogId, RaftLogReader};
 use tokio::sync::watch;
@@ -73,6 +75,9 @@ const SEGMENT_EXT: &str = "seg";
 const SEED_SALT: u32 = 0x7271_6c67;
 /// The largest write buffer the writer keeps for the next append.
 const KEPT_BUFFER: usize = 1 << 20;
+/// Size of the `committed` file: its record (`len | crc | postcard(Option<LogId>)`) takes at
+/// most 39 bytes.
+const COMMITTED_BYTES: usize = 64;
 
 /// Where an entry lives: segment sequence number, byte offset of its header, payload length,
 /// and the checksum chain value before it (what a record written in its place chains to).
@@ -124,9 +129,25 @@ struct Writer {
     /// Set when a write failed part-way: the files may then hold records the index does not,
     /// so nothing more is written until the log is opened again (which reads the files).
     failed: bool,
-    /// The records of an append, serialized in place; kept between appends (up to
-    /// `KEPT_BUFFER` bytes of capacity), so an append of small entries allocates nothing.
-    buf: Vec<u8>,
+}
+
+/// The bytes an append wrote last, at `offset` in segment `seg`: the records the state machine
+/// is about to apply are read from here rather than from the file. The append after it takes
+/// the buffer back for its own records when no reader holds it, so an append of small entries
+/// allocates nothing.
+struct Written {
+    seg: u32,
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+impl Written {
+    /// The `len` bytes at `offset` in `seg`, if this is where they were written.
+    fn get(&self, seg: u32, offset: u64, len: usize) -> Option<&[u8]> {
+        let at = usize::try_from(offset.checked_sub(self.offset)?).ok()?;
+        (self.seg == seg).then_some(())?;
+        self.bytes.get(at..at.checked_add(len)?)
+    }
 }
 
 impl Writer {
@@ -187,8 +208,11 @@ struct Shared {
     own_id: AtomicU64,
     /// Wakes the background flusher; it ends when the log is dropped.
     wake: Mutex<Option<std_mpsc::SyncSender<()>>>,
-    /// The last committed log id openraft reported, and the file it is kept in.
-    committed: Mutex<(Option<LogId>, File)>,
+    /// The last committed log id openraft reported, and the mapping of the file it is kept in.
+    committed: Mutex<(Option<LogId>, MmapMut)>,
+    /// What the last append wrote (up to `KEPT_BUFFER` bytes); cleared before a truncation
+    /// rewrites anything.
+    written: Mutex<Option<Arc<Written>>>,
 }
 
 impl Shared {
@@ -502,6 +526,17 @@ impl LogStore {
             .truncate(false)
             .open(dir.join(COMMITTED_FILE))?;
         let committed = read_committed_file(&committed_file)?;
+        if committed_file.metadata()?.len() < COMMITTED_BYTES as u64 {
+            committed_file.set_len(COMMITTED_BYTES as u64)?;
+        }
+        // A commit moves this id forward, so it is written through a mapping: a store into the
+        // page cache, where a `pwrite` would cost a system call per commit. It survives this
+        // process dying, as a `pwrite` would; neither survives the host crashing.
+        // SAFETY: the file is this log's own and the log directory is locked (`LOCK_FILE`), so
+        // no other process resizes or writes it while it is mapped; within this process it is
+        // written only under `Shared::committed`'s lock.
+        #[allow(unsafe_code)]
+        let committed_map = unsafe { MmapOptions::new().len(COMMITTED_BYTES).map_mut(&committed_file)? };
         let mut index = Index {
             first: last_purged.map(|l| l.index + 1).unwrap_or(0),
             locs: VecDeque::new(),
@@ -567,14 +602,14 @@ impl LogStore {
                     next_seq,
                     spare: None,
                     failed: false,
-                    buf: Vec::new(),
                 }),
                 unsynced: Mutex::default(),
                 flushing: Mutex::new(()),
                 durable,
                 own_id: AtomicU64::new(0),
                 wake: Mutex::new(None),
-                committed: Mutex::new((None, committed_file)),
+                committed: Mutex::new((None, committed_map)),
+                written: Mutex::new(None),
             }),
         };
         store.remove_purged_segments()?;
@@ -739,7 +774,15 @@ impl LogStore {
             (ix.next(), ix.locs.is_empty(), ix.last_purged.map(|l| l.index))
         };
         let mut first = None;
-        let mut pending = std::mem::take(&mut w.buf);
+        let mut pending = self
+            .shared
+            .written
+            .lock()
+            .unwrap()
+            .take()
+            .and_then(|last| Arc::try_unwrap(last).ok())
+            .map(|last| last.bytes)
+            .unwrap_or_default();
         pending.clear();
         let mut synced: Vec<Arc<File>> = Vec::new();
         let mut locs = Vec::new();
@@ -773,8 +816,9 @@ impl LogStore {
             if !fits {
                 // The records before it go to the current segment; it starts the next one.
                 let record = pending.split_off(start);
-                write_pending(w, &mut pending, &mut synced)?;
+                write_pending(w, &pending, &mut synced)?;
                 self.roll(w, need)?;
+                pending.clear();
                 pending.extend_from_slice(&record);
                 start = 0;
             }
@@ -792,9 +836,14 @@ impl LogStore {
             last = Some(id);
             next += 1;
         }
-        write_pending(w, &mut pending, &mut synced)?;
-        if pending.capacity() <= KEPT_BUFFER {
-            w.buf = pending;
+        let at = w.tail.as_ref().map(|t| (t.seq, t.offset));
+        write_pending(w, &pending, &mut synced)?;
+        if let Some((seg, offset)) = at.filter(|_| pending.capacity() <= KEPT_BUFFER) {
+            *self.shared.written.lock().unwrap() = Some(Arc::new(Written {
+                seg,
+                offset,
+                bytes: pending,
+            }));
         }
         {
             let mut u = self.shared.unsynced.lock().unwrap();
@@ -818,8 +867,9 @@ impl LogStore {
     }
 
     fn read_range(&self, start: u64, end: Option<u64>) -> io::Result<Vec<Entry>> {
-        // Contiguous records of one segment are read with one pread.
-        let mut runs: Vec<(Arc<File>, u64, Vec<u32>)> = Vec::new();
+        // Contiguous records of one segment are read with one pread, unless the last append
+        // wrote them.
+        let mut runs: Vec<(u32, Arc<File>, u64, Vec<u32>)> = Vec::new();
         let (first, epoch) = {
             let ix = self.shared.index.read().unwrap();
             let lo = start.max(ix.first);
@@ -832,19 +882,27 @@ impl LogStore {
                         .segments
                         .get(&loc.seg)
                         .ok_or_else(|| io_err("entry in a removed segment"))?;
-                    runs.push((file.clone(), loc.offset, Vec::new()));
+                    runs.push((loc.seg, file.clone(), loc.offset, Vec::new()));
                 }
                 run_end = Some((loc.seg, loc.offset + HEADER as u64 + loc.len as u64));
-                runs.last_mut().expect("a run").2.push(loc.len);
+                runs.last_mut().expect("a run").3.push(loc.len);
             }
             (lo, ix.epoch)
         };
+        let written = self.shared.written.lock().unwrap().clone();
         let mut out: Vec<Entry> = Vec::new();
         let mut expect = first;
-        for (file, offset, lens) in runs {
+        let mut read = Vec::new();
+        for (seg, file, offset, lens) in runs {
             let total: usize = lens.iter().map(|l| HEADER + *l as usize).sum();
-            let mut buf = vec![0u8; total];
-            file.read_exact_at(&mut buf, offset)?;
+            let buf = match written.as_ref().and_then(|w| w.get(seg, offset, total)) {
+                Some(b) => b,
+                None => {
+                    read.resize(total, 0);
+                    file.read_exact_at(&mut read, offset)?;
+                    &read[..]
+                }
+            };
             let mut at = 0;
             for len in lens {
                 // Each record must be the entry asked for; a truncation during the read is
@@ -906,6 +964,7 @@ impl LogStore {
             ix.epoch += 1;
             ix.membership_changes += 1;
         }
+        *self.shared.written.lock().unwrap() = None;
         // Later segments go first, then the cut record's header. A crash in between leaves the
         // log as it was up to the end of this segment: whole records, every one before the cut.
         for seq in &later {
@@ -988,12 +1047,11 @@ impl LogStore {
 }
 
 /// Writes the records gathered for the tail segment at its end; the file joins those to sync.
-fn write_pending(w: &mut Writer, pending: &mut Vec<u8>, synced: &mut Vec<Arc<File>>) -> io::Result<()> {
+fn write_pending(w: &mut Writer, pending: &[u8], synced: &mut Vec<Arc<File>>) -> io::Result<()> {
     if let Some(t) = w.tail.as_mut().filter(|_| !pending.is_empty()) {
         t.file.write_all_at(pending, t.offset)?;
         t.offset += pending.len() as u64;
         synced.push(t.file.clone());
-        pending.clear();
     }
     Ok(())
 }
@@ -1060,14 +1118,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// openraft applies the log up to it before the node serves, so a node restarted after a
     /// crash serves what it had applied, not the older state its database file was recorded at.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        use std::os::unix::fs::FileExt;
-        let body = encode(&committed).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-        let mut buf = Vec::with_capacity(8 + body.len());
-        buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        buf.extend_from_slice(&body);
+        let mut buf = [0u8; COMMITTED_BYTES];
+        let len = postcard::to_slice(&committed, &mut buf[8..])
+            .map_err(|e| logs_err(ErrorVerb::Write, e))?
+            .len();
+        let sum = crc32fast::hash(&buf[8..8 + len]);
+        buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+        buf[4..8].copy_from_slice(&sum.to_le_bytes());
         let mut c = self.shared.committed.lock().unwrap();
-        c.1.write_all_at(&buf, 0).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        c.1[..8 + len].copy_from_slice(&buf[..8 + len]);
         c.0 = committed;
         Ok(())
     }
@@ -1502,6 +1561,56 @@ mod tests {
         assert!(second.to_string().contains("in use by another process"), "{second}");
         drop(log);
         LogStore::open(tmp.path()).unwrap();
+    }
+
+    #[test]
+    fn the_last_appends_records_are_read_from_memory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = LogStore::open_with(tmp.path(), SMALL).unwrap();
+        log.append_entries((1..=3).map(|i| entry(1, i, 1, i))).unwrap();
+        log.append_entries((4..=6).map(|i| entry(1, i, 1, i))).unwrap();
+        // Zero every segment on disk: only what the last append wrote can still be read.
+        for seg in fs::read_dir(tmp.path()).unwrap() {
+            let path = seg.unwrap().path();
+            if path.extension().is_some_and(|e| e == SEGMENT_EXT) {
+                let f = OpenOptions::new().write(true).open(&path).unwrap();
+                f.write_all_at(&vec![0; SMALL as usize], 0).unwrap();
+            }
+        }
+        let tags = |r: Vec<Entry>| r.iter().map(tag_of).collect::<Vec<_>>();
+        assert_eq!(tags(log.read_range(4, None).unwrap()), [4, 5, 6]);
+        assert_eq!(tags(log.read_range(5, Some(6)).unwrap()), [5]);
+        assert!(log.read_range(3, Some(5)).is_err(), "entry 3 is read from the file");
+    }
+
+    #[test]
+    fn the_committed_id_survives_reopen_and_reads_as_the_earlier_format_wrote_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let reopen_committed = || {
+            let mut log = LogStore::open(tmp.path()).unwrap();
+            futures::executor::block_on(log.read_committed()).unwrap()
+        };
+        let log = LogStore::open(tmp.path()).unwrap();
+        log.append_entries((1..=300).map(|i| entry(1, i, 1, 0))).unwrap();
+        let id = |i: u64| Some(LogId::new(CommittedLeaderId::new(1, 1), i));
+        // A longer record, then a shorter one over it.
+        for i in [300, 2] {
+            futures::executor::block_on(log.clone().save_committed(id(i))).unwrap();
+        }
+        drop(log);
+        assert_eq!(reopen_committed(), id(2));
+        // The file as a `pwrite` of the bare record left it, shorter than the mapping.
+        let body = postcard::to_allocvec(&id(299)).unwrap();
+        let mut record = (body.len() as u32).to_le_bytes().to_vec();
+        record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        record.extend_from_slice(&body);
+        fs::write(tmp.path().join(COMMITTED_FILE), &record).unwrap();
+        assert_eq!(reopen_committed(), id(299));
+        // A record that does not check claims nothing.
+        let mut bad = fs::read(tmp.path().join(COMMITTED_FILE)).unwrap();
+        bad[9] ^= 1;
+        fs::write(tmp.path().join(COMMITTED_FILE), &bad).unwrap();
+        assert_eq!(reopen_committed(), None);
     }
 
     #[test]
