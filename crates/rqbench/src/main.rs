@@ -9,11 +9,13 @@
 //! hour to hour. `--cluster N` runs the workloads against the leader of an N-node cluster;
 //! `--failover N` times N leader failovers; `--against B` compares the `--spawn` binary with
 //! B, running them in turns; `--instructions` counts the instructions a node executes per
-//! request, under callgrind.
+//! request, under callgrind; `--floor` runs each workload against a plain HTTP server too, the
+//! least a node can cost on the machine (`floor.rs`).
 
 mod cdc_sink;
 mod client;
 mod failover;
+mod floor;
 mod fsync;
 mod instructions;
 mod large;
@@ -120,10 +122,22 @@ struct Args {
     /// nothing.
     #[arg(long)]
     instructions: bool,
+    /// Also run each workload against a plain hyper server that does no SQL and no consensus
+    /// (a write is one append and fdatasync, shared by the writes that arrive meanwhile; any
+    /// other request gets a fixed answer), printed as `<workload>@floor`: the least a node can
+    /// cost on this machine, measured in the same run.
+    #[arg(long)]
+    floor: bool,
+    /// Serve as that plain server, writing into this directory, on -a (what --floor starts).
+    #[arg(long, value_name = "DIR", hide = true)]
+    serve_floor: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(dir) = &args.serve_floor {
+        return floor::serve(dir, &args.addr);
+    }
     if args.transport != "http" {
         bail!("not a valid transport: {}", args.transport);
     }
@@ -272,51 +286,64 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         for _ in 0..args.repeat.max(1) {
             runs.push(run_once(args, args.spawn.as_deref(), w, scrape, &lags, duration).await?);
         }
-        runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-        let o = &runs[runs.len() / 2];
-        let fsync = o.fsync_rate.map(|f| format!("{f:.0}")).unwrap_or_else(|| "-".into());
-        let ratio = match (o.fsync_rate, w.writes) {
-            (Some(f), true) if f > 0.0 => format!("{:.2}", o.rate() / f),
-            _ => "-".into(),
-        };
-        let mib = |b: Option<u64>| {
-            b.map(|b| format!("{:.1}", b as f64 / 1048576.0))
-                .unwrap_or_else(|| "-".into())
-        };
-        let (rss, anon) = (mib(o.rss_bytes), mib(o.anon_bytes));
-        let cpu = o.cpu_us.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into());
-        let kinstr = o
-            .instructions
-            .map(|i| format!("{:.1}", i / 1000.0))
-            .unwrap_or_else(|| "-".into());
         let name = if scrape {
             format!("{}+scrape", w.name)
         } else {
             w.name.to_string()
         };
         let name = if args.spread { format!("{name}@all") } else { name };
-        println!(
-            "{:<24} {:>7} {:>9} {:>9.0} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>7} {:>7} {:>8} {:>7}",
-            name,
-            w.clients,
-            o.requests,
-            o.rate(),
-            o.rows as f64 / o.elapsed.as_secs_f64(),
-            o.mean.as_secs_f64() * 1e3,
-            o.p50.as_secs_f64() * 1e3,
-            o.p99.as_secs_f64() * 1e3,
-            cpu,
-            fsync,
-            ratio,
-            rss,
-            anon,
-            kinstr
-        );
-        if let Some(share) = o.cpu_share {
-            println!("  the leader used {:.0}% of the nodes' CPU time", share * 100.0);
+        print_row(&name, w, runs);
+        if args.floor && !scrape {
+            let mut runs: Vec<Outcome> = Vec::new();
+            for _ in 0..args.repeat.max(1) {
+                let floor = floor::Floor::start().await?;
+                runs.push(w.run(std::slice::from_ref(&floor.addr), duration).await?);
+            }
+            print_row(&format!("{}@floor", w.name), w, runs);
         }
     }
     Ok(())
+}
+
+/// Prints the median of `runs` (by rate) as a row of the table.
+fn print_row(name: &str, w: &Workload, mut runs: Vec<Outcome>) {
+    runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let o = &runs[runs.len() / 2];
+    let fsync = o.fsync_rate.map(|f| format!("{f:.0}")).unwrap_or_else(|| "-".into());
+    let ratio = match (o.fsync_rate, w.writes) {
+        (Some(f), true) if f > 0.0 => format!("{:.2}", o.rate() / f),
+        _ => "-".into(),
+    };
+    let mib = |b: Option<u64>| {
+        b.map(|b| format!("{:.1}", b as f64 / 1048576.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    let (rss, anon) = (mib(o.rss_bytes), mib(o.anon_bytes));
+    let cpu = o.cpu_us.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into());
+    let kinstr = o
+        .instructions
+        .map(|i| format!("{:.1}", i / 1000.0))
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "{:<24} {:>7} {:>9} {:>9.0} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>7} {:>7} {:>8} {:>7}",
+        name,
+        w.clients,
+        o.requests,
+        o.rate(),
+        o.rows as f64 / o.elapsed.as_secs_f64(),
+        o.mean.as_secs_f64() * 1e3,
+        o.p50.as_secs_f64() * 1e3,
+        o.p99.as_secs_f64() * 1e3,
+        cpu,
+        fsync,
+        ratio,
+        rss,
+        anon,
+        kinstr
+    );
+    if let Some(share) = o.cpu_share {
+        println!("  the leader used {:.0}% of the nodes' CPU time", share * 100.0);
+    }
 }
 
 /// `--against`: each workload on binaries A and B in turns, A B B A, `--cycles` times.
