@@ -164,6 +164,42 @@ impl Writer {
     }
 }
 
+/// The `committed` file, written at its start. A commit moves the id forward, so it is written
+/// through a shared mapping of the file: a store into the page cache, where a `pwrite` would
+/// cost a system call per commit. Either survives this process dying; neither survives the host
+/// crashing. Where the file cannot be mapped, it is written with `pwrite`.
+enum CommittedSink {
+    Mapped(MmapMut),
+    File(File),
+}
+
+impl CommittedSink {
+    fn new(file: File) -> CommittedSink {
+        // SAFETY: the file is this log's own and the log directory is locked (`LOCK_FILE`), so
+        // no other process resizes or writes it while it is mapped; within this process it is
+        // written only under `Shared::committed`'s lock.
+        #[allow(unsafe_code)]
+        let map = unsafe { MmapOptions::new().len(COMMITTED_BYTES).map_mut(&file) };
+        match map {
+            Ok(m) => CommittedSink::Mapped(m),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot map the raft log's committed file; writing it with pwrite");
+                CommittedSink::File(file)
+            }
+        }
+    }
+
+    fn write(&mut self, record: &[u8]) -> io::Result<()> {
+        match self {
+            CommittedSink::Mapped(m) => {
+                m[..record.len()].copy_from_slice(record);
+                Ok(())
+            }
+            CommittedSink::File(f) => f.write_all_at(record, 0),
+        }
+    }
+}
+
 /// How far the log is on disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Durable {
@@ -208,8 +244,8 @@ struct Shared {
     own_id: AtomicU64,
     /// Wakes the background flusher; it ends when the log is dropped.
     wake: Mutex<Option<std_mpsc::SyncSender<()>>>,
-    /// The last committed log id openraft reported, and the mapping of the file it is kept in.
-    committed: Mutex<(Option<LogId>, MmapMut)>,
+    /// The last committed log id openraft reported, and where it is kept.
+    committed: Mutex<(Option<LogId>, CommittedSink)>,
     /// What the last append wrote (up to `KEPT_BUFFER` bytes); cleared before a truncation
     /// rewrites anything.
     written: Mutex<Option<Arc<Written>>>,
@@ -437,6 +473,15 @@ fn read_committed_file(f: &File) -> io::Result<Option<LogId>> {
     Ok(decode::<Option<LogId>>(body).ok().flatten())
 }
 
+/// `committed` as the `committed` file holds it, written into `buf`.
+fn committed_record<'b>(committed: &Option<LogId>, buf: &'b mut [u8; COMMITTED_BYTES]) -> io::Result<&'b [u8]> {
+    let len = postcard::to_slice(committed, &mut buf[8..]).map_err(io_err)?.len();
+    let sum = crc32fast::hash(&buf[8..8 + len]);
+    buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    buf[4..8].copy_from_slice(&sum.to_le_bytes());
+    Ok(&buf[..8 + len])
+}
+
 /// What reading one segment found.
 struct Scan {
     /// Offset just past the last good record, and that record's checksum.
@@ -529,14 +574,7 @@ impl LogStore {
         if committed_file.metadata()?.len() < COMMITTED_BYTES as u64 {
             committed_file.set_len(COMMITTED_BYTES as u64)?;
         }
-        // A commit moves this id forward, so it is written through a mapping: a store into the
-        // page cache, where a `pwrite` would cost a system call per commit. It survives this
-        // process dying, as a `pwrite` would; neither survives the host crashing.
-        // SAFETY: the file is this log's own and the log directory is locked (`LOCK_FILE`), so
-        // no other process resizes or writes it while it is mapped; within this process it is
-        // written only under `Shared::committed`'s lock.
-        #[allow(unsafe_code)]
-        let committed_map = unsafe { MmapOptions::new().len(COMMITTED_BYTES).map_mut(&committed_file)? };
+        let committed_sink = CommittedSink::new(committed_file);
         let mut index = Index {
             first: last_purged.map(|l| l.index + 1).unwrap_or(0),
             locs: VecDeque::new(),
@@ -608,7 +646,7 @@ impl LogStore {
                 durable,
                 own_id: AtomicU64::new(0),
                 wake: Mutex::new(None),
-                committed: Mutex::new((None, committed_map)),
+                committed: Mutex::new((None, committed_sink)),
                 written: Mutex::new(None),
             }),
         };
@@ -1119,14 +1157,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// crash serves what it had applied, not the older state its database file was recorded at.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let mut buf = [0u8; COMMITTED_BYTES];
-        let len = postcard::to_slice(&committed, &mut buf[8..])
-            .map_err(|e| logs_err(ErrorVerb::Write, e))?
-            .len();
-        let sum = crc32fast::hash(&buf[8..8 + len]);
-        buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
-        buf[4..8].copy_from_slice(&sum.to_le_bytes());
+        let record = committed_record(&committed, &mut buf).map_err(|e| logs_err(ErrorVerb::Write, e))?;
         let mut c = self.shared.committed.lock().unwrap();
-        c.1[..8 + len].copy_from_slice(&buf[..8 + len]);
+        c.1.write(record).map_err(|e| logs_err(ErrorVerb::Write, e))?;
         c.0 = committed;
         Ok(())
     }
@@ -1581,6 +1614,27 @@ mod tests {
         assert_eq!(tags(log.read_range(4, None).unwrap()), [4, 5, 6]);
         assert_eq!(tags(log.read_range(5, Some(6)).unwrap()), [5]);
         assert!(log.read_range(3, Some(5)).is_err(), "entry 3 is read from the file");
+    }
+
+    #[test]
+    fn the_committed_file_reads_back_written_through_its_mapping_or_with_pwrite() {
+        let id = Some(LogId::new(CommittedLeaderId::new(3, 1), 12_345));
+        for mapped in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            let f = File::create_new(tmp.path().join(COMMITTED_FILE)).unwrap();
+            f.set_len(COMMITTED_BYTES as u64).unwrap();
+            let mut sink = if mapped {
+                CommittedSink::new(f.try_clone().unwrap())
+            } else {
+                CommittedSink::File(f.try_clone().unwrap())
+            };
+            assert_eq!(matches!(sink, CommittedSink::Mapped(_)), mapped);
+            let mut buf = [0; COMMITTED_BYTES];
+            sink.write(committed_record(&id, &mut buf).unwrap()).unwrap();
+            drop(sink);
+            let f = File::open(tmp.path().join(COMMITTED_FILE)).unwrap();
+            assert_eq!(read_committed_file(&f).unwrap(), id, "mapped: {mapped}");
+        }
     }
 
     #[test]
