@@ -94,12 +94,7 @@ impl Log {
         };
         tokio::task::yield_now().await;
         let batch = std::mem::take(&mut self.state.lock().unwrap().waiting);
-        let mut bodies = vec![body];
-        bodies.extend(batch.iter().map(|(b, _)| b.clone()));
-        self.sync_round(&bodies)?;
-        for (_, tx) in batch {
-            let _ = tx.send(());
-        }
+        self.sync_and_answer(Some(body), batch)?;
         if let Some(batch) = self.next_batch() {
             let log = self.clone();
             tokio::spawn(async move { log.drain(batch).await });
@@ -110,13 +105,9 @@ impl Log {
     /// Syncs batches until no request waits.
     async fn drain(&self, mut batch: Vec<(Bytes, oneshot::Sender<()>)>) {
         loop {
-            let bodies: Vec<Bytes> = batch.iter().map(|(b, _)| b.clone()).collect();
-            if let Err(e) = self.sync_round(&bodies) {
+            if let Err(e) = self.sync_and_answer(None, batch) {
                 eprintln!("floor: write failed: {e}");
                 std::process::exit(1);
-            }
-            for (_, tx) in batch {
-                let _ = tx.send(());
             }
             // Let the requests that arrived meanwhile be read, so they share the next sync.
             tokio::task::yield_now().await;
@@ -125,6 +116,16 @@ impl Log {
                 None => return,
             }
         }
+    }
+
+    /// Syncs `own` (the leading request's body) and `batch`, then answers `batch`.
+    fn sync_and_answer(&self, own: Option<Bytes>, batch: Vec<(Bytes, oneshot::Sender<()>)>) -> std::io::Result<()> {
+        let bodies: Vec<Bytes> = own.into_iter().chain(batch.iter().map(|(b, _)| b.clone())).collect();
+        self.sync_round(&bodies)?;
+        for (_, tx) in batch {
+            let _ = tx.send(());
+        }
+        Ok(())
     }
 
     /// The requests waiting for a sync, or none (and no sync running any more).
