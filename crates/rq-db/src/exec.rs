@@ -162,6 +162,42 @@ const COMMON_TYPES: [&str; 16] = [
     "varchar(255)",
 ];
 
+/// A result's columns: their names, their declared types as shown, and how their values are
+/// shown.
+struct Shape {
+    columns: Vec<String>,
+    types: Vec<Cow<'static, str>>,
+    decls: Vec<Decl>,
+}
+
+impl Shape {
+    /// The columns `stmt` answers with now; with `qualify`, each name is prefixed with its
+    /// table's.
+    fn of(stmt: &Statement<'_>, qualify: bool) -> Shape {
+        let ncol = stmt.column_count();
+        let mut columns: Vec<String> = Vec::with_capacity(ncol);
+        // The declared types, as shown: a column declared with none takes its first value's.
+        let mut types: Vec<Cow<'static, str>> = Vec::with_capacity(ncol);
+        let mut decls: Vec<Decl> = Vec::with_capacity(ncol);
+        for c in stmt.columns() {
+            let t = shown_type(c.decl_type().unwrap_or(""));
+            columns.push(c.name().to_string());
+            decls.push(Decl::of(&t));
+            types.push(t);
+        }
+        if qualify {
+            for (i, c) in stmt.columns_with_metadata().enumerate() {
+                if let Some(t) = c.table_name()
+                    && !t.is_empty()
+                {
+                    columns[i] = format!("{t}.{}", columns[i]);
+                }
+            }
+        }
+        Shape { columns, types, decls }
+    }
+}
+
 /// A declared type as rqlite shows it: lowercased.
 fn shown_type(decl: &str) -> Cow<'static, str> {
     match COMMON_TYPES.iter().find(|t| t.eq_ignore_ascii_case(decl)) {
@@ -437,29 +473,12 @@ fn exec_query(
     if readonly_check && !stmt.readonly() {
         return Ok(StmtResult::Error(READ_ONLY_ERROR.into()));
     }
-    let ncol = stmt.column_count();
-    let mut columns: Vec<String> = Vec::with_capacity(ncol);
-    // The declared types, as shown: a column declared with none takes its first value's.
-    let mut types: Vec<Cow<'static, str>> = Vec::with_capacity(ncol);
-    let mut decls: Vec<Decl> = Vec::with_capacity(ncol);
-    for c in stmt.columns() {
-        let t = shown_type(c.decl_type().unwrap_or(""));
-        columns.push(c.name().to_string());
-        decls.push(Decl::of(&t));
-        types.push(t);
-    }
-    if run.qualify {
-        for (i, c) in stmt.columns_with_metadata().enumerate() {
-            if let Some(t) = c.table_name()
-                && !t.is_empty()
-            {
-                columns[i] = format!("{t}.{}", columns[i]);
-            }
-        }
-    }
+    // The columns are read once the statement has stepped: a cached statement whose tables
+    // changed since it was prepared is prepared again by its first step, and `SELECT *` may
+    // then have other columns than before it.
+    let mut shape: Option<Shape> = None;
     let mut values: Vec<Vec<Value>> = Vec::new();
     let mut rows = stmt.raw_query();
-    let mut first = true;
     loop {
         let row = match rows.next() {
             Ok(Some(r)) => r,
@@ -471,27 +490,31 @@ fn exec_query(
                 };
             }
         };
+        let first = shape.is_none();
+        let shape = shape.get_or_insert_with(|| Shape::of(row.as_ref(), run.qualify));
+        let ncol = shape.columns.len();
         if ncol == 0 {
             break;
         }
         let mut vals = Vec::with_capacity(ncol);
         for i in 0..ncol {
             let v = row.get_ref(i).map_err(|e| Failure::Sql(message(&e)))?;
-            match convert(v, decls[i], &types[i]) {
+            match convert(v, shape.decls[i], &shape.types[i]) {
                 Ok(v) => vals.push(v),
                 Err(m) => return Ok(StmtResult::Error(m)),
             }
         }
         if first {
-            for (t, v) in types.iter_mut().zip(&vals) {
+            for (t, v) in shape.types.iter_mut().zip(&vals) {
                 if t.is_empty() {
                     *t = Cow::Borrowed(type_of(v));
                 }
             }
-            first = false;
         }
         values.push(vals);
     }
+    drop(rows);
+    let Shape { columns, types, .. } = shape.unwrap_or_else(|| Shape::of(stmt, run.qualify));
     Ok(StmtResult::Query(QueryRows {
         columns,
         types,
@@ -1039,6 +1062,44 @@ mod tests {
                 _ => assert_eq!(value(&r), Value::Text(v.into())),
             }
         }
+    }
+
+    #[test]
+    fn a_kept_statement_answers_with_the_columns_its_table_has_now() {
+        let conn = Conn::open_memory(ConnConfig::default()).unwrap();
+        let db = conn.connection();
+        db.execute_batch("CREATE TABLE z(a INTEGER, b TEXT, c REAL); INSERT INTO z VALUES(1, 'x', 2.5)")
+            .unwrap();
+        let shape = |sql: &str| match &run_read(&conn, &request(sql), Mode::Query)[..] {
+            [StmtResult::Query(q)] => (q.columns.clone(), q.types.clone(), q.values.clone()),
+            other => panic!("{other:?}"),
+        };
+        // Used three times, `SELECT * FROM z` is kept prepared with three columns.
+        for _ in 0..3 {
+            assert_eq!(shape("SELECT * FROM z").0, ["a", "b", "c"]);
+        }
+        // The table is made again with one column: the kept statement is prepared again
+        // when it steps, and answers with that column, with rows and without.
+        db.execute_batch("DROP TABLE z; CREATE TABLE z(d BOOLEAN); INSERT INTO z VALUES(1)")
+            .unwrap();
+        assert_eq!(
+            shape("SELECT * FROM z"),
+            (
+                vec!["d".to_string()],
+                vec![Cow::Borrowed("boolean")],
+                vec![vec![Value::Bool(true)]]
+            )
+        );
+        db.execute_batch("DROP TABLE z; CREATE TABLE z(e TEXT, f INTEGER)")
+            .unwrap();
+        assert_eq!(
+            shape("SELECT * FROM z"),
+            (
+                vec!["e".to_string(), "f".to_string()],
+                vec![Cow::Borrowed("text"), Cow::Borrowed("integer")],
+                vec![]
+            )
+        );
     }
 
     #[test]
