@@ -418,3 +418,11 @@ pub fn test_venv() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-venv"))
 }
+
+/// The npm packages of the client tests (`RQ_TEST_NODE_MODULES`, or
+/// `target/test-node/node_modules`), which `scripts/test.sh` installs.
+pub fn test_node_modules() -> PathBuf {
+    std::env::var_os("RQ_TEST_NODE_MODULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-node/node_modules"))
+}

@@ -9,6 +9,7 @@ mod backup;
 mod bad_input;
 mod cdc;
 mod cli;
+mod clients;
 mod cluster;
 mod console;
 mod crash;
