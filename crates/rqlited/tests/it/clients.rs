@@ -1,5 +1,6 @@
-//! rqlite's own client libraries against a node: pyrqlite and SQLAlchemy (sqlalchemy-rqlite)
-//! from PyPI, and rqlite-js from the npm registry, as `scripts/test.sh` installs them. Each
+//! rqlite's own client libraries against a node, and against followers of a cluster, which
+//! pass on to the leader what needs it: pyrqlite and SQLAlchemy (sqlalchemy-rqlite) from PyPI,
+//! and rqlite-js from the npm registry, as `scripts/test.sh` installs them. Each
 //! runs a script of `fixtures/clients/` that checks what the client returns and ends by
 //! printing `ok`; the scripts pass against rqlite v8.26.8 too, but for the check of a kept
 //! `SELECT *` after its table is made again, where rqlite v8 answers with the old columns.
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::harness::{single, test_node_modules, test_venv};
+use crate::harness::{Node, leader_index, single, test_node_modules, test_venv, three_nodes};
 
 /// Longest a client script may run.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -37,9 +38,8 @@ async fn passes(mut cmd: Command, what: &str) {
     );
 }
 
-#[tokio::test]
-async fn pyrqlite_and_sqlalchemy_read_and_write_through_the_node() {
-    let (_d, node) = single().await;
+/// pyrqlite and SQLAlchemy against `node`.
+async fn python_clients(node: &Node) {
     let (host, port) = node.http.rsplit_once(':').unwrap();
     let mut cmd = Command::new(test_venv().join("bin/python"));
     cmd.arg(script("python_clients.py"))
@@ -48,12 +48,32 @@ async fn pyrqlite_and_sqlalchemy_read_and_write_through_the_node() {
     passes(cmd, "python_clients.py").await;
 }
 
-#[tokio::test]
-async fn rqlite_js_reads_writes_and_backs_up_through_the_node() {
-    let (_d, node) = single().await;
+/// rqlite-js against `node`.
+async fn rqlite_js(node: &Node) {
     let mut cmd = Command::new("node");
     cmd.arg(script("rqlite_js_client.cjs"))
         .env("RQ_URL", node.url(""))
         .env("NODE_PATH", test_node_modules());
     passes(cmd, "rqlite_js_client.cjs").await;
+}
+
+#[tokio::test]
+async fn pyrqlite_and_sqlalchemy_read_and_write_through_the_node() {
+    let (_d, node) = single().await;
+    python_clients(&node).await;
+}
+
+#[tokio::test]
+async fn rqlite_js_reads_writes_and_backs_up_through_the_node() {
+    let (_d, node) = single().await;
+    rqlite_js(&node).await;
+}
+
+#[tokio::test]
+async fn the_clients_work_through_followers() {
+    let (_d, nodes) = three_nodes(&[]).await;
+    let leader = leader_index(&nodes).await;
+    let mut followers = nodes.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, n)| n);
+    python_clients(followers.next().unwrap()).await;
+    rqlite_js(followers.next().unwrap()).await;
 }
