@@ -3,7 +3,10 @@
 //! SQL runs once it ends with a `;` that SQLite's own `sqlite3_complete` accepts, so a statement
 //! may span several lines and a `;` inside a string, a comment or a trigger body does not end it.
 //! Dot-commands (and `exit`/`quit`) are a line each and are only recognised at the start of a
-//! statement. Text left over when the input ends runs as it is, as rqlite's shell runs every line.
+//! statement. Text left over when the input ends, or when a dot-command follows it, runs as it
+//! is, as rqlite's shell runs every line; where that text is several lines that SQLite cannot
+//! read as one statement but can read one line at a time (a script written for rqlite's shell,
+//! with no `;`), it runs a line at a time, as rqlite's shell runs it.
 
 use std::ffi::CString;
 
@@ -63,12 +66,65 @@ impl Gather {
         out
     }
 
-    /// The statement left when the input ends, if any.
-    pub fn finish(&mut self) -> Option<Unit> {
-        let sql = std::mem::take(&mut self.buf);
-        let sql = sql.trim();
-        (!sql.is_empty()).then(|| Unit::Sql(sql.to_string()))
+    /// What is left unfinished, to run now: as one statement, or a line at a time where only
+    /// that reads (see the module's comment).
+    pub fn finish(&mut self) -> Vec<Unit> {
+        let buf = std::mem::take(&mut self.buf);
+        let sql = buf.trim();
+        if sql.is_empty() {
+            return Vec::new();
+        }
+        match statements_by_line(sql) {
+            Some(lines) => lines.into_iter().map(|l| Unit::Sql(l.to_string())).collect(),
+            None => vec![Unit::Sql(sql.to_string())],
+        }
     }
+}
+
+/// How SQLite's parser reads a text.
+#[derive(Debug, PartialEq, Eq)]
+enum Reading {
+    /// One whole statement (whether its tables exist or not).
+    Whole,
+    /// The start of a statement that goes on.
+    Unfinished,
+    /// Not SQL that parses.
+    Wrong,
+}
+
+/// Reads `sql` with SQLite's parser, on an empty in-memory database: an error that is not
+/// about the syntax (a table that does not exist there, say) means the text parsed.
+fn reading(sql: &str) -> Reading {
+    let Ok(conn) = rusqlite::Connection::open_in_memory() else {
+        return Reading::Wrong;
+    };
+    match conn.prepare(sql) {
+        Ok(_) => Reading::Whole,
+        Err(rusqlite::Error::SqlInputError { msg, .. } | rusqlite::Error::SqliteFailure(_, Some(msg))) => {
+            if msg == "incomplete input" {
+                Reading::Unfinished
+            } else if msg.contains("syntax error") || msg.starts_with("unrecognized token") {
+                Reading::Wrong
+            } else {
+                Reading::Whole
+            }
+        }
+        Err(_) => Reading::Wrong,
+    }
+}
+
+/// The lines of `sql`, without blank and comment lines, when `sql` is several lines that do not
+/// read as one statement and each of which reads as one.
+fn statements_by_line(sql: &str) -> Option<Vec<&str>> {
+    let lines: Vec<&str> = sql
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("--"))
+        .collect();
+    if lines.len() < 2 || reading(sql) != Reading::Wrong {
+        return None;
+    }
+    lines.iter().all(|l| reading(l) == Reading::Whole).then_some(lines)
 }
 
 fn is_command(line: &str) -> bool {
@@ -164,11 +220,46 @@ mod tests {
     }
 
     #[test]
+    fn a_script_without_semicolons_runs_a_line_at_a_time_where_only_that_reads() {
+        // Written for rqlite's shell, which runs every line.
+        assert_eq!(
+            run(&[
+                "CREATE TABLE a (x)",
+                "-- a note",
+                "INSERT INTO a VALUES (1)",
+                "SELECT * FROM a"
+            ]),
+            vec![
+                sql("CREATE TABLE a (x)"),
+                sql("INSERT INTO a VALUES (1)"),
+                sql("SELECT * FROM a")
+            ]
+        );
+        assert_eq!(
+            run(&["SELECT 1", "SELECT 2", ".tables"]),
+            vec![sql("SELECT 1"), sql("SELECT 2"), cmd(".tables")]
+        );
+        // Lines that read as one statement together run as one, even where the first reads
+        // as a statement of its own.
+        assert_eq!(
+            run(&["UPDATE t SET a = 1", "WHERE id = 2"]),
+            vec![sql("UPDATE t SET a = 1\nWHERE id = 2")]
+        );
+        assert_eq!(
+            run(&["SELECT *", "FROM t", "WHERE id = 2"]),
+            vec![sql("SELECT *\nFROM t\nWHERE id = 2")]
+        );
+        // A line that does not read on its own: the text runs as it is, for the server's error.
+        assert_eq!(run(&["SELECT 1", "SELEKT 2"]), vec![sql("SELECT 1\nSELEKT 2")]);
+        assert_eq!(run(&["SELECT 1", "FROM"]), vec![sql("SELECT 1\nFROM")]);
+    }
+
+    #[test]
     fn clearing_drops_the_unfinished_statement() {
         let mut g = Gather::default();
         g.push("SELECT");
         g.clear();
         assert!(!g.pending());
-        assert_eq!(g.finish(), None);
+        assert!(g.finish().is_empty());
     }
 }

@@ -118,6 +118,42 @@ SELECT * FROM no_such_table
 }
 
 #[tokio::test]
+async fn a_script_written_for_rqlites_shell_runs_a_line_at_a_time() {
+    let d = DataDir::new();
+    let node = Node::start_in(&d.path, &[]).await;
+    let p = port(&node);
+    // rqlite's shell runs every line; such a script has no `;`.
+    let script = "CREATE TABLE foo (id INTEGER NOT NULL PRIMARY KEY, name TEXT)
+INSERT INTO foo(name) VALUES(\"fiona\")
+SELECT * FROM foo
+.tables
+UPDATE foo SET name = 'declan'
+WHERE id = 1
+";
+    let (code, out, err) = shell(&["-p", &p], script);
+    let prompt = format!("127.0.0.1:{p}> ");
+    let more = format!("{}...> ", " ".repeat(prompt.len() - 5));
+    let expected = [
+        "Welcome to the rqlite CLI.\n".to_string(),
+        "Enter \".help\" for usage hints.\n".to_string(),
+        format!("Connected to http://127.0.0.1:{p} running version v10.3.0+rs.0.1.0\n"),
+        format!("{prompt}{more}{more}{more}0 row affected\n1 row affected\n"),
+        "+----+-------+\n| id | name  |\n+----+-------+\n| 1  | fiona |\n+----+-------+\n".to_string(),
+        "+------+\n| name |\n+------+\n| foo  |\n+------+\n".to_string(),
+        // Two lines that read as one statement together run as one.
+        format!("{prompt}{more}{more}1 row affected\n"),
+        "bye~\n".to_string(),
+    ]
+    .concat();
+    assert_eq!(out, expected, "stderr: {err}");
+    assert_eq!(code, 0);
+    assert_eq!(
+        node.query("", r#"["SELECT name FROM foo"]"#).await,
+        r#"{"results":[{"columns":["name"],"types":["text"],"values":[["declan"]]}]}"#
+    );
+}
+
+#[tokio::test]
 async fn blobs_schema_writes_timings_and_output_files_print_as_rqlites_shell_prints() {
     let d = DataDir::new();
     let node = Node::start_in(&d.path, &[]).await;
