@@ -32,6 +32,17 @@ fn port(node: &Node) -> String {
     node.http.rsplit_once(':').unwrap().1.to_string()
 }
 
+/// What the shell prints on connecting to the node on port `p`, its prompt, and the prompt of
+/// a statement's further lines (`...>`, aligned under the end of the prompt).
+fn greeting(p: &str) -> (String, String, String) {
+    let banner = format!(
+        "Welcome to the rqlite CLI.\nEnter \".help\" for usage hints.\nConnected to http://127.0.0.1:{p} running version v10.3.0+rs.0.1.0\n"
+    );
+    let prompt = format!("127.0.0.1:{p}> ");
+    let more = format!("{}...> ", " ".repeat(prompt.len() - 5));
+    (banner, prompt, more)
+}
+
 #[tokio::test]
 async fn a_script_through_stdin_prints_what_rqlites_shell_prints() {
     let d = DataDir::new();
@@ -66,13 +77,9 @@ SELECT * FROM no_such_table
 .exit
 ";
     let (code, out, err) = shell(&["-p", &p], script);
-    let prompt = format!("127.0.0.1:{p}> ");
-    // Further lines of a statement get `...>`, aligned under the end of the prompt.
-    let more = format!("{}...> ", " ".repeat(prompt.len() - 5));
+    let (banner, prompt, more) = greeting(&p);
     let expected = [
-        "Welcome to the rqlite CLI.\n".to_string(),
-        "Enter \".help\" for usage hints.\n".to_string(),
-        format!("Connected to http://127.0.0.1:{p} running version v10.3.0+rs.0.1.0\n"),
+        banner,
         format!("{prompt}{more}{more}0 row affected\n"),
         format!("{prompt}1 row affected\n"),
         format!("{prompt}2 rows affected\n"),
@@ -131,12 +138,9 @@ UPDATE foo SET name = 'declan'
 WHERE id = 1
 ";
     let (code, out, err) = shell(&["-p", &p], script);
-    let prompt = format!("127.0.0.1:{p}> ");
-    let more = format!("{}...> ", " ".repeat(prompt.len() - 5));
+    let (banner, prompt, more) = greeting(&p);
     let expected = [
-        "Welcome to the rqlite CLI.\n".to_string(),
-        "Enter \".help\" for usage hints.\n".to_string(),
-        format!("Connected to http://127.0.0.1:{p} running version v10.3.0+rs.0.1.0\n"),
+        banner,
         format!("{prompt}{more}{more}{more}0 row affected\n1 row affected\n"),
         "+----+-------+\n| id | name  |\n+----+-------+\n| 1  | fiona |\n+----+-------+\n".to_string(),
         "+------+\n| name |\n+------+\n| foo  |\n+------+\n".to_string(),
