@@ -4,9 +4,9 @@
 //! may span several lines and a `;` inside a string, a comment or a trigger body does not end it.
 //! Dot-commands (and `exit`/`quit`) are a line each and are only recognised at the start of a
 //! statement. Text left over when the input ends, or when a dot-command follows it, runs as it
-//! is, as rqlite's shell runs every line; where that text is several lines that SQLite cannot
-//! read as one statement but can read one line at a time (a script written for rqlite's shell,
-//! with no `;`), it runs a line at a time, as rqlite's shell runs it.
+//! is, as rqlite's shell runs every line. Gathered text of several lines that SQLite cannot read
+//! as one statement but can read one line at a time (a script written for rqlite's shell, with
+//! no `;`) runs a line at a time, as rqlite's shell runs it.
 
 use std::ffi::CString;
 
@@ -239,6 +239,8 @@ mod tests {
             run(&["SELECT 1", "SELECT 2", ".tables"]),
             vec![sql("SELECT 1"), sql("SELECT 2"), cmd(".tables")]
         );
+        // Also where the last line brings the `;` that ends the gathered text.
+        assert_eq!(run(&["SELECT 1", "SELECT 2;"]), vec![sql("SELECT 1"), sql("SELECT 2;")]);
         // Lines that read as one statement together run as one, even where the first reads
         // as a statement of its own.
         assert_eq!(
