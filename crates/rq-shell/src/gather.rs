@@ -92,12 +92,9 @@ enum Reading {
     Wrong,
 }
 
-/// Reads `sql` with SQLite's parser, on an empty in-memory database: an error that is not
-/// about the syntax (a table that does not exist there, say) means the text parsed.
-fn reading(sql: &str) -> Reading {
-    let Ok(conn) = rusqlite::Connection::open_in_memory() else {
-        return Reading::Wrong;
-    };
+/// Reads `sql` with SQLite's parser, on `conn`, an empty in-memory database: an error that is
+/// not about the syntax (a table that does not exist there, say) means the text parsed.
+fn reading(conn: &rusqlite::Connection, sql: &str) -> Reading {
     match conn.prepare(sql) {
         Ok(_) => Reading::Whole,
         Err(rusqlite::Error::SqlInputError { msg, .. } | rusqlite::Error::SqliteFailure(_, Some(msg))) => {
@@ -121,10 +118,17 @@ fn statements_by_line(sql: &str) -> Option<Vec<&str>> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("--"))
         .collect();
-    if lines.len() < 2 || reading(sql) != Reading::Wrong {
+    if lines.len() < 2 {
         return None;
     }
-    lines.iter().all(|l| reading(l) == Reading::Whole).then_some(lines)
+    let conn = rusqlite::Connection::open_in_memory().ok()?;
+    if reading(&conn, sql) != Reading::Wrong {
+        return None;
+    }
+    lines
+        .iter()
+        .all(|l| reading(&conn, l) == Reading::Whole)
+        .then_some(lines)
 }
 
 fn is_command(line: &str) -> bool {
