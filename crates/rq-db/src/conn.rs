@@ -212,8 +212,8 @@ impl Conn {
             | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(path, flags)?;
         // WAL lets readers run beside the writer. Commits are not fsynced: the Raft log is what
-        // makes a write durable. The writer checkpoints the WAL itself (`Database::checkpoint`),
-        // with a full sync, so the main file only ever receives complete, synced transactions.
+        // makes a write durable. The node checkpoints the WAL itself (`Database::checkpoint`)
+        // and syncs the main file before it trusts it to hold what was applied.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "OFF")?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;

@@ -397,8 +397,8 @@ impl Database {
         }
     }
 
-    /// Copies the WAL into the database file and empties it, with a full sync, so the main file
-    /// holds every committed transaction, and records `state` (which must be the state applied
+    /// Copies the WAL into the database file and empties it, syncs the file, so that it holds
+    /// every committed transaction, and records `state` (which must be the state applied
     /// so far) as what the file holds. Readers holding old pages can keep the WAL from being
     /// emptied; then as much as possible is copied, the file has no record until a later
     /// checkpoint completes, and `Ok(false)` says to try again later. The wait for readers is
@@ -412,13 +412,15 @@ impl Database {
         // The WAL cannot be emptied under the pinned read.
         let pin = self.read_pin.clone();
         let _released = pin.as_ref().map(|p| p.release(false));
+        // With `synchronous=OFF` SQLite syncs neither the WAL nor the file here. The WAL never
+        // needs it: a recorded file's WAL is discarded at start, and an unrecorded file is not
+        // trusted. The file is synced before it is recorded (`file_state::write`). A WAL sync
+        // would write out every frame since the last checkpoint, only for the truncation to
+        // drop them, and the Raft log's syncs would queue behind it.
         let done = self.conn.trusted(|c| {
             c.busy_timeout(CHECKPOINT_WAIT)?;
-            c.execute_batch("PRAGMA synchronous=FULL")?;
             let r = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
-            let restore = c
-                .execute_batch("PRAGMA synchronous=OFF")
-                .and_then(|_| c.busy_timeout(BUSY_TIMEOUT));
+            let restore = c.busy_timeout(BUSY_TIMEOUT);
             let busy = r?;
             restore?;
             Ok(busy == 0)

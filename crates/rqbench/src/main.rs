@@ -2,8 +2,8 @@
 //!
 //! Two modes. With a SQL statement it behaves like rqlite's rqbench (`-a -n -b -x -q -p -o`).
 //! With `-w` it runs named workloads, each on a fresh node when `--spawn` names an `rqlited`
-//! binary, and prints requests/s, rows/s, mean, p50 and p99 latency and the server's CPU time
-//! per request (from `/proc/PID/stat`) as a table. Every write figure is printed
+//! binary, and prints requests/s, rows/s, mean, p50, p99, p99.9 and highest latency and the
+//! server's CPU time per request (from `/proc/PID/stat`) as a table. Every write figure is printed
 //! beside the raw fsync rate of the node's data directory, measured just before and just after
 //! the workload (their mean), because this disk's fsync speed varies by several times from
 //! hour to hour. `--cluster N` runs the workloads against the leader of an N-node cluster;
@@ -264,7 +264,7 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         return run_ab(args, &list, [a, b], duration).await;
     }
     println!(
-        "{:<24} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>7}",
+        "{:<24} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>7}",
         "workload",
         "clients",
         "requests",
@@ -273,6 +273,8 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         "mean ms",
         "p50 ms",
         "p99 ms",
+        "p99.9 ms",
+        "max ms",
         "cpu us",
         "fsync/s",
         "x fsync",
@@ -325,7 +327,7 @@ fn print_row(name: &str, w: &Workload, mut runs: Vec<Outcome>) {
         .map(|i| format!("{:.1}", i / 1000.0))
         .unwrap_or_else(|| "-".into());
     println!(
-        "{:<24} {:>7} {:>9} {:>9.0} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>7} {:>7} {:>8} {:>7}",
+        "{:<24} {:>7} {:>9} {:>9.0} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>8.1} {:>8} {:>8} {:>7} {:>7} {:>8} {:>7}",
         name,
         w.clients,
         o.requests,
@@ -334,6 +336,8 @@ fn print_row(name: &str, w: &Workload, mut runs: Vec<Outcome>) {
         o.mean.as_secs_f64() * 1e3,
         o.p50.as_secs_f64() * 1e3,
         o.p99.as_secs_f64() * 1e3,
+        o.p999.as_secs_f64() * 1e3,
+        o.max.as_secs_f64() * 1e3,
         cpu,
         fsync,
         ratio,

@@ -27,6 +27,9 @@ pub struct Outcome {
     pub mean: Duration,
     pub p50: Duration,
     pub p99: Duration,
+    pub p999: Duration,
+    /// The slowest request: a stall (a checkpoint, a snapshot) that the percentiles can miss.
+    pub max: Duration,
     pub fsync_rate: Option<f64>,
     /// The server's resident memory after the run: all of it (`VmRSS`), and its anonymous part
     /// (`RssAnon`: heap, stacks), which leaves out the pages of the binary the kernel maps.
@@ -103,6 +106,8 @@ where
         mean,
         p50: pct(0.50).unwrap_or_default(),
         p99: pct(0.99).unwrap_or_default(),
+        p999: pct(0.999).unwrap_or_default(),
+        max: all.last().copied().unwrap_or_default(),
         fsync_rate: None,
         rss_bytes: None,
         anon_bytes: None,
