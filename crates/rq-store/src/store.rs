@@ -207,6 +207,9 @@ struct Inner {
     cfg: StoreConfig,
     raft_id: u64,
     raft: Raft,
+    /// openraft's metrics, one receiver for every reader: a receiver made per look costs
+    /// atomic counts on lines that every core shares.
+    metrics: watch::Receiver<openraft::RaftMetrics<u64, NodeInfo>>,
     sm: StateMachine,
     /// The Raft log's durable end.
     durable: tokio::sync::watch::Receiver<Durable>,
@@ -387,6 +390,7 @@ impl Store {
             inner: Arc::new(Inner {
                 cfg,
                 raft_id: id,
+                metrics: raft.metrics(),
                 raft,
                 sm,
                 durable,
@@ -496,7 +500,7 @@ impl Store {
     /// The commit index: on a leader, the highest index a quorum of voters holds; elsewhere,
     /// what the leader last said, never below what this node applied.
     pub fn commit_index(&self) -> u64 {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.inner.metrics.borrow().clone();
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
         if m.state != ServerState::Leader {
             return self.leader_commit().max(applied);
@@ -554,8 +558,7 @@ impl Store {
 
     /// Whether this node leads, and has heard from a quorum recently enough to act as leader.
     pub fn is_leader(&self) -> bool {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
+        let m = self.inner.metrics.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.inner.raft_id) && self.has_quorum(&m)
     }
 
@@ -633,7 +636,7 @@ impl Store {
     /// How far each other member's log matches this leader's (node id → index); empty on
     /// followers.
     pub fn replication_progress(&self) -> std::collections::HashMap<String, u64> {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.inner.metrics.borrow().clone();
         let members = m.membership_config.membership();
         m.replication
             .iter()
@@ -647,13 +650,12 @@ impl Store {
 
     /// Index of the last entry in this node's log.
     pub fn last_log_index(&self) -> u64 {
-        self.inner.raft.metrics().borrow().last_log_index.unwrap_or(0)
+        self.inner.metrics.borrow().last_log_index.unwrap_or(0)
     }
 
     /// The current leader, if known. A leader that lost its quorum does not count itself.
     pub fn leader(&self) -> Option<NodeInfo> {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
+        let m = self.inner.metrics.borrow();
         let id = m.current_leader?;
         if id == self.inner.raft_id && !self.has_quorum(&m) {
             return None;
@@ -666,8 +668,7 @@ impl Store {
     /// acknowledged by any leader before it is applied here (writes are acknowledged only
     /// after they are applied). No other node can become leader without this one's vote.
     fn sole_voter_caught_up(&self) -> bool {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
+        let m = self.inner.metrics.borrow();
         // The voters are the union of the configurations' (`voter_ids`, which builds it in a
         // new set on every call): this node alone when every configuration holds it alone.
         let configs = m.membership_config.membership().get_joint_config();
@@ -692,7 +693,7 @@ impl Store {
                 .filter(|l| *l != self.inner.raft_id)
                 .and_then(|l| m.membership_config.membership().get_node(&l).cloned()),
         };
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.inner.metrics.borrow().clone();
         if m.state != ServerState::Leader {
             return Err(not_leader(&m));
         }
@@ -734,8 +735,7 @@ impl Store {
         let mut ticks = self.inner.ticks.subscribe();
         loop {
             {
-                let m = self.inner.raft.metrics();
-                let m = m.borrow();
+                let m = self.inner.metrics.borrow();
                 // This node counts itself only while it has given no other candidate its vote.
                 if m.state != ServerState::Leader || self.inner.log.saved_vote() != Some(m.vote) {
                     return Err(not_leader(&m));
@@ -795,8 +795,7 @@ impl Store {
 
     /// Whether this node is a voter in the current configuration.
     pub fn is_voter(&self) -> bool {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
+        let m = self.inner.metrics.borrow();
         m.membership_config
             .membership()
             .voter_ids()
@@ -805,8 +804,7 @@ impl Store {
 
     /// Members of the configuration: (node, is_voter), sorted by id.
     pub fn nodes(&self) -> Vec<(NodeInfo, bool)> {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
+        let m = self.inner.metrics.borrow();
         let members = m.membership_config.membership();
         let voters: Vec<u64> = members.voter_ids().collect();
         let mut out: Vec<(NodeInfo, bool)> = members
@@ -1517,19 +1515,21 @@ impl Store {
             .map_err(|_| StoreError::Timeout(format!("index {index}: timeout waiting for fsm")))
     }
 
-    /// Checks the database answers, at level `none`.
-    pub async fn probe_db(&self) -> Result<(), String> {
-        // In-line when a connection is idle, as a point read is.
+    /// Checks the database answers, at level `none`, within `timeout` (`Err("timeout")`).
+    pub async fn probe_db(&self, timeout: Duration) -> Result<(), String> {
+        // In-line when a connection is idle, as a point read is: no timer then.
         if let Some(c) = self.inner.pool.try_get() {
             return exec::probe(&c);
         }
         let pool = self.inner.pool.clone();
-        tokio::task::spawn_blocking(move || {
+        let probe = tokio::task::spawn_blocking(move || {
             let conn = crate::metric::pool_wait(|| pool.get()).map_err(|e| e.to_string())?;
             exec::probe(&conn)
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        });
+        match tokio::time::timeout(timeout, probe).await {
+            Ok(done) => done.map_err(|e| e.to_string())?,
+            Err(_) => Err("timeout".into()),
+        }
     }
 
     /// Read-pool and file facts for `/status`.
@@ -1571,7 +1571,7 @@ impl Store {
         let mut tick = tokio::time::interval(FAULT_CHECK);
         loop {
             tick.tick().await;
-            if let Err(e) = &self.inner.raft.metrics().borrow().running_state
+            if let Err(e) = &self.inner.metrics.borrow().running_state
                 && !matches!(e, openraft::error::Fatal::Stopped)
             {
                 return e.to_string();
