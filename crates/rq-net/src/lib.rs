@@ -7,6 +7,7 @@
 
 pub mod idle_poll;
 mod serve;
+mod sliced;
 mod stream;
 #[cfg(feature = "test-certs")]
 pub mod testing;

@@ -64,6 +64,8 @@ where
     // shared with the request's head and allocated a new 8 KiB one for every request.
     builder
         .http1()
+        // One `write` of head and body (see `sliced`).
+        .writev(false)
         .half_close(true)
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout);
@@ -93,9 +95,9 @@ where
         let service = TowerToHyperService::new(
             app.clone()
                 .map_request(|r: hyper::Request<Incoming>| r.map(axum::body::Body::new))
-                .map_response(|r| {
+                .map_response(|r: Response| {
                     crate::idle_poll::answered();
-                    r
+                    r.map(crate::sliced::bounded)
                 }),
         );
         let builder = builder.clone();

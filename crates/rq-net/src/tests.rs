@@ -210,7 +210,9 @@ mod serving {
     async fn server(max_connections: usize, header_read_timeout: Duration) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let router = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route("/large", axum::routing::get(|| async { large_body() }));
         let opts = ServeOptions {
             tls: None,
             max_connections,
@@ -219,6 +221,27 @@ mod serving {
         };
         tokio::spawn(serve(listener, router, opts, std::future::pending()));
         addr
+    }
+
+    /// An answer several times the size of a piece handed to hyper at a time.
+    fn large_body() -> Vec<u8> {
+        (0..crate::sliced::MAX_PIECE * 3 + 7).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_arrives_whole_with_its_length() {
+        let addr = server(16, Duration::from_secs(30)).await;
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /large HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+        let want = large_body();
+        assert!(head.contains(&format!("content-length: {}", want.len())), "{head}");
+        assert_eq!(&raw[split + 4..], &want[..]);
     }
 
     /// Reads until the other side closes; how long that took, or None if it did not within
