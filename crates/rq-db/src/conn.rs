@@ -164,6 +164,9 @@ pub struct Conn {
     /// The preupdate hook, if any: declared first so that it is dropped (unregistered) before
     /// the connection closes.
     pub(crate) preupdate: Option<crate::preupdate::Hook>,
+    /// The readiness probe's statement, once it has run here: declared before the connection,
+    /// so that it is finalized before the connection closes.
+    pub(crate) probe: std::cell::OnceCell<crate::probe::ProbeStmt>,
     pub(crate) conn: Connection,
     pub(crate) deadline: Deadline,
     /// While set, the authorizer lets through what only the node itself may do.
@@ -272,6 +275,7 @@ impl Conn {
             trusted,
             capture: None,
             seen: (0..SEEN_TEXTS).map(|_| Cell::new(0)).collect(),
+            probe: std::cell::OnceCell::new(),
             hasher: foldhash::fast::FixedState::default(),
         })
     }

@@ -931,18 +931,16 @@ pub fn run_read_within(conn: &Conn, req: &Request, mode: Mode, budget: Duration)
 }
 
 /// The readiness probe (rqlite's `SELECT 1` for `/readyz`): the connection answers a query,
-/// and the answer is 1. Its statement stays cached on the connection.
+/// and the answer is 1. Its statement stays prepared on the connection (`probe.rs`).
 pub fn probe(conn: &Conn) -> Result<(), String> {
-    let one: i64 = conn
-        .conn
-        .prepare_cached("SELECT 1")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)))
-        .map_err(|e| message(&e))?;
-    if one == 1 {
-        Ok(())
-    } else {
-        Err(format!("SELECT 1 returned {one}"))
-    }
+    let stmt = match conn.probe.get() {
+        Some(stmt) => stmt,
+        None => {
+            let stmt = crate::probe::ProbeStmt::prepare(&conn.conn)?;
+            conn.probe.get_or_init(|| stmt)
+        }
+    };
+    stmt.run(&conn.conn)
 }
 
 /// Runs a read-only request on a read connection.

@@ -14,6 +14,7 @@ mod lex;
 mod literals;
 pub mod pool;
 pub mod preupdate;
+mod probe;
 pub mod snapshot;
 pub mod sql;
 pub mod stats;

@@ -826,7 +826,7 @@ async fn execute(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params) -> Respo
 
 async fn queued(svc: &Arc<Service>, req: HttpRequest<Body>, p: Params, started: Instant) -> Response {
     svc.stats.add("queued_executions", 1);
-    if !p.has("noleader") && svc.store.leader().is_none() {
+    if !p.has("noleader") && !svc.store.leader_known() {
         svc.stats.add("leader_not_found", 1);
         return text_error(StatusCode::SERVICE_UNAVAILABLE, "leader not found");
     }

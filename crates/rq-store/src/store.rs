@@ -655,12 +655,21 @@ impl Store {
 
     /// The current leader, if known. A leader that lost its quorum does not count itself.
     pub fn leader(&self) -> Option<NodeInfo> {
+        self.with_leader(|n| n.clone())
+    }
+
+    /// Whether `leader` would name one, without copying its details.
+    pub fn leader_known(&self) -> bool {
+        self.with_leader(|_| ()).is_some()
+    }
+
+    fn with_leader<T>(&self, f: impl FnOnce(&NodeInfo) -> T) -> Option<T> {
         let m = self.inner.metrics.borrow();
         let id = m.current_leader?;
         if id == self.inner.raft_id && !self.has_quorum(&m) {
             return None;
         }
-        m.membership_config.membership().get_node(&id).cloned()
+        m.membership_config.membership().get_node(&id).map(f)
     }
 
     /// Whether a linearizable read may be served without asking a quorum: this node is the
@@ -818,7 +827,7 @@ impl Store {
     /// Ready: a leader is known and this node has applied everything up to its commit index
     /// that existed when it started.
     pub fn is_ready(&self) -> bool {
-        self.inner.ready_holds.load(Ordering::Acquire) == 0 && self.leader().is_some()
+        self.inner.ready_holds.load(Ordering::Acquire) == 0 && self.leader_known()
     }
 
     /// The change data capture queue, when `-cdc-config` is set.
