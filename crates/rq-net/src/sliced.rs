@@ -2,12 +2,11 @@
 //!
 //! HTTP/1 answers are copied into hyper's write buffer and sent with one `write`, head and
 //! body together, rather than a `writev` of the two: the kernel does less for one buffer, and
-//! most answers are a few hundred bytes (server CPU per 16-client point SELECT 2-3% lower, per
-//! `/readyz` 4-6%). hyper copies each piece of a body it is given whole, and only then writes
-//! its buffer out, so a body that is large, or of unknown size, goes through [`Sliced`]: pieces
-//! of at most [`MAX_PIECE`] bytes, slices of the body's own buffers (no copy), which hyper
-//! takes one at a time as its buffer drains. A large answer then costs one copy of a piece,
-//! not a second copy of the whole answer.
+//! most answers are a few hundred bytes (figures in ARCHITECTURE.md). hyper copies each piece
+//! of a body it is given whole, and only then writes its buffer out, so a body that is large,
+//! or of unknown size, goes through [`Sliced`]: pieces of at most [`MAX_PIECE`] bytes, slices
+//! of the body's own buffers (no copy), which hyper takes one at a time as its buffer drains.
+//! A large answer then costs one copy of a piece, not a second copy of the whole answer.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
