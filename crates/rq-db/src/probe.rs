@@ -77,17 +77,13 @@ impl Drop for ProbeStmt {
     }
 }
 
-/// The connection's message for result code `rc`.
+/// The error for result code `rc`, worded as every other SQLite error (`exec::message`).
 fn error_of(conn: &Connection, rc: std::ffi::c_int) -> String {
     // SAFETY: `conn.handle()` is open; SQLite returns a NUL-terminated message it owns, valid
     // until the next call on the connection, copied here at once.
     let msg = unsafe { std::ffi::CStr::from_ptr(ffi::sqlite3_errmsg(conn.handle())) };
-    let msg = msg.to_string_lossy();
-    if msg.is_empty() || msg == "not an error" {
-        format!("SQLite result code {rc}")
-    } else {
-        msg.into_owned()
-    }
+    let msg = Some(msg.to_string_lossy().into_owned()).filter(|m| !m.is_empty() && m != "not an error");
+    crate::exec::message(&rusqlite::Error::SqliteFailure(ffi::Error::new(rc), msg))
 }
 
 #[cfg(test)]
