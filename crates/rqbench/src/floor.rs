@@ -7,6 +7,11 @@
 //! fdatasyncs it (requests that arrive during a sync share the next one, as a group commit
 //! does), every other request gets a fixed answer at once. `/status` names `DIR` and the
 //! process, so the workloads set up, probe the disk and count CPU time as they do for a node.
+//!
+//! With `--floor-sql` the server also runs each request's SQL (`sql.rs`): the least a node that
+//! runs its statements on SQLite can cost.
+
+mod sql;
 
 use std::convert::Infallible;
 use std::fs::File;
@@ -37,16 +42,21 @@ const READ: &[u8] = br#"{"results":[{"columns":["id"],"types":["integer"],"value
 struct Log {
     file: File,
     state: Mutex<LogState>,
+    /// Where the statements run, with `--floor-sql`.
+    sql: Option<sql::Sqlite>,
 }
+
+/// A write waiting for a sync, and where its answer goes.
+type Waiting = (Bytes, oneshot::Sender<Bytes>);
 
 struct LogState {
     offset: u64,
     syncing: bool,
-    waiting: Vec<(Bytes, oneshot::Sender<()>)>,
+    waiting: Vec<Waiting>,
 }
 
 impl Log {
-    fn create(dir: &Path) -> std::io::Result<Log> {
+    fn create(dir: &Path, sql: Option<sql::Sqlite>) -> std::io::Result<Log> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -66,14 +76,15 @@ impl Log {
                 syncing: false,
                 waiting: Vec::new(),
             }),
+            sql,
         })
     }
 
-    /// Appends `body` and returns once it is synced. The request that finds no sync running
-    /// leads one: it first lets the requests already readable be read (so they queue behind
-    /// it), then syncs them with its own. Requests that queue during that sync are synced
+    /// Appends `body` and returns its answer once it is synced. The request that finds no sync
+    /// running leads one: it first lets the requests already readable be read (so they queue
+    /// behind it), then syncs them with its own. Requests that queue during that sync are synced
     /// together after it, by a task of their own.
-    async fn append(self: &Arc<Self>, body: Bytes) -> std::io::Result<()> {
+    async fn append(self: &Arc<Self>, body: Bytes) -> std::io::Result<Bytes> {
         let queued = {
             let mut s = self.state.lock().unwrap();
             if s.syncing {
@@ -86,24 +97,21 @@ impl Log {
             }
         };
         let body = match queued {
-            Ok(rx) => {
-                let _ = rx.await;
-                return Ok(());
-            }
+            Ok(rx) => return rx.await.map_err(|_| std::io::Error::other("the sync was dropped")),
             Err(body) => body,
         };
         tokio::task::yield_now().await;
         let batch = std::mem::take(&mut self.state.lock().unwrap().waiting);
-        self.sync_and_answer(Some(body), batch)?;
+        let own = self.sync_and_answer(Some(body), batch)?;
         if let Some(batch) = self.next_batch() {
             let log = self.clone();
             tokio::spawn(async move { log.drain(batch).await });
         }
-        Ok(())
+        Ok(own.unwrap_or_default())
     }
 
     /// Syncs batches until no request waits.
-    async fn drain(&self, mut batch: Vec<(Bytes, oneshot::Sender<()>)>) {
+    async fn drain(&self, mut batch: Vec<Waiting>) {
         loop {
             if let Err(e) = self.sync_and_answer(None, batch) {
                 eprintln!("floor: write failed: {e}");
@@ -118,18 +126,26 @@ impl Log {
         }
     }
 
-    /// Syncs `own` (the leading request's body) and `batch`, then answers `batch`.
-    fn sync_and_answer(&self, own: Option<Bytes>, batch: Vec<(Bytes, oneshot::Sender<()>)>) -> std::io::Result<()> {
+    /// Syncs `own` (the leading request's body) and `batch`, runs their SQL (with
+    /// `--floor-sql`), answers `batch` and returns `own`'s answer.
+    fn sync_and_answer(&self, own: Option<Bytes>, batch: Vec<Waiting>) -> std::io::Result<Option<Bytes>> {
+        let leading = own.is_some();
         let bodies: Vec<Bytes> = own.into_iter().chain(batch.iter().map(|(b, _)| b.clone())).collect();
         self.sync_round(&bodies)?;
-        for (_, tx) in batch {
-            let _ = tx.send(());
+        let mut answers = match &self.sql {
+            Some(db) => db.execute(&bodies),
+            None => vec![Bytes::from_static(WROTE); bodies.len()],
         }
-        Ok(())
+        .into_iter();
+        let own = if leading { answers.next() } else { None };
+        for ((_, tx), answer) in batch.into_iter().zip(answers) {
+            let _ = tx.send(answer);
+        }
+        Ok(own)
     }
 
     /// The requests waiting for a sync, or none (and no sync running any more).
-    fn next_batch(&self) -> Option<Vec<(Bytes, oneshot::Sender<()>)>> {
+    fn next_batch(&self) -> Option<Vec<Waiting>> {
         let mut s = self.state.lock().unwrap();
         if s.waiting.is_empty() {
             s.syncing = false;
@@ -158,6 +174,7 @@ impl Log {
 async fn answer(req: Request<Incoming>, log: Arc<Log>, status: Bytes) -> Result<Response<Full<Bytes>>, Infallible> {
     let write = req.method() == Method::POST && req.uri().path() == "/db/execute";
     let is_status = req.uri().path() == "/status";
+    let is_query = req.method() == Method::POST && req.uri().path() == "/db/query";
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
@@ -165,11 +182,15 @@ async fn answer(req: Request<Incoming>, log: Arc<Log>, status: Bytes) -> Result<
     let out = if is_status {
         status
     } else if write {
-        if let Err(e) = log.append(body).await {
-            eprintln!("floor: write failed: {e}");
-            std::process::exit(1);
+        match log.append(body).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                eprintln!("floor: write failed: {e}");
+                std::process::exit(1);
+            }
         }
-        Bytes::from_static(WROTE)
+    } else if let (Some(db), true) = (&log.sql, is_query) {
+        db.query(&body)
     } else {
         Bytes::from_static(READ)
     };
@@ -179,10 +200,11 @@ async fn answer(req: Request<Incoming>, log: Arc<Log>, status: Bytes) -> Result<
         .expect("a valid response"))
 }
 
-/// `--serve-floor DIR`: serves on `addr` until killed.
-pub fn serve(dir: &Path, addr: &str) -> anyhow::Result<()> {
+/// `--serve-floor DIR`: serves on `addr` until killed; runs each request's SQL if `sql`.
+pub fn serve(dir: &Path, addr: &str, sql: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let log = Arc::new(Log::create(dir)?);
+    let db = if sql { Some(sql::Sqlite::open(dir)?) } else { None };
+    let log = Arc::new(Log::create(dir, db)?);
     let status = Bytes::from(serde_json::to_vec(&serde_json::json!({
         "store": {"dir": dir},
         "os": {"pid": std::process::id()},
@@ -217,15 +239,17 @@ pub struct Floor {
 }
 
 impl Floor {
-    pub async fn start() -> anyhow::Result<Floor> {
+    /// Starts one; it runs each request's SQL if `sql`.
+    pub async fn start(sql: bool) -> anyhow::Result<Floor> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         let dir = std::env::temp_dir().join(format!("rqbench-floor-{}-{port}", std::process::id()));
-        let child = std::process::Command::new(std::env::current_exe()?)
-            .arg("--serve-floor")
-            .arg(&dir)
-            .arg("-a")
-            .arg(&addr)
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command.arg("--serve-floor").arg(&dir).arg("-a").arg(&addr);
+        if sql {
+            command.arg("--floor-sql");
+        }
+        let child = command
             .stdout(std::process::Stdio::null())
             .spawn()
             .context("cannot start the floor server")?;
@@ -257,7 +281,7 @@ mod tests {
     #[test]
     fn every_write_lands_once_and_the_log_ends_idle() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(Log::create(dir.path()).unwrap());
+        let log = Arc::new(Log::create(dir.path(), None).unwrap());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .build()
@@ -268,7 +292,7 @@ mod tests {
                 let log = log.clone();
                 tasks.push(tokio::spawn(async move {
                     let body = Bytes::from(format!("<write {i}>"));
-                    log.append(body.clone()).await.unwrap();
+                    assert_eq!(log.append(body.clone()).await.unwrap(), WROTE);
                     let mut head = vec![0u8; 4096];
                     log.file.read_at(&mut head, 0).unwrap();
                     assert!(head.windows(body.len()).any(|w| w == body), "write {i} is written");

@@ -10,7 +10,8 @@
 //! `--failover N` times N leader failovers; `--against B` compares the `--spawn` binary with
 //! B, running them in turns; `--instructions` counts the instructions a node executes per
 //! request, under callgrind; `--floor` runs each workload against a plain HTTP server too, the
-//! least a node can cost on the machine (`floor.rs`).
+//! least a node can cost on the machine (`floor.rs`), and `--floor-sql` against the same server
+//! running each request's SQL on SQLite.
 
 mod cdc_sink;
 mod client;
@@ -128,6 +129,12 @@ struct Args {
     /// cost on this machine, measured in the same run.
     #[arg(long)]
     floor: bool,
+    /// Also run each workload against that plain server running each request's statements on
+    /// SQLite too (a database set up as a node's: WAL, commits not synced; a write's statements
+    /// run after its fdatasync, those of the writes one sync covers in one transaction), printed
+    /// as `<workload>@floor+sql`: the least a node that runs its SQL on SQLite can cost.
+    #[arg(long)]
+    floor_sql: bool,
     /// Serve as that plain server, writing into this directory, on -a (what --floor starts).
     #[arg(long, value_name = "DIR", hide = true)]
     serve_floor: Option<std::path::PathBuf>,
@@ -136,7 +143,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(dir) = &args.serve_floor {
-        return floor::serve(dir, &args.addr);
+        return floor::serve(dir, &args.addr, args.floor_sql);
     }
     if args.transport != "http" {
         bail!("not a valid transport: {}", args.transport);
@@ -295,13 +302,14 @@ async fn run_workloads(args: &Args, names: &str, lags: Option<cdc_sink::Lags>) -
         };
         let name = if args.spread { format!("{name}@all") } else { name };
         print_row(&name, w, runs);
-        if args.floor && !scrape {
+        let floors = [(args.floor, false, "floor"), (args.floor_sql, true, "floor+sql")];
+        for (_, sql, suffix) in floors.into_iter().filter(|(asked, ..)| *asked && !scrape) {
             let mut runs: Vec<Outcome> = Vec::new();
             for _ in 0..args.repeat.max(1) {
-                let floor = floor::Floor::start().await?;
+                let floor = floor::Floor::start(sql).await?;
                 runs.push(w.run(std::slice::from_ref(&floor.addr), duration).await?);
             }
-            print_row(&format!("{}@floor", w.name), w, runs);
+            print_row(&format!("{}@{suffix}", w.name), w, runs);
         }
     }
     Ok(())
