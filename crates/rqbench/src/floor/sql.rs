@@ -3,13 +3,14 @@
 //! durable), with none of a node's parsing, checks, consensus or answer shapes around them.
 //! The writes a sync covers run in one transaction, as a node applies a group-commit entry.
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use rusqlite::types::Value;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
 pub struct Sqlite {
     writer: Mutex<Connection>,
@@ -41,23 +42,13 @@ impl Sqlite {
     /// Runs the statements of every body in `bodies` in one transaction; one answer per body.
     pub fn execute(&self, bodies: &[Bytes]) -> Vec<Bytes> {
         let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let began = conn.execute_batch("BEGIN");
+        let began = conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([]));
         let answers = bodies
             .iter()
-            .map(|body| {
-                answer(statements(body).map(|stmts| {
-                    stmts
-                        .iter()
-                        .map(|(sql, args)| match run_write(&conn, sql, args) {
-                            Ok(r) => r,
-                            Err(e) => json!({ "error": e.to_string() }),
-                        })
-                        .collect()
-                }))
-            })
+            .map(|body| answer(body, |out, sql, args| write_result(out, &conn, sql, args)))
             .collect();
         if began.is_ok()
-            && let Err(e) = conn.execute_batch("COMMIT")
+            && let Err(e) = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]))
         {
             eprintln!("floor: commit failed: {e}");
             std::process::exit(1);
@@ -68,15 +59,7 @@ impl Sqlite {
     /// Runs the statements of a read.
     pub fn query(&self, body: &[u8]) -> Bytes {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        answer(statements(body).map(|stmts| {
-            stmts
-                .iter()
-                .map(|(sql, args)| match run_read(&conn, sql, args) {
-                    Ok(r) => r,
-                    Err(e) => json!({ "error": e.to_string() }),
-                })
-                .collect()
-        }))
+        answer(body, |out, sql, args| read_result(out, &conn, sql, args))
     }
 }
 
@@ -113,44 +96,93 @@ fn argument(v: Json) -> Result<Value, String> {
     })
 }
 
-fn run_write(conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<Json> {
+/// Writes a write's result object into `out`.
+fn write_result(out: &mut Vec<u8>, conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<()> {
     let rows = conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(args))?;
-    Ok(json!({ "last_insert_id": conn.last_insert_rowid(), "rows_affected": rows }))
+    let id = conn.last_insert_rowid();
+    write!(out, r#"{{"last_insert_id":{id},"rows_affected":{rows}}}"#).expect("writes to a Vec");
+    Ok(())
 }
 
-fn run_read(conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<Json> {
+/// Writes a read's result object into `out`.
+fn read_result(out: &mut Vec<u8>, conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let columns: Vec<String> = stmt.column_names().map(str::to_string).collect();
-    let types: Vec<String> = stmt
-        .columns()
-        .map(|c| c.decl_type().unwrap_or("").to_ascii_lowercase())
-        .collect();
-    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
-    let mut values = Vec::new();
-    while let Some(row) = rows.next()? {
-        let row: Vec<Json> = (0..columns.len())
-            .map(|i| {
-                Ok(match row.get::<_, Value>(i)? {
-                    Value::Null => Json::Null,
-                    Value::Integer(n) => json!(n),
-                    Value::Real(f) => json!(f),
-                    Value::Text(s) => json!(s),
-                    Value::Blob(b) => json!(b),
-                })
-            })
-            .collect::<rusqlite::Result<_>>()?;
-        values.push(Json::Array(row));
+    let mut result = Vec::new();
+    result.extend_from_slice(br#"{"columns":["#);
+    for (i, name) in stmt.column_names().enumerate() {
+        if i > 0 {
+            result.push(b',');
+        }
+        write_str(&mut result, name);
     }
-    Ok(json!({ "columns": columns, "types": types, "values": values }))
+    result.extend_from_slice(br#"],"types":["#);
+    for (i, c) in stmt.columns().enumerate() {
+        if i > 0 {
+            result.push(b',');
+        }
+        write_str(&mut result, &c.decl_type().unwrap_or("").to_ascii_lowercase());
+    }
+    result.extend_from_slice(br#"],"values":["#);
+    let width = stmt.column_count();
+    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+    let mut n = 0;
+    while let Some(row) = rows.next()? {
+        if n > 0 {
+            result.push(b',');
+        }
+        n += 1;
+        result.push(b'[');
+        for i in 0..width {
+            if i > 0 {
+                result.push(b',');
+            }
+            match row.get_ref(i)? {
+                ValueRef::Null => result.extend_from_slice(b"null"),
+                ValueRef::Integer(n) => write!(result, "{n}").expect("writes to a Vec"),
+                ValueRef::Real(f) => write!(result, "{f}").expect("writes to a Vec"),
+                ValueRef::Text(t) => write_str(&mut result, &String::from_utf8_lossy(t)),
+                ValueRef::Blob(b) => {
+                    serde_json::to_writer(&mut result, b).expect("writes to a Vec");
+                }
+            }
+        }
+        result.push(b']');
+    }
+    result.extend_from_slice(b"]}");
+    out.extend_from_slice(&result);
+    Ok(())
 }
 
-/// `{"results": [...]}`, or the request's error.
-fn answer(results: Result<Vec<Json>, String>) -> Bytes {
-    let body = match results {
-        Ok(results) => json!({ "results": results }),
-        Err(e) => json!({ "error": e }),
-    };
-    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("writes to a Vec");
+}
+
+/// `{"results": [...]}`, with one result per statement of `body` written by `run` (or its
+/// error), or the request's error.
+fn answer(body: &[u8], mut run: impl FnMut(&mut Vec<u8>, &str, &[Value]) -> rusqlite::Result<()>) -> Bytes {
+    let mut out = Vec::with_capacity(128);
+    match statements(body) {
+        Ok(stmts) => {
+            out.extend_from_slice(br#"{"results":["#);
+            for (i, (sql, args)) in stmts.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if let Err(e) = run(&mut out, sql, args) {
+                    out.extend_from_slice(br#"{"error":"#);
+                    write_str(&mut out, &e.to_string());
+                    out.push(b'}');
+                }
+            }
+            out.extend_from_slice(b"]}");
+        }
+        Err(e) => {
+            out.extend_from_slice(br#"{"error":"#);
+            write_str(&mut out, &e);
+            out.push(b'}');
+        }
+    }
+    Bytes::from(out)
 }
 
 #[cfg(test)]
