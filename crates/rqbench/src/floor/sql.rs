@@ -64,8 +64,11 @@ impl Sqlite {
 }
 
 /// The statements of a request body: a JSON array of statements, each a string or an array of
-/// the text and its arguments.
+/// the text and its arguments. An empty body has none (as a queued write's `?wait` sends).
 fn statements(body: &[u8]) -> Result<Vec<Statement>, String> {
+    if body.trim_ascii().is_empty() {
+        return Ok(Vec::new());
+    }
     let parsed: Vec<Json> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     parsed
         .into_iter()
@@ -198,6 +201,7 @@ mod tests {
             Bytes::from_static(br#"[["INSERT INTO t(name) VALUES(?)", "a"], ["INSERT INTO t(name) VALUES(?)", 2.5]]"#),
             Bytes::from_static(br#"[["INSERT INTO nowhere VALUES(1)"]]"#),
             Bytes::from_static(b"not json"),
+            Bytes::new(),
         ];
         let answers = db.execute(&bodies);
         assert_eq!(
@@ -210,6 +214,7 @@ mod tests {
         );
         assert!(String::from_utf8_lossy(&answers[2]).contains("no such table"));
         assert!(String::from_utf8_lossy(&answers[3]).starts_with(r#"{"error":"#));
+        assert_eq!(&answers[4][..], br#"{"results":[]}"#);
         let read = db.query(br#"[["SELECT * FROM t WHERE id>?", 0]]"#);
         assert_eq!(
             &read[..],
