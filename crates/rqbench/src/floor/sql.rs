@@ -3,11 +3,11 @@
 //! durable), with none of a node's parsing, checks, consensus or answer shapes around them.
 //! The writes a sync covers run in one transaction, as a node applies a group-commit entry.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use rq_proto::json;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value as Json;
@@ -102,62 +102,67 @@ fn argument(v: Json) -> Result<Value, String> {
 /// Writes a write's result object into `out`.
 fn write_result(out: &mut Vec<u8>, conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<()> {
     let rows = conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(args))?;
-    let id = conn.last_insert_rowid();
-    write!(out, r#"{{"last_insert_id":{id},"rows_affected":{rows}}}"#).expect("writes to a Vec");
+    out.extend_from_slice(br#"{"last_insert_id":"#);
+    json::write_i64(out, conn.last_insert_rowid());
+    out.extend_from_slice(br#","rows_affected":"#);
+    json::write_i64(out, rows as i64);
+    out.push(b'}');
     Ok(())
 }
 
-/// Writes a read's result object into `out`.
+/// Writes a read's result object into `out`, encoded as a node encodes one.
 fn read_result(out: &mut Vec<u8>, conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(sql)?;
+    // Written aside first, so that an error met half-way leaves `out` as it was.
     let mut result = Vec::new();
-    result.extend_from_slice(br#"{"columns":["#);
-    for (i, name) in stmt.column_names().enumerate() {
-        if i > 0 {
-            result.push(b',');
-        }
-        write_str(&mut result, name);
-    }
-    result.extend_from_slice(br#"],"types":["#);
-    for (i, c) in stmt.columns().enumerate() {
-        if i > 0 {
-            result.push(b',');
-        }
-        write_str(&mut result, &c.decl_type().unwrap_or("").to_ascii_lowercase());
-    }
-    result.extend_from_slice(br#"],"values":["#);
+    result.extend_from_slice(br#"{"columns":"#);
+    write_list(&mut result, stmt.column_names(), |o, name| {
+        json::write_str(o, name, false)
+    });
+    result.extend_from_slice(br#","types":"#);
+    write_list(&mut result, stmt.columns(), |o, c| {
+        json::write_str(o, &c.decl_type().unwrap_or("").to_ascii_lowercase(), false)
+    });
+    result.extend_from_slice(br#","values":["#);
     let width = stmt.column_count();
     let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
-    let mut n = 0;
+    let mut first = true;
     while let Some(row) = rows.next()? {
-        if n > 0 {
+        if !std::mem::take(&mut first) {
             result.push(b',');
         }
-        n += 1;
-        result.push(b'[');
-        for i in 0..width {
-            if i > 0 {
-                result.push(b',');
-            }
-            match row.get_ref(i)? {
-                ValueRef::Null => result.extend_from_slice(b"null"),
-                ValueRef::Integer(n) => write!(result, "{n}").expect("writes to a Vec"),
-                ValueRef::Real(f) => write!(result, "{f}").expect("writes to a Vec"),
-                ValueRef::Text(t) => write_str(&mut result, &String::from_utf8_lossy(t)),
-                ValueRef::Blob(b) => {
-                    serde_json::to_writer(&mut result, b).expect("writes to a Vec");
-                }
-            }
-        }
-        result.push(b']');
+        let values = (0..width)
+            .map(|i| row.get_ref(i))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        write_list(&mut result, values, |o, v| match v {
+            ValueRef::Null => o.extend_from_slice(b"null"),
+            ValueRef::Integer(n) => json::write_i64(o, n),
+            ValueRef::Real(f) => json::write_f64(o, f),
+            ValueRef::Text(t) => json::write_str(o, &String::from_utf8_lossy(t), false),
+            ValueRef::Blob(b) => json::write_base64(o, b),
+        });
     }
     result.extend_from_slice(b"]}");
     out.extend_from_slice(&result);
     Ok(())
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(out, s).expect("writes to a Vec");
+/// Writes `items` as a JSON array, each written by `write`.
+fn write_list<T>(out: &mut Vec<u8>, items: impl IntoIterator<Item = T>, mut write: impl FnMut(&mut Vec<u8>, T)) {
+    out.push(b'[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
+    out.push(b']');
+}
+
+fn write_error(out: &mut Vec<u8>, message: &str) {
+    out.extend_from_slice(br#"{"error":"#);
+    json::write_str(out, message, false);
+    out.push(b'}');
 }
 
 /// `{"results": [...]}`, with one result per statement of `body` written by `run` (or its
@@ -166,24 +171,15 @@ fn answer(body: &[u8], mut run: impl FnMut(&mut Vec<u8>, &str, &[Value]) -> rusq
     let mut out = Vec::with_capacity(128);
     match statements(body) {
         Ok(stmts) => {
-            out.extend_from_slice(br#"{"results":["#);
-            for (i, (sql, args)) in stmts.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+            out.extend_from_slice(br#"{"results":"#);
+            write_list(&mut out, &stmts, |o, (sql, args)| {
+                if let Err(e) = run(o, sql, args) {
+                    write_error(o, &e.to_string());
                 }
-                if let Err(e) = run(&mut out, sql, args) {
-                    out.extend_from_slice(br#"{"error":"#);
-                    write_str(&mut out, &e.to_string());
-                    out.push(b'}');
-                }
-            }
-            out.extend_from_slice(b"]}");
-        }
-        Err(e) => {
-            out.extend_from_slice(br#"{"error":"#);
-            write_str(&mut out, &e);
+            });
             out.push(b'}');
         }
+        Err(e) => write_error(&mut out, &e),
     }
     Bytes::from(out)
 }
